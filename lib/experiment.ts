@@ -1,0 +1,250 @@
+/**
+ * One training run of the study, end to end: seed, data, model, train, evaluate every split,
+ * checkpoint. `deno task train`, the sweep and the notebooks all run models through
+ * {@link runExperiment}, so a number printed by one is the number the others would print.
+ *
+ * With a `stateDir`, the run is resumable: after every epoch the model, optimiser moments,
+ * random-generator state and history are checkpointed atomically, and a later call with the same
+ * configuration continues from the last completed epoch to the same final numbers.
+ */
+import type * as tf from "@tensorflow/tfjs";
+import { join } from "node:path";
+import { type BackendInfo, initBackend } from "./backend.ts";
+import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  BATCH_SIZE,
+  DEFAULT_DATA_DIR,
+  EPOCHS,
+  LEARNING_RATE,
+  TRAIN_FRACTION,
+} from "./constants.ts";
+import { getLoaders, loadTestLoader } from "./data.ts";
+import { exists } from "./fsutil.ts";
+import { buildModel, type ModelInfo, modelInfo } from "./models.ts";
+import { ProgressBar } from "./progress.ts";
+import { restoreRngState, type RngState, rngState, seedEverything } from "./seed.ts";
+import {
+  type AccuracyResult,
+  type EpochRecord,
+  evaluateAccuracy,
+  formatOverallLine,
+  TorchAdam,
+  trainableVariables,
+  trainModel,
+} from "./train.ts";
+
+/** Everything that defines a run; two runs with equal configs give equal results. */
+export interface RunConfig {
+  /** Model kind (`cnn-regressor`, `cnn-classifier`, `vgg-regressor`, ...). */
+  model: string;
+  seed: number;
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  trainFraction: number;
+  /** Cap on training images (validation gets a quarter as many); `undefined` = all. */
+  limit?: number;
+  /** Backend asked for (`auto`, `wasm`, ...). */
+  backend: string;
+  /** Directory of the `.npy` files. */
+  dataDir: string;
+}
+
+/** The study's configuration for one model and seed. */
+export function studyConfig(model: string, overrides: Partial<RunConfig> = {}): RunConfig {
+  return {
+    model,
+    seed: 42,
+    epochs: EPOCHS,
+    batchSize: BATCH_SIZE,
+    learningRate: LEARNING_RATE,
+    trainFraction: TRAIN_FRACTION,
+    limit: undefined,
+    backend: Deno.env.get("DIGITSUM_BACKEND") ?? "auto",
+    dataDir: DEFAULT_DATA_DIR,
+    ...overrides,
+  };
+}
+
+/** Accuracy summary of one split (no per-image arrays). */
+export interface SplitAccuracy {
+  correct: number;
+  total: number;
+  accuracy: number;
+}
+
+/** What a finished run leaves. */
+export interface RunResult {
+  config: RunConfig;
+  info: ModelInfo;
+  history: EpochRecord[];
+  /** Overall accuracy per split: `train`, `val` and the held-out `test`. */
+  accuracy: { train: SplitAccuracy; val: SplitAccuracy; test?: SplitAccuracy };
+  backend: BackendInfo;
+  params: number;
+  /** Wall seconds of the whole run, epochs done before a resume included. */
+  seconds: number;
+  model: tf.LayersModel;
+  /** Predictions on the validation split (for confusion plots and error analysis). */
+  valPredictions: AccuracyResult;
+}
+
+/** Options of {@link runExperiment}. */
+export interface RunOptions {
+  /** Where the final checkpoint goes (e.g. `trained_models/cnnregressor_42`); none if omitted. */
+  checkpointDir?: string;
+  /** Directory for per-epoch resumable state; no resume if omitted. */
+  stateDir?: string;
+  /** Line printer (default `console.log`). */
+  log?: (line: string) => void;
+  /** Show a per-epoch progress bar (default true). */
+  progress?: boolean;
+  /** Evaluate on the held-out test split too (default true when its files exist). */
+  test?: boolean;
+  /** Called after each epoch (after the state is saved). */
+  onEpochEnd?: (record: EpochRecord) => void | Promise<void>;
+  /** Stop after the current epoch when this returns true (the state stays resumable). */
+  shouldStop?: () => boolean;
+}
+
+/** Thrown when `shouldStop` ended a run before its last epoch. */
+export class RunStoppedError extends Error {
+  override name = "RunStoppedError";
+}
+
+/** Same-config check for resuming; returns a reason when they differ. */
+export function configDifference(a: RunConfig, b: RunConfig): string | undefined {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof RunConfig>;
+  for (const key of keys) {
+    if (key === "backend") continue;
+    if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) {
+      return `${key} differs: ${JSON.stringify(a[key])} vs ${JSON.stringify(b[key])}`;
+    }
+  }
+  return undefined;
+}
+
+function summary(result: AccuracyResult): SplitAccuracy {
+  return { correct: result.correct, total: result.total, accuracy: result.accuracy };
+}
+
+/** Train and evaluate one model as the study did (resuming from `stateDir` when possible). */
+export async function runExperiment(
+  config: RunConfig,
+  options: RunOptions = {},
+): Promise<RunResult> {
+  const log = options.log ?? console.log;
+  const info = modelInfo(config.model);
+  const backend = await initBackend(config.backend as never, { log });
+  const started = performance.now();
+
+  seedEverything(config.seed);
+  const { train, val } = await getLoaders(config.trainFraction, config.batchSize, {
+    seed: config.seed,
+    dataDir: config.dataDir,
+    limit: config.limit,
+  });
+  let model = await buildModel(config.model, { weightsPath: Deno.env.get("DIGITSUM_VGG_WEIGHTS") });
+  let history: EpochRecord[] = [];
+  let optimizer: TorchAdam | undefined;
+  let previousSeconds = 0;
+
+  if (options.stateDir && await exists(join(options.stateDir, "model.json"))) {
+    const saved = await loadCheckpoint(options.stateDir);
+    const savedConfig = saved.meta.config as RunConfig;
+    const difference = configDifference(savedConfig, config);
+    if (difference) {
+      throw new Error(
+        `Cannot resume from ${options.stateDir}: it belongs to another configuration (${difference})`,
+      );
+    }
+    model.dispose();
+    model = saved.model;
+    history = (saved.meta.history as EpochRecord[]) ?? [];
+    previousSeconds = (saved.meta.seconds as number) ?? 0;
+    optimizer = new TorchAdam(trainableVariables(model), { learningRate: config.learningRate });
+    if (saved.optimizerState) optimizer.setState(saved.optimizerState);
+    if (saved.meta.rng) restoreRngState(saved.meta.rng as RngState);
+    log(
+      `Resuming ${info.title} seed ${config.seed} after epoch ${history.length}/${config.epochs}`,
+    );
+  }
+
+  const saveState = async (opt: TorchAdam, done: EpochRecord[]) => {
+    if (!options.stateDir) return;
+    await saveCheckpoint(options.stateDir, model, {
+      kind: config.model,
+      config,
+      history: done,
+      rng: rngState(),
+      seconds: previousSeconds + (performance.now() - started) / 1000,
+      backend: backend.name,
+    }, { optimizer: opt });
+  };
+
+  let bar: ProgressBar | undefined;
+  const result = await trainModel(model, { train, val }, {
+    task: info.task,
+    epochs: config.epochs,
+    learningRate: config.learningRate,
+    optimizer,
+    startEpoch: history.length,
+    history,
+    log,
+    shouldStop: options.shouldStop,
+    onBatchEnd: async (p) => {
+      if (options.progress === false) return;
+      bar ??= new ProgressBar(p.numBatches, { label: `epoch ${p.epoch}/${p.epochs}` });
+      await bar.update(p.batch, `loss ${p.loss.toFixed(3)}`);
+      if (p.batch === p.numBatches) {
+        await bar.finish("");
+        bar = undefined;
+      }
+    },
+    onEpochEnd: async (record, opt) => {
+      await saveState(opt, [...history.slice(0, record.epoch - 1), record]);
+      await options.onEpochEnd?.(record);
+    },
+  });
+  history = result.history;
+  if (result.stopped) {
+    throw new RunStoppedError(
+      `${info.title} seed ${config.seed} stopped after epoch ${history.length}/${config.epochs}` +
+        (options.stateDir ? `; run again to resume from ${options.stateDir}` : ""),
+    );
+  }
+
+  const valResult = evaluateAccuracy(model, val, info.task);
+  const trainResult = evaluateAccuracy(model, train, info.task);
+  log(formatOverallLine(info.noun, "Validation", valResult.accuracy));
+  log(formatOverallLine(info.noun, "Training", trainResult.accuracy));
+  let test: SplitAccuracy | undefined;
+  if (options.test !== false) {
+    const testLoader = await loadTestLoader(config.batchSize, { dataDir: config.dataDir });
+    test = summary(evaluateAccuracy(model, testLoader, info.task));
+    log(formatOverallLine(info.noun, "Held-out Test", test.accuracy));
+  }
+  const seconds = previousSeconds + (performance.now() - started) / 1000;
+  if (options.checkpointDir) {
+    await saveCheckpoint(options.checkpointDir, model, {
+      kind: config.model,
+      config,
+      history,
+      accuracy: { train: summary(trainResult), val: summary(valResult), test },
+      seconds,
+      backend: backend.name,
+      versions: backend.versions,
+    });
+  }
+  return {
+    config,
+    info,
+    history,
+    accuracy: { train: summary(trainResult), val: summary(valResult), test },
+    backend,
+    params: model.countParams(),
+    seconds,
+    model,
+    valPredictions: valResult,
+  };
+}

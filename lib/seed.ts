@@ -1,0 +1,44 @@
+/**
+ * Seeding: one call makes every source of randomness in digitsum reproducible.
+ *
+ * TensorFlow.js draws a fresh generator seed from `Math.random()` whenever an op gets no explicit
+ * seed (layer initialisers, `randomUniform` behind dropout, shuffles), so replacing
+ * `Math.random` with a seeded `seedrandom` generator fixes initial weights, dropout masks and
+ * shuffles at once: same seed, same backend -> identical weights and metrics.
+ */
+import seedrandom from "seedrandom";
+
+/** Serialisable state of the global generator (for resuming a run exactly). */
+export type RngState = Record<string, unknown>;
+
+interface StatefulPrng {
+  (): number;
+  state(): RngState;
+}
+
+let current: StatefulPrng | undefined;
+
+/**
+ * Seed every random number generator digitsum uses (the study's `seed_everything`).
+ *
+ * @param seed any integer; 0 is a valid seed (it is stringified, never treated as "no seed").
+ */
+export function seedEverything(seed: number): void {
+  if (!Number.isFinite(seed)) {
+    throw new Error(`seedEverything(): seed must be a number, got ${seed}`);
+  }
+  current = seedrandom(`digitsum:${seed}`, {
+    global: true,
+    state: true,
+  }) as unknown as StatefulPrng;
+}
+
+/** The global generator's current state, or `undefined` when `seedEverything` was never called. */
+export function rngState(): RngState | undefined {
+  return current?.state();
+}
+
+/** Restore a state from {@link rngState}: the following draws repeat those after the snapshot. */
+export function restoreRngState(state: RngState): void {
+  current = seedrandom("", { global: true, state }) as unknown as StatefulPrng;
+}

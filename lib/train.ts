@@ -1,0 +1,347 @@
+/**
+ * THE train loop and the study's accuracy arithmetic, shared by CLIs, notebooks, sweep and tests.
+ *
+ * Faithful to the study: Adam with PyTorch's update rule and defaults (lr 1e-3, betas 0.9/0.999,
+ * eps 1e-8; TensorFlow.js' own Adam defaults to eps 1e-7), MSE for regressors and cross entropy
+ * for the classifier, batches in loader order, one printed line per epoch in the study's format,
+ * and validation accuracy as the mean over batches of each batch's percentage correct.
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { Task } from "./models.ts";
+
+/** One batch from a loader: images and float sums. The consumer disposes both tensors. */
+export interface Batch {
+  /** [b, 40, 168, 1] float32 in [0, 1]. */
+  x: tf.Tensor4D;
+  /** [b] float32 sums. */
+  y: tf.Tensor1D;
+  /** Index of the batch within the epoch. */
+  index: number;
+}
+
+/** What the train loop needs from a data loader (`Loader` in `data.ts` is one). */
+export interface BatchSource {
+  readonly name: string;
+  readonly size: number;
+  readonly numBatches: number;
+  batches(options?: { epoch?: number }): Iterable<Batch>;
+}
+
+/** One epoch of training history. */
+export interface EpochRecord {
+  /** 1-based epoch number. */
+  epoch: number;
+  /** Mean of the batch losses (the study's "Train Loss"). */
+  trainLoss: number;
+  /** Mean over validation batches of each batch's % correct (the study's "Val Accuracy"). */
+  valAccuracy: number;
+  /** Wall seconds for the epoch (training and validation). */
+  seconds: number;
+  /** Training images per second during the epoch. */
+  trainImagesPerSecond: number;
+}
+
+/** Progress of one training batch, for callbacks. */
+export interface BatchProgress {
+  epoch: number;
+  epochs: number;
+  batch: number;
+  numBatches: number;
+  loss: number;
+  /** Seconds since the epoch started. */
+  elapsed: number;
+}
+
+/** Hyper-parameters of {@link TorchAdam}. */
+export interface AdamOptions {
+  learningRate?: number;
+  beta1?: number;
+  beta2?: number;
+  epsilon?: number;
+}
+
+/** Serialisable optimiser state: step count and both moments, per variable, in order. */
+export interface AdamState {
+  step: number;
+  m: Float32Array[];
+  v: Float32Array[];
+}
+
+/**
+ * Adam exactly as PyTorch computes it: bias corrections in double precision from the step count,
+ * `p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)`. Its whole state is the step count and the
+ * moments, so a run resumed from {@link TorchAdam.getState} continues bit for bit.
+ */
+export class TorchAdam {
+  readonly learningRate: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly epsilon: number;
+  step = 0;
+  #m: tf.Variable[];
+  #v: tf.Variable[];
+
+  /** @param variables the trainable variables, in a fixed order. */
+  constructor(readonly variables: tf.Variable[], options: AdamOptions = {}) {
+    this.learningRate = options.learningRate ?? 1e-3;
+    this.beta1 = options.beta1 ?? 0.9;
+    this.beta2 = options.beta2 ?? 0.999;
+    this.epsilon = options.epsilon ?? 1e-8;
+    this.#m = variables.map((v) => tf.variable(tf.zerosLike(v), false));
+    this.#v = variables.map((v) => tf.variable(tf.zerosLike(v), false));
+  }
+
+  /** Apply one update; `grads[i]` belongs to `variables[i]`. Does not dispose `grads`. */
+  apply(grads: tf.Tensor[]): void {
+    this.step += 1;
+    const bc1 = 1 - Math.pow(this.beta1, this.step);
+    const bc2 = 1 - Math.pow(this.beta2, this.step);
+    const stepSize = this.learningRate / bc1;
+    const sqrtBc2 = Math.sqrt(bc2);
+    tf.tidy(() => {
+      this.variables.forEach((p, i) => {
+        const g = grads[i];
+        const m = this.#m[i].mul(this.beta1).add(g.mul(1 - this.beta1));
+        const v = this.#v[i].mul(this.beta2).add(g.square().mul(1 - this.beta2));
+        const denom = v.sqrt().div(sqrtBc2).add(this.epsilon);
+        p.assign(p.sub(m.div(denom).mul(stepSize)));
+        this.#m[i].assign(m);
+        this.#v[i].assign(v);
+      });
+    });
+  }
+
+  /** Copy of the state (moments read back to the host). */
+  getState(): AdamState {
+    return {
+      step: this.step,
+      m: this.#m.map((t) => t.dataSync() as Float32Array).map((a) => a.slice()),
+      v: this.#v.map((t) => t.dataSync() as Float32Array).map((a) => a.slice()),
+    };
+  }
+
+  /** Restore a state from {@link getState}; shapes must match the variables. */
+  setState(state: AdamState): void {
+    if (state.m.length !== this.variables.length || state.v.length !== this.variables.length) {
+      throw new Error(
+        `Optimizer state has ${state.m.length} moments, the model has ${this.variables.length} variables`,
+      );
+    }
+    this.step = state.step;
+    this.variables.forEach((p, i) => {
+      if (state.m[i].length !== p.size || state.v[i].length !== p.size) {
+        throw new Error(`Optimizer state does not match variable ${p.name} of shape [${p.shape}]`);
+      }
+      this.#m[i].assign(tf.tensor(state.m[i], p.shape));
+      this.#v[i].assign(tf.tensor(state.v[i], p.shape));
+    });
+  }
+
+  /** Release the moment variables. */
+  dispose(): void {
+    for (const t of [...this.#m, ...this.#v]) t.dispose();
+  }
+}
+
+/** The trainable variables of a model, in layer order. */
+export function trainableVariables(model: tf.LayersModel): tf.Variable[] {
+  return model.trainableWeights.map((w) => w.read() as tf.Variable);
+}
+
+/** Flatten a model output to what the study compares: [b] for regressors, [b, 37] for logits. */
+function squeezeOutput(output: tf.Tensor, task: Task): tf.Tensor {
+  return task === "regression" ? output.reshape([-1]) : output;
+}
+
+/** The study's loss: MSE for regression, cross entropy on logits for classification. */
+export function lossFor(output: tf.Tensor, labels: tf.Tensor1D, task: Task): tf.Scalar {
+  return tf.tidy(() => {
+    const out = squeezeOutput(output, task);
+    if (task === "regression") return out.sub(labels).square().mean() as tf.Scalar;
+    const numClasses = out.shape[1]!;
+    const oneHot = tf.oneHot(labels.toInt(), numClasses);
+    return tf.losses.softmaxCrossEntropy(oneHot, out as tf.Tensor2D) as tf.Scalar;
+  });
+}
+
+/** Round half to even, as `torch.round` does (24.5 -> 24, 25.5 -> 26). */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** Turn raw outputs into predicted sums: rounded (regression) or argmax (classification). */
+export function predictionsFromOutput(values: Float32Array, batch: number, task: Task): Int32Array {
+  const preds = new Int32Array(batch);
+  if (task === "regression") {
+    for (let i = 0; i < batch; i++) preds[i] = roundHalfEven(values[i]);
+    return preds;
+  }
+  const k = values.length / batch;
+  for (let i = 0; i < batch; i++) {
+    let best = 0;
+    for (let j = 1; j < k; j++) if (values[i * k + j] > values[i * k + best]) best = j;
+    preds[i] = best;
+  }
+  return preds;
+}
+
+/** Count predictions equal to labels. */
+export function countCorrect(predictions: ArrayLike<number>, labels: ArrayLike<number>): number {
+  let correct = 0;
+  for (let i = 0; i < predictions.length; i++) if (predictions[i] === labels[i]) correct++;
+  return correct;
+}
+
+/** Predicted sums for one batch (inference mode). */
+export function predictBatch(model: tf.LayersModel, x: tf.Tensor4D, task: Task): Int32Array {
+  const out = tf.tidy(() => squeezeOutput(model.apply(x, { training: false }) as tf.Tensor, task));
+  const values = out.dataSync() as Float32Array;
+  out.dispose();
+  return predictionsFromOutput(values, x.shape[0], task);
+}
+
+/** Accuracy of a model over a whole loader. */
+export interface AccuracyResult {
+  correct: number;
+  total: number;
+  /** Overall accuracy in percent: total correct / total images (the study's "Overall Accuracy"). */
+  accuracy: number;
+  /** Mean over batches of each batch's % correct (the study's per-epoch "Val Accuracy"). */
+  batchMeanAccuracy: number;
+  /** Predicted sum per image, in loader order. */
+  predictions: Int32Array;
+  /** True sum per image, in loader order. */
+  labels: Int32Array;
+}
+
+/** Evaluate a model on every batch of a loader. */
+export function evaluateAccuracy(
+  model: tf.LayersModel,
+  loader: BatchSource,
+  task: Task,
+): AccuracyResult {
+  const predictions = new Int32Array(loader.size);
+  const labels = new Int32Array(loader.size);
+  let offset = 0;
+  let batchPercentSum = 0;
+  let batches = 0;
+  for (const { x, y } of loader.batches()) {
+    const preds = predictBatch(model, x, task);
+    const ys = y.dataSync();
+    predictions.set(preds, offset);
+    for (let i = 0; i < ys.length; i++) labels[offset + i] = Math.round(ys[i]);
+    batchPercentSum += countCorrect(preds, ys) * 100 / ys.length;
+    batches += 1;
+    offset += ys.length;
+    x.dispose();
+    y.dispose();
+  }
+  const correct = countCorrect(predictions.subarray(0, offset), labels.subarray(0, offset));
+  return {
+    correct,
+    total: offset,
+    accuracy: offset === 0 ? 0 : (correct / offset) * 100,
+    batchMeanAccuracy: batches === 0 ? 0 : batchPercentSum / batches,
+    predictions: predictions.subarray(0, offset),
+    labels: labels.subarray(0, offset),
+  };
+}
+
+/** The study's per-epoch line. */
+export function formatEpochLine(record: EpochRecord, epochs: number): string {
+  return `Epoch ${record.epoch}/${epochs}, Train Loss: ${record.trainLoss.toFixed(4)}, ` +
+    `Val Accuracy: ${record.valAccuracy.toFixed(4)}`;
+}
+
+/** Options of {@link trainModel}. */
+export interface TrainOptions {
+  task: Task;
+  /** Total epochs of the run (the study: 15). */
+  epochs: number;
+  /** Adam learning rate (the study: 1e-3). Ignored when `optimizer` is given. */
+  learningRate?: number;
+  /** An existing optimiser (to resume); by default a fresh {@link TorchAdam}. */
+  optimizer?: TorchAdam;
+  /** Epochs already done (to resume); training starts at epoch `startEpoch + 1`. */
+  startEpoch?: number;
+  /** History of the epochs already done (to resume). */
+  history?: EpochRecord[];
+  /** Where the per-epoch line goes (default `console.log`; `null` prints nothing). */
+  log?: ((line: string) => void) | null;
+  /** Called after every training batch. */
+  onBatchEnd?: (progress: BatchProgress) => void | Promise<void>;
+  /** Called after every epoch (e.g. to checkpoint); awaited before the next epoch. */
+  onEpochEnd?: (record: EpochRecord, optimizer: TorchAdam) => void | Promise<void>;
+  /** Checked between batches; when it returns true the run stops after the current epoch. */
+  shouldStop?: () => boolean;
+}
+
+/** What {@link trainModel} returns. */
+export interface TrainResult {
+  history: EpochRecord[];
+  optimizer: TorchAdam;
+  /** True when `shouldStop` ended the run early. */
+  stopped: boolean;
+}
+
+/** Train a model with the study's procedure, printing one line per epoch. */
+export async function trainModel(
+  model: tf.LayersModel,
+  loaders: { train: BatchSource; val: BatchSource },
+  options: TrainOptions,
+): Promise<TrainResult> {
+  const { task, epochs } = options;
+  const log = options.log === undefined ? console.log : options.log;
+  const variables = trainableVariables(model);
+  const optimizer = options.optimizer ??
+    new TorchAdam(variables, { learningRate: options.learningRate ?? 1e-3 });
+  const history = [...(options.history ?? [])];
+  let stopped = false;
+  for (let epoch = (options.startEpoch ?? 0) + 1; epoch <= epochs; epoch++) {
+    const start = performance.now();
+    let lossSum = 0;
+    let seen = 0;
+    for (const { x, y, index } of loaders.train.batches({ epoch })) {
+      const { value, grads } = tf.variableGrads(
+        () => lossFor(model.apply(x, { training: true }) as tf.Tensor, y, task),
+        variables,
+      );
+      optimizer.apply(variables.map((v) => grads[v.name]));
+      const loss = value.dataSync()[0];
+      tf.dispose([value, grads, x, y]);
+      lossSum += loss;
+      seen += x.shape[0];
+      await options.onBatchEnd?.({
+        epoch,
+        epochs,
+        batch: index + 1,
+        numBatches: loaders.train.numBatches,
+        loss,
+        elapsed: (performance.now() - start) / 1000,
+      });
+    }
+    const trainSeconds = (performance.now() - start) / 1000;
+    const val = evaluateAccuracy(model, loaders.val, task);
+    const record: EpochRecord = {
+      epoch,
+      trainLoss: lossSum / loaders.train.numBatches,
+      valAccuracy: val.batchMeanAccuracy,
+      seconds: (performance.now() - start) / 1000,
+      trainImagesPerSecond: seen / trainSeconds,
+    };
+    history.push(record);
+    log?.(formatEpochLine(record, epochs));
+    await options.onEpochEnd?.(record, optimizer);
+    if (options.shouldStop?.()) {
+      stopped = epoch < epochs;
+      break;
+    }
+  }
+  return { history, optimizer, stopped };
+}
+
+/** The study's "Overall Accuracy of Regressor on Validation Split: 11.77%" line. */
+export function formatOverallLine(noun: string, split: string, accuracy: number): string {
+  return `Overall Accuracy of ${noun} on ${split} Split: ${accuracy.toFixed(2)}%`;
+}
