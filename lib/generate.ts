@@ -646,6 +646,8 @@ export interface EnsureDatasetOptions {
   imagesPerFile?: number;
   /** Images in the test set when generating; default 10,000. */
   testCount?: number;
+  /** Digit sources when generating; default MNIST's train and test sets. */
+  sources?: { train?: DigitSource; test?: DigitSource };
 }
 
 /** Which of a set's files exist, and whether the manifest says we wrote them. */
