@@ -277,7 +277,7 @@ export interface GetLoadersOptions {
   all?: boolean;
   /** Reorder images every epoch from (seed, epoch); the study does not. Default false. */
   shuffleEachEpoch?: boolean;
-  /** Progress lines (e.g. when the data set has to be generated). */
+  /** Progress lines when the data set has to be generated; default console.log. */
   log?: (line: string) => void;
 }
 
@@ -326,7 +326,7 @@ export async function getLoaders(
   }
   const seed = options.seed ?? DEFAULT_SPLIT_SEED;
   const dataDir = options.dataDir ?? DEFAULT_DATA_DIR;
-  await ensureDataset(dataDir, { log: options.log });
+  await ensureDataset(dataDir, { log: options.log ?? console.log });
   const set = await readImageSet(
     COURSE_IMAGE_FILES.map((f, i) => [join(dataDir, f), join(dataDir, COURSE_LABEL_FILES[i])]),
   );
@@ -371,7 +371,7 @@ export async function loadNpyPairLoader(
  * when absent), in file order.
  *
  * @param batchSize images per batch (default 64)
- * @param options `dataDir` (default `data`), `log`
+ * @param options `dataDir` (default `data`), `log` (lines while generating; default console.log)
  * @returns a loader named `test`
  */
 export async function loadTestLoader(
@@ -379,7 +379,7 @@ export async function loadTestLoader(
   options: { dataDir?: string; log?: (line: string) => void } = {},
 ): Promise<Loader> {
   const dataDir = options.dataDir ?? DEFAULT_DATA_DIR;
-  await ensureDataset(dataDir, { log: options.log });
+  await ensureDataset(dataDir, { log: options.log ?? console.log });
   const set = await readImageSet([[
     join(dataDir, TEST_FILES.images),
     join(dataDir, TEST_FILES.labels),
