@@ -1,0 +1,310 @@
+/**
+ * THE backend chooser: every CLI, notebook, benchmark and test that needs a tfjs backend calls
+ * {@link initBackend} once before building models.
+ *
+ * `auto` takes the native TensorFlow backend (`@tensorflow/tfjs-node-gpu` or
+ * `@tensorflow/tfjs-node`) when it is installed, else `wasm` with this project's training kernels
+ * (lib/wasm_kernels.ts), threaded when that works, else the pure-JS `cpu` backend. `webgpu` is
+ * only used when asked for.
+ *
+ * @module
+ */
+
+import { createRequire } from "node:module";
+import * as tf from "@tensorflow/tfjs";
+
+/** Backends {@link initBackend} accepts (`auto` picks one of the others). */
+export const BACKEND_NAMES = ["auto", "tensorflow", "webgpu", "wasm", "cpu"] as const;
+
+/** One of {@link BACKEND_NAMES}. */
+export type BackendName = typeof BACKEND_NAMES[number];
+
+/** Environment variable naming the backend when the caller passes none. */
+export const BACKEND_ENV = "DIGITSUM_BACKEND";
+
+/** Environment variable with the wasm thread count when the caller passes none. */
+export const THREADS_ENV = "DIGITSUM_THREADS";
+
+/**
+ * Threads for the wasm backend when neither the option nor the environment says: the threaded
+ * build measured no faster than one thread on the 2-core reference machine (see bench/bench.ts).
+ */
+export const DEFAULT_WASM_THREADS = 1;
+
+/** Native packages tried by `auto`/`tensorflow`, GPU build first. */
+const NATIVE_PACKAGES = ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"];
+
+/** How to get the native backend (shown when it is missing). */
+const NATIVE_HINT = "run `deno task install-native` to try installing @tensorflow/tfjs-node";
+
+/** What {@link initBackend} set up. */
+export interface BackendInfo {
+  /** The tfjs backend now active: `tensorflow`, `webgpu`, `wasm` or `cpu`. */
+  name: Exclude<BackendName, "auto">;
+  /** Compute threads (1 unless the threaded wasm build or a native backend runs). */
+  threads: number;
+  /** Kernels this project registered for the backend (empty when none). */
+  kernels: string[];
+  /** Package and runtime versions, e.g. `{ "tfjs-core": "4.22.0", deno: "2.9.6" }`. */
+  versions: Record<string, string>;
+  /** Why a backend was skipped, caveats about the one chosen. */
+  notes: string[];
+}
+
+/** Options of {@link initBackend}. */
+export interface InitBackendOptions {
+  /** wasm threads (default: env `DIGITSUM_THREADS`, else {@link DEFAULT_WASM_THREADS}). */
+  threads?: number;
+  /** Print nothing (default false). */
+  quiet?: boolean;
+  /** Where lines go (default `console.log`). */
+  log?: (line: string) => void;
+}
+
+let current: { requested: BackendName; info: BackendInfo } | null = null;
+let pending: Promise<BackendInfo> | null = null;
+
+/**
+ * Parses a backend name (case-insensitive, surrounding spaces ignored).
+ *
+ * @throws Error naming the accepted values when `value` is not one of {@link BACKEND_NAMES}
+ */
+export function parseBackendName(value: string): BackendName {
+  const name = String(value).trim().toLowerCase();
+  if ((BACKEND_NAMES as readonly string[]).includes(name)) return name as BackendName;
+  throw new Error(`Unknown backend '${value}': expected one of ${BACKEND_NAMES.join(", ")}`);
+}
+
+/**
+ * Parses a wasm thread count: a positive integer.
+ *
+ * @param source where the value came from, for the error message
+ */
+export function parseThreads(value: string | number, source = "threads"): number {
+  const n = typeof value === "number" ? value : Number(String(value).trim());
+  if (!Number.isInteger(n) || n < 1 || n > 64) {
+    throw new Error(`Invalid ${source} '${value}': expected an integer from 1 to 64`);
+  }
+  return n;
+}
+
+function readEnv(name: string): string | undefined {
+  try {
+    const value = Deno.env.get(name);
+    return value === undefined || value.trim() === "" ? undefined : value;
+  } catch {
+    return undefined; // no --allow-env
+  }
+}
+
+/**
+ * Selects and initialises the tfjs backend; later calls return the same {@link BackendInfo}
+ * (a later call naming a different backend switches to it).
+ *
+ * @param requested backend name (default: env `DIGITSUM_BACKEND`, else `auto`)
+ * @throws Error when an explicitly requested backend cannot start (`auto` never throws for a
+ *   missing backend; it falls back and says why in `notes`)
+ */
+export async function initBackend(
+  requested?: BackendName | string,
+  options: InitBackendOptions = {},
+): Promise<BackendInfo> {
+  const name = parseBackendName(requested ?? readEnv(BACKEND_ENV) ?? "auto");
+  const envThreads = readEnv(THREADS_ENV);
+  const threads = options.threads != null
+    ? parseThreads(options.threads)
+    : envThreads != null
+    ? parseThreads(envThreads, THREADS_ENV)
+    : DEFAULT_WASM_THREADS;
+  while (pending != null) await pending.catch(() => {});
+  if (
+    current != null &&
+    (name === "auto" || name === current.requested || name === current.info.name)
+  ) {
+    return current.info;
+  }
+  const log = options.quiet ? () => {} : (options.log ?? ((line: string) => console.log(line)));
+  pending = select(name, threads, log);
+  try {
+    const info = await pending;
+    current = { requested: name, info };
+    log(describe(info));
+    return info;
+  } finally {
+    pending = null;
+  }
+}
+
+/** The {@link BackendInfo} of the last successful {@link initBackend}, or null. */
+export function currentBackend(): BackendInfo | null {
+  return current?.info ?? null;
+}
+
+/**
+ * Releases what {@link initBackend} started: the threaded wasm build's workers are terminated.
+ * The next {@link initBackend} starts afresh. Processes exit without calling this.
+ */
+export async function shutdownBackend(): Promise<void> {
+  while (pending != null) await pending.catch(() => {});
+  if (current?.info.name === "wasm" && current.info.threads > 1) {
+    const { shutdownThreadedWasm } = await import("./wasm_threads.ts");
+    tf.removeBackend("wasm");
+    shutdownThreadedWasm();
+  }
+  current = null;
+}
+
+/** The one line printed after initialisation, e.g. `Backend: wasm (1 thread, ...)`. */
+export function describe(info: BackendInfo): string {
+  const parts: string[] = [];
+  if (info.name === "wasm") {
+    parts.push(`${info.threads} thread${info.threads === 1 ? "" : "s"}`);
+    if (info.kernels.length > 0) parts.push("digitsum training kernels");
+  } else if (info.name === "cpu") {
+    parts.push("pure JS, very slow for training");
+  } else if (info.name === "tensorflow") {
+    parts.push(`native libtensorflow via ${info.versions["native-package"] ?? "tfjs-node"}`);
+  } else if (info.name === "webgpu") {
+    parts.push(info.versions["webgpu-adapter"] ?? "WebGPU");
+  }
+  return `Backend: ${info.name} (${parts.join(", ")})`;
+}
+
+async function select(
+  name: BackendName,
+  threads: number,
+  log: (line: string) => void,
+): Promise<BackendInfo> {
+  const notes: string[] = [];
+  if (name === "tensorflow") return await startTensorflow(notes);
+  if (name === "webgpu") return await startWebgpu(notes);
+  if (name === "wasm") return await startWasm(threads, notes);
+  if (name === "cpu") return await startCpu(notes);
+  // auto
+  try {
+    return await startTensorflow(notes);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    notes.push(message);
+    log(`Note: ${message}`);
+  }
+  try {
+    return await startWasm(threads, notes);
+  } catch (error) {
+    notes.push(`wasm backend failed: ${error instanceof Error ? error.message : error}`);
+  }
+  return await startCpu(notes);
+}
+
+function baseVersions(): Record<string, string> {
+  const versions: Record<string, string> = { ...(tf.version as Record<string, string>) };
+  versions.deno = Deno.version.deno;
+  return versions;
+}
+
+async function activate(name: string): Promise<void> {
+  let ok = false;
+  try {
+    ok = await tf.setBackend(name);
+  } catch (error) {
+    throw new Error(`tfjs could not initialise the ${name} backend: ${error}`);
+  }
+  if (!ok || tf.getBackend() !== name) {
+    throw new Error(`tfjs could not initialise the ${name} backend`);
+  }
+  await tf.ready();
+}
+
+async function startTensorflow(notes: string[]): Promise<BackendInfo> {
+  const require = createRequire(import.meta.url);
+  const failures: string[] = [];
+  for (const pkg of NATIVE_PACKAGES) {
+    let path: string;
+    try {
+      path = require.resolve(pkg);
+    } catch {
+      continue; // not installed
+    }
+    try {
+      require(path);
+      await activate("tensorflow");
+      const versions = baseVersions();
+      versions["native-package"] = pkg;
+      let threads = navigator.hardwareConcurrency ?? 1;
+      try {
+        const json = require(`${pkg}/package.json`) as { version?: string };
+        if (json.version) versions[pkg.replace("@tensorflow/", "")] = json.version;
+      } catch {
+        // version unknown
+      }
+      threads = Math.max(1, threads);
+      return { name: "tensorflow", threads, kernels: [], versions, notes };
+    } catch (error) {
+      failures.push(`${pkg} is installed but does not load: ${error}`);
+    }
+  }
+  if (failures.length > 0) {
+    throw new Error(`Native TensorFlow backend unavailable: ${failures.join("; ")}`);
+  }
+  throw new Error(`Native TensorFlow backend not installed (${NATIVE_HINT})`);
+}
+
+async function startWasm(threads: number, notes: string[]): Promise<BackendInfo> {
+  const { registerWasmTrainingKernels } = await import("./wasm_kernels.ts");
+  const wasm = await import("@tensorflow/tfjs-backend-wasm");
+  let threaded = false;
+  if (threads > 1) {
+    const { registerThreadedWasmBackend } = await import("./wasm_threads.ts");
+    try {
+      await registerThreadedWasmBackend(threads);
+      threaded = true;
+    } catch (error) {
+      notes.push(`threaded wasm unavailable (${error}); using 1 thread`);
+    }
+  }
+  const kernels = registerWasmTrainingKernels();
+  await activate("wasm");
+  const versions = baseVersions();
+  versions["tfjs-backend-wasm"] = wasm.version_wasm;
+  const actual = threaded ? wasm.getThreadsCount() : 1;
+  if (threaded && actual !== threads) {
+    notes.push(`asked for ${threads} wasm threads, XNNPACK uses ${actual}`);
+  }
+  return { name: "wasm", threads: actual, kernels, versions, notes };
+}
+
+async function startCpu(notes: string[]): Promise<BackendInfo> {
+  await activate("cpu");
+  // tfjs-backend-cpu greets Node users with an advert for tfjs-node on first use; our own notes
+  // say what is available instead.
+  (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
+  notes.push("the cpu backend trains the study's CNN at roughly 80 s per batch of 8");
+  return { name: "cpu", threads: 1, kernels: [], versions: baseVersions(), notes };
+}
+
+async function startWebgpu(notes: string[]): Promise<BackendInfo> {
+  const gpu = (navigator as unknown as {
+    gpu?: { requestAdapter(): Promise<unknown> };
+  }).gpu;
+  if (gpu == null) {
+    throw new Error("WebGPU backend requested but navigator.gpu is missing in this Deno");
+  }
+  const adapter = await gpu.requestAdapter() as
+    | { info?: { description?: string; vendor?: string; isFallbackAdapter?: boolean } }
+    | null;
+  if (adapter == null) {
+    throw new Error(
+      "WebGPU backend requested but no GPU adapter was found (on Linux a Vulkan driver is needed, " +
+        "e.g. Debian's mesa-vulkan-drivers)",
+    );
+  }
+  await import("@tensorflow/tfjs-backend-webgpu");
+  await activate("webgpu");
+  const versions = baseVersions();
+  const description = adapter.info?.description || adapter.info?.vendor || "unknown adapter";
+  versions["webgpu-adapter"] = description;
+  if (adapter.info?.isFallbackAdapter) {
+    notes.push(`WebGPU runs on a software adapter (${description}): expect it to be slow`);
+  }
+  return { name: "webgpu", threads: 1, kernels: [], versions, notes };
+}
