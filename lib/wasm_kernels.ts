@@ -19,11 +19,33 @@ import "@tensorflow/tfjs-backend-wasm";
 /** The backend these kernels are registered for. */
 const BACKEND = "wasm";
 
-/** Patch sizes (fh*fw*ci) up to this use the im2col filter gradient. */
-const IM2COL_MAX_PATCH = 16;
+/** Tunable sizes of the kernels (see {@link setWasmKernelTuning}). */
+export interface WasmKernelTuning {
+  /** Patch sizes (fh*fw*ci) up to this use the im2col filter gradient. */
+  im2colMaxPatch: number;
+  /** Images per XNNPACK call in the filter gradient (keeps the packed operand cache-sized). */
+  filterGradBatchGroup: number;
+}
 
-/** Images per XNNPACK call in the filter gradient (keeps the packed operand cache-sized). */
-const FILTER_GRAD_BATCH_GROUP = 16;
+/** The measured defaults (bench/bench.ts, study CNN, batch 64). */
+export const DEFAULT_WASM_KERNEL_TUNING: Readonly<WasmKernelTuning> = {
+  im2colMaxPatch: 16,
+  filterGradBatchGroup: 16,
+};
+
+const tuning: WasmKernelTuning = { ...DEFAULT_WASM_KERNEL_TUNING };
+
+/** Changes kernel sizes (for tests and measurements); returns the previous values. */
+export function setWasmKernelTuning(change: Partial<WasmKernelTuning>): WasmKernelTuning {
+  const previous = { ...tuning };
+  for (const [key, value] of Object.entries(change)) {
+    if (!Number.isInteger(value) || (value as number) < 0) {
+      throw new Error(`setWasmKernelTuning: ${key} must be a non-negative integer, got ${value}`);
+    }
+  }
+  Object.assign(tuning, change);
+  return previous;
+}
 
 /** The kernels {@link registerWasmTrainingKernels} registers (or replaces). */
 export const WASM_TRAINING_KERNELS = [
@@ -32,6 +54,7 @@ export const WASM_TRAINING_KERNELS = [
   "MaxPoolGrad",
   "BatchMatMul",
   "Sum",
+  "Identity",
 ] as const;
 
 /** Name of one kernel in {@link WASM_TRAINING_KERNELS}. */
@@ -109,6 +132,35 @@ function transpose(backend: WasmBackend, x: tf.TensorInfo, perm: number[]): tf.T
   return callKernel("Transpose", { x }, { perm }, backend);
 }
 
+/** Tile edge of {@link transpose2D} (16 beats 32 and 64 for the [N, 32] case). */
+const TRANSPOSE_TILE = 16;
+
+/**
+ * [rows, cols] -> [cols, rows] of a float32 tensor, tiled, in JS: for tall matrices with a few
+ * dozen columns (whose row stride is a multiple of 4 KiB) it beats the wasm `Transpose`.
+ */
+function transpose2D(
+  backend: WasmBackend,
+  x: tf.TensorInfo,
+  rows: number,
+  cols: number,
+): tf.TensorInfo {
+  const out = backend.makeOutput([cols, rows], "float32");
+  const dst = heapF32(backend, out);
+  const src = heapF32(backend, x);
+  for (let i0 = 0; i0 < rows; i0 += TRANSPOSE_TILE) {
+    const i1 = Math.min(rows, i0 + TRANSPOSE_TILE);
+    for (let j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE) {
+      const j1 = Math.min(cols, j0 + TRANSPOSE_TILE);
+      for (let i = i0; i < i1; i++) {
+        const row = i * cols;
+        for (let j = j0; j < j1; j++) dst[j * rows + i] = src[row + j];
+      }
+    }
+  }
+  return out;
+}
+
 /** The same data under another shape of the same size (no copy, not a new tensor). */
 function asShape(x: tf.TensorInfo, shape: number[]): tf.TensorInfo {
   return { dataId: x.dataId, shape, dtype: x.dtype };
@@ -171,7 +223,7 @@ function conv2DBackpropFilter(args: KernelArgs): tf.TensorInfo {
     return conv2DBackpropFilterLoop(backend, x, dy, info);
   }
   const kk = info.filterHeight * info.filterWidth * info.inChannels;
-  if (kk <= IM2COL_MAX_PATCH) {
+  if (kk <= tuning.im2colMaxPatch) {
     count("Conv2DBackpropFilter:im2col");
     return conv2DBackpropFilterIm2col(backend, x, dy, info);
   }
@@ -187,7 +239,7 @@ function conv2DBackpropFilter(args: KernelArgs): tf.TensorInfo {
   const cropW = info.inWidth + Math.min(0, right);
   const pads = [[0, 0], [top, Math.max(0, bottom)], [left, Math.max(0, right)], [0, 0]];
   // The batch is the contraction axis: do it in groups so each packed filter stays in cache.
-  const group = Math.min(info.batchSize, FILTER_GRAD_BATCH_GROUP);
+  const group = Math.max(1, Math.min(info.batchSize, tuning.filterGradBatchGroup));
   const acc = new Float32Array(ci * fh * fw * co); // [ci, fh, fw, co]
   for (let b0 = 0; b0 < info.batchSize; b0 += group) {
     const g = Math.min(group, info.batchSize - b0);
@@ -283,7 +335,7 @@ function conv2DBackpropFilterIm2col(
       }
     }
   }
-  const dyT = transpose(backend, dy, [3, 0, 1, 2]); // [co, b, oH, oW] = [co, N]
+  const dyT = transpose2D(backend, dy, n, co); // [co, N]
   const prod = callKernel(
     "BatchMatMul",
     {
@@ -442,7 +494,6 @@ function maxPoolGrad(args: KernelArgs): tf.TensorInfo {
     count("MaxPoolGrad:original");
     return callKernel("MaxPoolGrad", args.inputs, args.attrs ?? {}, backend);
   }
-  count("MaxPoolGrad:fast");
   const info = tf.backend_util.computePool2DInfo(
     input.shape as [number, number, number, number],
     filterSize,
@@ -451,6 +502,15 @@ function maxPoolGrad(args: KernelArgs): tf.TensorInfo {
     pad,
     dimRoundingMode,
   );
+  if (
+    info.filterHeight === 2 && info.filterWidth === 2 && info.strideHeight === 2 &&
+    info.strideWidth === 2 && info.padInfo.top === 0 && info.padInfo.left === 0 &&
+    info.inHeight === 2 * info.outHeight && info.inWidth === 2 * info.outWidth
+  ) {
+    count("MaxPoolGrad:tiled2x2");
+    return maxPoolGrad2x2(backend, dy, input, info);
+  }
+  count("MaxPoolGrad:fast");
   const out = backend.makeOutput(input.shape.slice(), "float32");
   const dx = heapF32(backend, out);
   const xv = heapF32(backend, input);
@@ -492,6 +552,77 @@ function maxPoolGrad(args: KernelArgs): tf.TensorInfo {
     }
   }
   return out;
+}
+
+/**
+ * 2x2 windows with stride 2 that tile the input exactly (the study's pools): every dx element
+ * belongs to one window, so each is written once, no zero fill and no scatter.
+ */
+function maxPoolGrad2x2(
+  backend: WasmBackend,
+  dy: tf.TensorInfo,
+  input: tf.TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): tf.TensorInfo {
+  const out = backend.makeOutput(input.shape.slice(), "float32");
+  const dx = heapF32(backend, out);
+  const xv = heapF32(backend, input);
+  const dyv = heapF32(backend, dy);
+  const C = info.inChannels, W = info.inWidth, oH = info.outHeight, oW = info.outWidth;
+  const rowStep = W * C;
+  let y = 0;
+  for (let b = 0; b < info.batchSize; b++) {
+    for (let i = 0; i < oH; i++) {
+      let p0 = ((b * info.inHeight + 2 * i) * W) * C;
+      for (let j = 0; j < oW; j++, p0 += 2 * C) {
+        const p1 = p0 + C, p2 = p0 + rowStep, p3 = p2 + C;
+        for (let d = 0; d < C; d++, y++) {
+          // First strict maximum in scan order (0,0), (0,1), (1,0), (1,1), as the cpu backend.
+          const v0 = xv[p0 + d], v1 = xv[p1 + d], v2 = xv[p2 + d], v3 = xv[p3 + d];
+          let best = -Infinity, k = -1;
+          if (v0 > best) {
+            best = v0;
+            k = 0;
+          }
+          if (v1 > best) {
+            best = v1;
+            k = 1;
+          }
+          if (v2 > best) {
+            best = v2;
+            k = 2;
+          }
+          if (v3 > best) k = 3;
+          const g = dyv[y];
+          dx[p0 + d] = k === 0 ? g : 0;
+          dx[p1 + d] = k === 1 ? g : 0;
+          dx[p2 + d] = k === 2 ? g : 0;
+          dx[p3 + d] = k === 3 ? g : 0;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Identity
+// ---------------------------------------------------------------------------
+
+/**
+ * Shares the input's memory (reference counted, as the cpu backend and wasm's own `Reshape`
+ * do) instead of copying it; tensors are immutable, so nothing can tell the difference.
+ */
+function identity(args: KernelArgs): tf.TensorInfo {
+  const backend = args.backend as WasmBackend & { incRef(dataId: unknown): void };
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  if (x.dtype === "string") {
+    count("Identity:original");
+    return callKernel("Identity", args.inputs, {}, backend);
+  }
+  count("Identity:shared");
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape.slice(), dtype: x.dtype };
 }
 
 // ---------------------------------------------------------------------------
@@ -600,6 +731,7 @@ const IMPLEMENTATIONS: Record<WasmTrainingKernel, AnyKernelFunc> = {
   MaxPoolGrad: maxPoolGrad,
   BatchMatMul: batchMatMul,
   Sum: sum,
+  Identity: identity,
 };
 
 /**

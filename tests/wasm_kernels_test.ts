@@ -276,38 +276,42 @@ Deno.test("Conv2DBackpropInput on wasm matches cpu, fast path and fallbacks", as
 Deno.test("MaxPoolGrad on wasm matches cpu, ties and overlapping windows included", async () => {
   await setup();
   let seed = 200;
+  const seen = new Set<string>();
   for (const batch of [1, 3]) {
     for (const channels of [1, 4]) {
-      for (const filter of [1, 2, 3]) {
-        for (const strides of [1, 2, 3]) {
-          for (const pad of ["same", "valid"] as const) {
-            for (const levels of [0, 3]) {
-              const xShape = [batch, 7, 10, channels];
-              const x = randomInput(xShape, seed++, { levels });
-              tf.setBackend("cpu");
-              const y = tf.tidy(() => {
-                const out = tf.maxPool(
-                  tf.tensor4d(x.values, xShape as never),
-                  filter,
-                  strides,
-                  pad,
+      for (const height of [7, 8]) {
+        for (const filter of [1, 2, 3]) {
+          for (const strides of [1, 2, 3]) {
+            for (const pad of ["same", "valid"] as const) {
+              for (const levels of [0, 3]) {
+                const xShape = [batch, height, 10, channels];
+                const x = randomInput(xShape, seed++, { levels });
+                tf.setBackend("cpu");
+                const y = tf.tidy(() => {
+                  const out = tf.maxPool(
+                    tf.tensor4d(x.values, xShape as never),
+                    filter,
+                    strides,
+                    pad,
+                  );
+                  return { shape: out.shape, values: out.dataSync() as Float32Array };
+                });
+                const dy = randomInput(y.shape, seed++);
+                const paths = checkKernel(
+                  "MaxPoolGrad",
+                  { dy, input: x, output: y },
+                  { filterSize: filter, strides, pad },
+                  `b${batch} h${height} c${channels} f${filter} s${strides} ${pad} levels${levels}`,
                 );
-                return { shape: out.shape, values: out.dataSync() as Float32Array };
-              });
-              const dy = randomInput(y.shape, seed++);
-              const paths = checkKernel(
-                "MaxPoolGrad",
-                { dy, input: x, output: y },
-                { filterSize: filter, strides, pad },
-                `b${batch} c${channels} f${filter} s${strides} ${pad} levels${levels}`,
-              );
-              assert.deepEqual(Object.keys(paths), ["MaxPoolGrad:fast"]);
+                for (const key of Object.keys(paths)) seen.add(key);
+              }
             }
           }
         }
       }
     }
   }
+  assert.deepEqual([...seen].sort(), ["MaxPoolGrad:fast", "MaxPoolGrad:tiled2x2"]);
 });
 
 Deno.test("MaxPoolGrad on wasm sends the gradient to the first maximum of a window", async () => {
@@ -387,6 +391,19 @@ Deno.test("Sum on wasm matches cpu for leading axes and falls back for others", 
     );
     assert.deepEqual(Object.keys(paths), [path], `axis ${axis}`);
   }
+});
+
+Deno.test("Identity on wasm shares memory and survives disposing its input", async () => {
+  await setup();
+  tf.setBackend("wasm");
+  const x = tf.tensor([1, 2, 3, 4], [2, 2]);
+  wasmKernelPathCounts({ reset: true });
+  const y = tf.clone(x);
+  assert.deepEqual(wasmKernelPathCounts({ reset: true }), { "Identity:shared": 1 });
+  x.dispose();
+  assert.deepEqual(Array.from(y.dataSync()), [1, 2, 3, 4]);
+  assert.deepEqual(y.shape, [2, 2]);
+  y.dispose();
 });
 
 Deno.test("wasm training kernels free every intermediate", async () => {

@@ -1,0 +1,260 @@
+/**
+ * Training and inference speed of the study's CNNs on each backend, batch 64 of random
+ * 40x168x1 images, through the project's own training step (lib/train.ts: `variableGrads` of
+ * `lossFor` + `TorchAdam.apply`) and inference (`model.apply(x, { training: false })`).
+ *
+ * deno task bench [--backends wasm,cpu] [--models cnn-regressor,cnn-classifier]
+ *                 [--batches N] [--warmup N] [--batch-size N] [--threads N] [--json] [--profile]
+ *
+ * The last line is always `train_img_s=<x> infer_img_s=<y>` for the CNN regressor on the first
+ * backend (by default the one `initBackend("auto")` picks).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import os from "node:os";
+import process from "node:process";
+import * as tf from "@tensorflow/tfjs";
+import { type BackendInfo, initBackend, parseBackendName, parseThreads } from "../lib/backend.ts";
+import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "../lib/constants.ts";
+import { buildModel, modelInfo } from "../lib/models.ts";
+import { lossFor, TorchAdam, trainableVariables } from "../lib/train.ts";
+
+/** Models benchmarked by default. */
+const DEFAULT_MODELS = ["cnn-regressor", "cnn-classifier"];
+/** Timed batches per measurement by default (after the warm-up). */
+const DEFAULT_BATCHES = 5;
+/** Untimed batches first (XNNPACK operator creation, first-use allocations). */
+const DEFAULT_WARMUP = 2;
+/** The cpu backend needs ~80 s for a training batch of 8: it gets 8 images and 1 batch. */
+const CPU_BATCH_SIZE = 8;
+
+/** One backend x model measurement. */
+export interface BenchResult {
+  backend: string;
+  threads: number;
+  model: string;
+  batchSize: number;
+  batches: number;
+  trainImagesPerSecond: number;
+  trainMsPerBatch: number;
+  inferImagesPerSecond: number;
+  inferMsPerBatch: number;
+  /** Process CPU time per training batch (all threads), ms. */
+  trainCpuMsPerBatch: number;
+}
+
+function usage(): string {
+  return "usage: deno task bench [--backends auto,wasm,cpu,webgpu,tensorflow] " +
+    "[--models cnn-regressor,cnn-classifier] [--batches N] [--warmup N] [--batch-size N] " +
+    "[--threads N] [--json] [--profile]";
+}
+
+function positiveInt(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new Error(`Invalid --${flag} '${value}': expected a non-negative integer`);
+  }
+  return n;
+}
+
+function cpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
+/** Random images in [0, 1] and random sums (class indices for the classifier). */
+function randomBatch(batchSize: number): { x: tf.Tensor4D; y: tf.Tensor1D } {
+  return tf.tidy(() => ({
+    x: tf.randomUniform([batchSize, IMAGE_HEIGHT, IMAGE_WIDTH, 1], 0, 1) as tf.Tensor4D,
+    y: tf.randomUniform([batchSize], 0, NUM_SUMS, "int32").toFloat() as tf.Tensor1D,
+  }));
+}
+
+async function measure(
+  info: BackendInfo,
+  kind: string,
+  options: { batchSize: number; batches: number; warmup: number; profile: boolean },
+): Promise<BenchResult> {
+  const task = modelInfo(kind).task;
+  const model = await buildModel(kind);
+  const variables = trainableVariables(model);
+  const optimizer = new TorchAdam(variables, { learningRate: 1e-3 });
+  const { x, y } = randomBatch(options.batchSize);
+  const trainStep = () => {
+    const { value, grads } = tf.variableGrads(
+      () => lossFor(model.apply(x, { training: true }) as tf.Tensor, y, task),
+      variables,
+    );
+    optimizer.apply(variables.map((v) => grads[v.name]));
+    const loss = value.dataSync()[0];
+    tf.dispose([value, grads]);
+    if (!Number.isFinite(loss)) throw new Error(`${kind} on ${info.name}: loss is ${loss}`);
+  };
+  const inferStep = () => {
+    const out = tf.tidy(() => model.apply(x, { training: false }) as tf.Tensor);
+    out.dataSync();
+    out.dispose();
+  };
+  for (let i = 0; i < options.warmup; i++) trainStep();
+  if (options.profile) await printProfile(trainStep, `${kind} on ${info.name}: one training step`);
+  let cpu0 = cpuMs();
+  let t0 = performance.now();
+  for (let i = 0; i < options.batches; i++) trainStep();
+  const trainMs = (performance.now() - t0) / options.batches;
+  const trainCpuMs = (cpuMs() - cpu0) / options.batches;
+  for (let i = 0; i < options.warmup; i++) inferStep();
+  cpu0 = cpuMs();
+  t0 = performance.now();
+  for (let i = 0; i < options.batches; i++) inferStep();
+  const inferMs = (performance.now() - t0) / options.batches;
+  optimizer.dispose();
+  model.dispose();
+  tf.dispose([x, y]);
+  return {
+    backend: info.name,
+    threads: info.threads,
+    model: kind,
+    batchSize: options.batchSize,
+    batches: options.batches,
+    trainImagesPerSecond: (options.batchSize * 1000) / trainMs,
+    trainMsPerBatch: trainMs,
+    inferImagesPerSecond: (options.batchSize * 1000) / inferMs,
+    inferMsPerBatch: inferMs,
+    trainCpuMsPerBatch: trainCpuMs,
+  };
+}
+
+async function printProfile(step: () => void, title: string): Promise<void> {
+  const profile = await tf.profile(step);
+  const byKernel = new Map<string, { ms: number; calls: number }>();
+  for (const k of profile.kernels) {
+    const key = `${k.name} ${JSON.stringify(k.inputShapes)}`;
+    const entry = byKernel.get(key) ?? { ms: 0, calls: 0 };
+    entry.ms += Number(k.kernelTimeMs);
+    entry.calls += 1;
+    byKernel.set(key, entry);
+  }
+  const total = profile.kernels.reduce((s, k) => s + Number(k.kernelTimeMs), 0);
+  console.log(`${title}: ${total.toFixed(0)} ms in kernels`);
+  for (const [key, { ms, calls }] of [...byKernel].sort((a, b) => b[1].ms - a[1].ms).slice(0, 20)) {
+    console.log(`  ${ms.toFixed(1).padStart(8)} ms ${String(calls).padStart(3)}x ${key}`);
+  }
+}
+
+function table(results: BenchResult[]): string {
+  const header = [
+    "backend",
+    "threads",
+    "model",
+    "batch",
+    "train img/s",
+    "ms/step",
+    "cpu ms/step",
+    "infer img/s",
+    "ms/batch",
+  ];
+  const rows = results.map((r) => [
+    r.backend,
+    String(r.threads),
+    r.model,
+    String(r.batchSize),
+    r.trainImagesPerSecond.toFixed(1),
+    r.trainMsPerBatch.toFixed(0),
+    r.trainCpuMsPerBatch.toFixed(0),
+    r.inferImagesPerSecond.toFixed(1),
+    r.inferMsPerBatch.toFixed(0),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd())
+    .join("\n");
+}
+
+async function main(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      backends: { type: "string" },
+      models: { type: "string" },
+      batches: { type: "string" },
+      warmup: { type: "string" },
+      "batch-size": { type: "string" },
+      threads: { type: "string" },
+      json: { type: "boolean", default: false },
+      profile: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(usage());
+    return;
+  }
+  const backends = (values.backends ?? "auto").split(",").map((b) => parseBackendName(b));
+  const models = (values.models ?? DEFAULT_MODELS.join(",")).split(",").map((m) => m.trim());
+  for (const m of models) modelInfo(m); // throws on an unknown kind
+  if (!models.includes("cnn-regressor")) models.unshift("cnn-regressor");
+  const threads = values.threads === undefined
+    ? undefined
+    : parseThreads(values.threads, "--threads");
+  const batches = positiveInt(values.batches, "batches", DEFAULT_BATCHES);
+  const warmup = positiveInt(values.warmup, "warmup", DEFAULT_WARMUP);
+  const batchSize = positiveInt(values["batch-size"], "batch-size", BATCH_SIZE);
+  if (batches < 1 || batchSize < 1) throw new Error("--batches and --batch-size must be >= 1");
+
+  const results: BenchResult[] = [];
+  const notes: string[] = [];
+  for (const requested of backends) {
+    const info = await initBackend(requested, { threads });
+    notes.push(...info.notes.map((n) => `${info.name}: ${n}`));
+    const cpu = info.name === "cpu";
+    const settings = {
+      batchSize: cpu && values["batch-size"] === undefined ? CPU_BATCH_SIZE : batchSize,
+      batches: cpu && values.batches === undefined ? 1 : batches,
+      warmup: cpu && values.warmup === undefined ? 0 : warmup,
+      profile: values.profile,
+    };
+    if (cpu) {
+      console.log(
+        `cpu backend: ${settings.batches} batch(es) of ${settings.batchSize}, no warm-up ` +
+          "(about 80 s per training batch of 8)",
+      );
+    }
+    for (const kind of models) {
+      const result = await measure(info, kind, settings);
+      results.push(result);
+      console.log(
+        `${info.name} ${kind}: train ${result.trainImagesPerSecond.toFixed(1)} img/s, ` +
+          `infer ${result.inferImagesPerSecond.toFixed(1)} img/s`,
+      );
+    }
+  }
+  console.log("");
+  console.log(table(results));
+  for (const note of notes) console.log(`note: ${note}`);
+  if (values.json) {
+    const cpus = os.cpus();
+    console.log(JSON.stringify({
+      machine: { cpus: cpus.length, cpuModel: cpus[0]?.model ?? "unknown", os: Deno.build.os },
+      versions: { deno: Deno.version.deno, tfjs: tf.version.tfjs },
+      results,
+    }));
+  }
+  const first = results.find((r) => r.model === "cnn-regressor")!;
+  console.log(
+    `train_img_s=${first.trainImagesPerSecond.toFixed(1)} infer_img_s=${
+      first.inferImagesPerSecond.toFixed(1)
+    }`,
+  );
+}
+
+if (import.meta.main) {
+  try {
+    await main(Deno.args);
+  } catch (error) {
+    console.error(`bench: ${error instanceof Error ? error.message : error}`);
+    console.error(usage());
+    Deno.exit(1);
+  }
+}
