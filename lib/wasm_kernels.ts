@@ -25,12 +25,15 @@ export interface WasmKernelTuning {
   im2colMaxPatch: number;
   /** Images per XNNPACK call in the filter gradient (keeps the packed operand cache-sized). */
   filterGradBatchGroup: number;
+  /** Plain products with a new `b` of at least this many elements swap their operands. */
+  swapMinWeights: number;
 }
 
 /** The measured defaults (bench/bench.ts, study CNN, batch 64). */
 export const DEFAULT_WASM_KERNEL_TUNING: Readonly<WasmKernelTuning> = {
   im2colMaxPatch: 16,
   filterGradBatchGroup: 16,
+  swapMinWeights: 1 << 20,
 };
 
 const tuning: WasmKernelTuning = { ...DEFAULT_WASM_KERNEL_TUNING };
@@ -78,6 +81,9 @@ interface KernelArgs {
 }
 
 type AnyKernelFunc = (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[];
+
+/** `b` operands of plain products seen so far (XNNPACK has their packing cached). */
+const seenWeights = new WeakSet<object>();
 
 /** Original kernels of the wasm backend that ours replace (for fallbacks). */
 const originals = new Map<string, tf.KernelConfig>();
@@ -639,14 +645,44 @@ function batchMatMul(args: KernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmBackend;
   const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
   const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
-  if ((!transposeA && !transposeB) || a.dtype !== "float32" || b.dtype !== "float32") {
-    count("BatchMatMul:original");
-    return callKernel("BatchMatMul", args.inputs, args.attrs ?? {}, backend);
-  }
   const aBatch = tf.util.sizeFromShape(a.shape.slice(0, -2));
   const bBatch = tf.util.sizeFromShape(b.shape.slice(0, -2));
   const aRows = a.shape[a.shape.length - 2], aCols = a.shape[a.shape.length - 1];
   const bRows = b.shape[b.shape.length - 2], bCols = b.shape[b.shape.length - 1];
+  if (a.dtype !== "float32" || b.dtype !== "float32") {
+    count("BatchMatMul:original");
+    return callKernel("BatchMatMul", args.inputs, args.attrs ?? {}, backend);
+  }
+  if (!transposeA && !transposeB) {
+    // XNNPACK caches the packed `b` per tensor: a `b` seen before (inference weights) is cheap.
+    const seenBefore = seenWeights.has(b.dataId as object);
+    seenWeights.add(b.dataId as object);
+    if (
+      seenBefore || aBatch !== 1 || bBatch !== 1 ||
+      bRows * bCols < tuning.swapMinWeights || bRows * bCols <= aRows * aCols + aRows * bCols
+    ) {
+      count("BatchMatMul:original");
+      return callKernel("BatchMatMul", args.inputs, args.attrs ?? {}, backend);
+    }
+    // A new large `b` (a training step's weights): out^T [N, M] = b^T [N, K] x a^T [K, M] as a
+    // 1x1 convolution, which packs the small a^T (the conv path packs faster than the FC one).
+    count("BatchMatMul:swappedConv");
+    const bT = transpose2D(backend, b, bRows, bCols); // [N, K]
+    const aT = transpose2D(backend, a, aRows, aCols); // [K, M]
+    const prodT = callKernel("Conv2D", {
+      x: asShape(bT, [1, 1, bCols, bRows]),
+      filter: asShape(aT, [1, 1, aCols, aRows]),
+    }, {
+      strides: [1, 1],
+      pad: "valid",
+      dataFormat: "NHWC",
+      dilations: [1, 1],
+    } as unknown as tf.NamedAttrMap, backend); // [1, 1, N, M]
+    dispose(backend, bT, aT);
+    const out = transpose2D(backend, prodT, bCols, aRows); // [M, N]
+    dispose(backend, prodT);
+    return asShape(out, [...a.shape.slice(0, -2), aRows, bCols]);
+  }
   const swapLast = (rank: number) => [...Array(rank - 2).keys(), rank - 1, rank - 2];
   if (aBatch === 1 && bBatch === 1 && transposeB && !transposeA && bRows * bCols > aRows * aCols) {
     count("BatchMatMul:swapped");

@@ -6,7 +6,11 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-wasm";
-import { registerWasmTrainingKernels, wasmKernelPathCounts } from "../lib/wasm_kernels.ts";
+import {
+  registerWasmTrainingKernels,
+  setWasmKernelTuning,
+  wasmKernelPathCounts,
+} from "../lib/wasm_kernels.ts";
 
 /** Allowed max abs difference, relative to max(1, largest expected magnitude). */
 const RELATIVE_TOLERANCE = 1e-4;
@@ -366,6 +370,37 @@ Deno.test("BatchMatMul on wasm matches cpu with every transpose combination", as
   }
   for (const key of ["original", "swapped", "transposed"]) {
     assert.ok(seen.has(`BatchMatMul:${key}`), `path ${key} never ran: ${[...seen].join()}`);
+  }
+});
+
+Deno.test("BatchMatMul on wasm swaps a new large right operand and reuses a seen one", async () => {
+  await setup();
+  const previous = setWasmKernelTuning({ swapMinWeights: 0 });
+  try {
+    const a = randomInput([3, 5], 350);
+    const b = randomInput([5, 40], 351);
+    const paths = checkKernel("BatchMatMul", { a, b }, {
+      transposeA: false,
+      transposeB: false,
+    }, "3x5 @ 5x40");
+    assert.deepEqual(Object.keys(paths), ["BatchMatMul:swappedConv"]);
+    // The same weights tensor twice: the second product uses XNNPACK's cached packing.
+    tf.setBackend("wasm");
+    const [first, second] = tf.tidy(() => {
+      const at = tf.tensor(a.values, a.shape);
+      const bt = tf.tensor(b.values, b.shape);
+      wasmKernelPathCounts({ reset: true });
+      const one = Array.from(tf.matMul(at, bt).dataSync());
+      const two = Array.from(tf.matMul(at, bt).dataSync());
+      return [one, two];
+    });
+    assert.deepEqual(wasmKernelPathCounts({ reset: true }), {
+      "BatchMatMul:swappedConv": 1,
+      "BatchMatMul:original": 1,
+    });
+    assertClose({ shape: [3, 40], values: second }, { shape: [3, 40], values: first }, "reuse");
+  } finally {
+    setWasmKernelTuning(previous);
   }
 });
 
