@@ -1,0 +1,938 @@
+/**
+ * Notebook-side helpers, shared by every notebook in `notebooks/`: one quick-mode switch
+ * (`DIGITSUM_QUICK=1`), repository-root paths (the Deno kernel's working directory is the
+ * notebook's folder), rich display of SVG, tables and images, live training progress, and
+ * the accuracy tables of the results-across-seeds cells.
+ *
+ * Outside a Jupyter kernel every display helper prints a plain-text stand-in, so the same code
+ * runs under `deno run` and `deno test`.
+ *
+ * Only `console.*` and `Deno.jupyter.display` reach a notebook, and output sent just before a
+ * cell ends can arrive after the kernel reports the cell idle: end each cell with
+ * `await settle()`.
+ *
+ * @module
+ */
+import { isAbsolute, join, normalize, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as tf from "@tensorflow/tfjs";
+import {
+  BATCH_SIZE,
+  DEFAULT_DATA_DIR,
+  DEFAULT_MODELS_DIR,
+  EPOCHS,
+  IMAGE_HEIGHT,
+  IMAGE_SIZE,
+  IMAGE_WIDTH,
+  LEARNING_RATE,
+  TRAIN_FRACTION,
+} from "./constants.ts";
+import { FontNotFoundError, svgToPng } from "./charts.ts";
+import { saveCheckpoint } from "./checkpoint.ts";
+import { Loader, loadTestLoader, readImageSet } from "./data.ts";
+import { ensureDataset, TEST_FILES } from "./generate.ts";
+import type { RunConfig, SplitAccuracy } from "./experiment.ts";
+import { modelInfo } from "./models.ts";
+import { jupyter, ProgressBar } from "./progress.ts";
+import {
+  type BatchProgress,
+  type BatchSource,
+  type EpochRecord,
+  evaluateAccuracy,
+  formatOverallLine,
+} from "./train.ts";
+import { vggWeightsPath } from "./vgg.ts";
+
+/** Environment variable that switches every notebook to quick mode (`1`) or full mode (`0`). */
+export const QUICK_ENV = "DIGITSUM_QUICK";
+/** Training images per run in quick mode (validation gets a quarter as many). */
+export const QUICK_LIMIT = 512;
+/** Epochs per run in quick mode. */
+export const QUICK_EPOCHS = 1;
+/** Held-out test images scored per model in quick mode. */
+export const QUICK_TEST_LIMIT = 256;
+/** The seed of the study's notebook. */
+export const NOTEBOOK_SEED = 42;
+/** Where quick-mode checkpoints go, so that they never replace real ones in `trained_models/`. */
+export const QUICK_MODELS_DIR = "runs/notebook_quick/trained_models";
+/** The sweep's machine-readable results, read by the results-across-seeds cells. */
+export const SWEEP_RESULTS = "runs/sweep/results.json";
+/** Environment variable asking for nodeplotlib's interactive window (`window`). */
+export const PLOT_ENV = "DIGITSUM_PLOT";
+
+/** Absolute path of the repository root (computed from this file, not the working directory). */
+export const REPO_ROOT: string = normalize(fileURLToPath(new URL("../", import.meta.url)))
+  .replace(/[\\/]$/, "");
+
+/** An absolute path inside the repository, e.g. `repoPath("data")`; absolute paths stay. */
+export function repoPath(...parts: string[]): string {
+  return resolve(REPO_ROOT, ...parts);
+}
+
+/** A path relative to the repository root, for printing (absolute when outside it). */
+export function displayPath(path: string): string {
+  const rel = relative(REPO_ROOT, path);
+  return rel.startsWith("..") || isAbsolute(rel) ? path : rel || ".";
+}
+
+function readEnv(name: string, env?: Record<string, string | undefined>): string | undefined {
+  if (env) return env[name];
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no env permission: defaults apply
+  }
+}
+
+/**
+ * Whether quick mode is on. Accepts `1`/`true`/`yes`/`on` and `0`/`false`/`no`/`off`/empty;
+ * anything else throws, naming the variable.
+ *
+ * @param env Variables to read instead of the process environment (for tests).
+ */
+export function isQuickMode(env?: Record<string, string | undefined>): boolean {
+  const raw = readEnv(QUICK_ENV, env);
+  const value = (raw ?? "").trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(value)) return true;
+  if (["", "0", "false", "no", "off"].includes(value)) return false;
+  throw new Error(`${QUICK_ENV} must be 1 (quick) or 0 (full), got '${raw}'`);
+}
+
+/** Everything a notebook needs to know about the run it is part of. */
+export interface NotebookSettings {
+  /** Quick mode: a small subset and {@link QUICK_EPOCHS} epoch(s) per run. */
+  quick: boolean;
+  seed: number;
+  epochs: number;
+  batchSize: number;
+  learningRate: number;
+  trainFraction: number;
+  /** Cap on training images; `undefined` = all 24,000. */
+  limit?: number;
+  /** Backend asked for (env `DIGITSUM_BACKEND`, default `auto`). */
+  backend: string;
+  /** Absolute data directory (env `DIGITSUM_DATA_DIR`, default `<repo>/data`). */
+  dataDir: string;
+  /** Absolute checkpoint directory (`<repo>/trained_models`; a scratch one in quick mode). */
+  modelsDir: string;
+  /** Absolute path of the sweep's `results.json`. */
+  sweepResults: string;
+  /** Absolute path of the VGG11 weights (env `DIGITSUM_VGG_WEIGHTS`, default in `data/`). */
+  vggWeights: string;
+}
+
+/**
+ * The notebook's configuration: the study's (15 epochs, all 24,000 training images, seed 42)
+ * unless `DIGITSUM_QUICK=1`, then {@link QUICK_LIMIT} images and {@link QUICK_EPOCHS} epoch.
+ *
+ * @param env Variables to read instead of the process environment (for tests).
+ */
+export function notebookSettings(env?: Record<string, string | undefined>): NotebookSettings {
+  const quick = isQuickMode(env);
+  const dataDir = readEnv("DIGITSUM_DATA_DIR", env);
+  return {
+    quick,
+    seed: NOTEBOOK_SEED,
+    epochs: quick ? QUICK_EPOCHS : EPOCHS,
+    batchSize: BATCH_SIZE,
+    learningRate: LEARNING_RATE,
+    trainFraction: TRAIN_FRACTION,
+    limit: quick ? QUICK_LIMIT : undefined,
+    backend: readEnv("DIGITSUM_BACKEND", env) || "auto",
+    dataDir: repoPath(dataDir || DEFAULT_DATA_DIR),
+    modelsDir: repoPath(quick ? QUICK_MODELS_DIR : DEFAULT_MODELS_DIR),
+    sweepResults: repoPath(SWEEP_RESULTS),
+    vggWeights: repoPath(vggWeightsPath(readEnv("DIGITSUM_VGG_WEIGHTS", env))),
+  };
+}
+
+/** The first cell's statement of the mode a notebook runs in. */
+export function describeSettings(settings: NotebookSettings): string {
+  if (settings.quick) {
+    return [
+      `QUICK MODE (${QUICK_ENV}=1): every run uses the first ${settings.limit} training images ` +
+      `and ${settings.epochs} epoch(s).`,
+      `The numbers below are a smoke test of the code path, not the study's results.`,
+      `Run without ${QUICK_ENV} (or with ${QUICK_ENV}=0) for the study's configuration.`,
+    ].join("\n");
+  }
+  return [
+    `FULL MODE: the study's configuration (all training images, ${settings.epochs} epochs, ` +
+    `batch ${settings.batchSize}, Adam lr ${settings.learningRate}, seed ${settings.seed}).`,
+    `Set ${QUICK_ENV}=1 before starting Jupyter for a quick smoke run.`,
+  ].join("\n");
+}
+
+/**
+ * The {@link RunConfig} of a model under these settings: what `deno task train` would use with
+ * the same seed, epochs and limit, so the notebook's numbers match the CLI's.
+ */
+export function notebookRunConfig(
+  model: string,
+  settings: NotebookSettings,
+  overrides: Partial<RunConfig> = {},
+): RunConfig {
+  return {
+    model,
+    seed: settings.seed,
+    epochs: settings.epochs,
+    batchSize: settings.batchSize,
+    learningRate: settings.learningRate,
+    trainFraction: settings.trainFraction,
+    limit: settings.limit,
+    backend: settings.backend,
+    dataDir: settings.dataDir,
+    ...overrides,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Display
+
+/** A MIME bundle, e.g. `{ "image/svg+xml": svg, "text/plain": "chart" }`. */
+export type MimeBundle = Record<string, string>;
+
+/**
+ * Show a MIME bundle in the notebook, or print its `text/plain` part outside one.
+ *
+ * @param bundle MIME type -> content.
+ */
+export async function display(bundle: MimeBundle): Promise<void> {
+  const kernel = jupyter();
+  if (kernel) {
+    await kernel.display(bundle, { raw: true });
+  } else {
+    console.log(bundle["text/plain"] ?? `[${Object.keys(bundle).join(", ")}]`);
+  }
+}
+
+/**
+ * Wait briefly so that everything printed or displayed reaches the notebook before the cell
+ * is reported finished (the Deno kernel can otherwise drop the last outputs).
+ */
+export async function settle(ms = 30): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Options of {@link showSvg}. */
+export interface ShowSvgOptions {
+  /** Text shown where images cannot be (default `chart`). */
+  alt?: string;
+  /**
+   * Add a PNG copy to the output (default: inside a notebook). Classic Notebook 6 and JupyterLab
+   * hide SVG output of an untrusted notebook (one you did not run yourself, e.g. freshly cloned)
+   * and fall back to PNG; without a PNG they would show only the alt text.
+   */
+  png?: boolean;
+}
+
+/**
+ * Show an SVG image, with a PNG copy so that it also shows in untrusted notebooks (rendered with
+ * `lib/charts.ts`' `svgToPng`; left out, with a note on the console, when no font is found).
+ */
+export async function showSvg(svg: string, options: ShowSvgOptions = {}): Promise<void> {
+  const start = svg.trimStart();
+  if (!start.startsWith("<svg") && !start.startsWith("<?xml")) {
+    throw new Error(`showSvg(): expected an SVG document, got '${svg.slice(0, 40)}...'`);
+  }
+  const alt = options.alt ?? "chart";
+  const bundle: MimeBundle = { "image/svg+xml": svg, "text/plain": `[${alt}]` };
+  if (options.png ?? jupyter() !== undefined) {
+    try {
+      bundle["image/png"] = base64(await svgToPng(svg));
+    } catch (error) {
+      if (!(error instanceof FontNotFoundError)) throw error;
+      if (!fontWarned) console.log(`No PNG copies of the charts: ${error.message}`);
+      fontWarned = true;
+    }
+  }
+  await display(bundle);
+}
+
+let fontWarned = false;
+
+function base64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/** Show PNG bytes as an image. */
+export async function showPng(png: Uint8Array, alt = "image"): Promise<void> {
+  const signature = [0x89, 0x50, 0x4e, 0x47];
+  if (png.length < 8 || signature.some((b, i) => png[i] !== b)) {
+    throw new Error(`showPng(): the bytes are not a PNG file (${png.length} bytes)`);
+  }
+  await display({ "image/png": base64(png), "text/plain": `[${alt}]` });
+}
+
+/** Show Markdown (with a plain-text copy for consoles). */
+export async function showMarkdown(markdown: string): Promise<void> {
+  await display({ "text/markdown": markdown, "text/plain": markdown });
+}
+
+/** A table cell: text, or a number shown with `decimals` decimals. */
+export type Cell = string | number | null | undefined;
+
+/** Options of the table helpers. */
+export interface TableOptions {
+  /** Decimals of numeric cells (default 2). */
+  decimals?: number;
+  /** Suffix of numeric cells, e.g. `%`. */
+  unit?: string;
+  /** Title shown over the table. */
+  caption?: string;
+}
+
+function cellText(cell: Cell, options: TableOptions): string {
+  if (cell === null || cell === undefined) return "-";
+  if (typeof cell === "number") {
+    return Number.isFinite(cell)
+      ? `${cell.toFixed(options.decimals ?? 2)}${options.unit ?? ""}`
+      : "-";
+  }
+  return cell;
+}
+
+function checkTable(headers: readonly string[], rows: readonly (readonly Cell[])[]): void {
+  rows.forEach((row, i) => {
+    if (row.length !== headers.length) {
+      throw new Error(
+        `Table row ${i + 1} has ${row.length} cells, the header has ${headers.length}`,
+      );
+    }
+  });
+}
+
+/** A GitHub-flavoured Markdown table (the study's results format). */
+export function markdownTable(
+  headers: readonly string[],
+  rows: readonly (readonly Cell[])[],
+  options: TableOptions = {},
+): string {
+  checkTable(headers, rows);
+  const escape = (s: string) => s.replace(/\|/g, "\\|");
+  const texts = rows.map((row) => row.map((c) => escape(cellText(c, options))));
+  const widths = headers.map((h, j) => Math.max(h.length, 3, ...texts.map((r) => r[j].length)));
+  const line = (cells: string[]) => `| ${cells.map((c, j) => c.padEnd(widths[j])).join(" | ")} |`;
+  const lines = [
+    line(headers.map(escape)),
+    `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`,
+    ...texts.map(line),
+  ];
+  return (options.caption ? `**${options.caption}**\n\n` : "") + lines.join("\n");
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/** An HTML table (numbers right-aligned). */
+export function htmlTable(
+  headers: readonly string[],
+  rows: readonly (readonly Cell[])[],
+  options: TableOptions = {},
+): string {
+  checkTable(headers, rows);
+  const align = (c: Cell) => typeof c === "number" ? ' style="text-align:right"' : "";
+  const body = rows.map((row) =>
+    `<tr>${row.map((c) => `<td${align(c)}>${escapeHtml(cellText(c, options))}</td>`).join("")}</tr>`
+  );
+  return [
+    "<table>",
+    options.caption ? `<caption><b>${escapeHtml(options.caption)}</b></caption>` : "",
+    `<thead><tr>${headers.map((h) => `<th>${escapeHtml(h)}</th>`).join("")}</tr></thead>`,
+    `<tbody>${body.join("")}</tbody>`,
+    "</table>",
+  ].join("");
+}
+
+/** Show a table: HTML for notebooks, Markdown as the plain-text copy. */
+export async function showTable(
+  headers: readonly string[],
+  rows: readonly (readonly Cell[])[],
+  options: TableOptions = {},
+): Promise<void> {
+  await display({
+    "text/html": htmlTable(headers, rows, options),
+    "text/plain": markdownTable(headers, rows, options),
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+
+/**
+ * A `trainModel` `onBatchEnd` callback drawing one progress bar per epoch: a live-updating line
+ * in a notebook, a bar on a terminal, a line every few percent when piped.
+ */
+export function liveProgress(): (progress: BatchProgress) => Promise<void> {
+  let bar: ProgressBar | undefined;
+  return async (p) => {
+    bar ??= new ProgressBar(p.numBatches, { label: `epoch ${p.epoch}/${p.epochs}` });
+    await bar.update(p.batch, `loss ${p.loss.toFixed(3)}`);
+    if (p.batch === p.numBatches) {
+      await bar.finish();
+      bar = undefined;
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Study runs: accuracies and checkpoints
+
+/** A model trained in a notebook. */
+export interface NotebookRun {
+  /** Model kind, e.g. `cnn-regressor`. */
+  kind: string;
+  /** The seed it was trained with. */
+  seed: number;
+  model: tf.LayersModel;
+  history: EpochRecord[];
+  /** Wall seconds of the training. */
+  seconds: number;
+  /** Training-image cap it was trained with (`undefined` = all). */
+  limit?: number;
+}
+
+/** Overall accuracy per split, as `runExperiment` reports it. */
+export interface SplitScores {
+  train: SplitAccuracy;
+  val: SplitAccuracy;
+  test?: SplitAccuracy;
+}
+
+/**
+ * The held-out test loader: all 10,000 images, or the first {@link QUICK_TEST_LIMIT} in quick
+ * mode (generated from MNIST's test digits when absent).
+ */
+export async function notebookTestLoader(settings: NotebookSettings): Promise<Loader> {
+  if (!settings.quick) {
+    return await loadTestLoader(settings.batchSize, { dataDir: settings.dataDir });
+  }
+  await ensureDataset(settings.dataDir);
+  const set = await readImageSet([[
+    join(settings.dataDir, TEST_FILES.images),
+    join(settings.dataDir, TEST_FILES.labels),
+  ]]);
+  const count = Math.min(set.count, QUICK_TEST_LIMIT);
+  const order = Int32Array.from({ length: count }, (_, i) => i);
+  return new Loader("test", set, order, { batchSize: settings.batchSize });
+}
+
+/**
+ * The study's "Overall Accuracy" cell: evaluate on validation, training and (when given) the
+ * held-out test split, printing one line each in the study's format.
+ *
+ * @param run The trained model.
+ * @param splits Loaders of each split.
+ * @param options `log`: line printer (default `console.log`).
+ */
+export function overallAccuracies(
+  run: NotebookRun,
+  splits: { val: BatchSource; train: BatchSource; test?: BatchSource },
+  options: { log?: (line: string) => void } = {},
+): SplitScores {
+  const log = options.log ?? console.log;
+  const info = modelInfo(run.kind);
+  const score = (loader: BatchSource, label: string): SplitAccuracy => {
+    const { correct, total, accuracy } = evaluateAccuracy(run.model, loader, info.task);
+    log(formatOverallLine(info.noun, label, accuracy));
+    return { correct, total, accuracy };
+  };
+  const val = score(splits.val, "Validation");
+  const train = score(splits.train, "Training");
+  const test = splits.test ? score(splits.test, "Held-out Test") : undefined;
+  return { train, val, test };
+}
+
+/** Options of {@link saveNotebookRun}. */
+export interface SaveRunOptions {
+  settings: NotebookSettings;
+  /** The backend that trained it (from `initBackend`). */
+  backend: { name: string; versions?: unknown };
+  /** Line printer for the "Saved ..." line (default `console.log`). */
+  log?: (line: string) => void;
+}
+
+/**
+ * Save a notebook run where `deno task train` would (`<modelsDir>/<prefix>_<seed>/`), with the
+ * same metadata, so `deno task evaluate` and the other notebooks can load it.
+ *
+ * @returns The checkpoint directory.
+ */
+export async function saveNotebookRun(
+  run: NotebookRun,
+  scores: SplitScores,
+  options: SaveRunOptions,
+): Promise<string> {
+  const { settings, backend } = options;
+  const info = modelInfo(run.kind);
+  const dir = join(settings.modelsDir, `${info.prefix}_${run.seed}`);
+  await saveCheckpoint(dir, run.model, {
+    kind: run.kind,
+    config: notebookRunConfig(run.kind, settings, { seed: run.seed }),
+    history: run.history,
+    accuracy: scores,
+    seconds: run.seconds,
+    backend: backend.name,
+    versions: backend.versions,
+    quick: settings.quick,
+  });
+  (options.log ?? console.log)(`Saved ${displayPath(dir)}`);
+  return dir;
+}
+
+/** The {@link AccuracyRecord} of a notebook run, for the results tables. */
+export function accuracyRecord(run: NotebookRun, scores: SplitScores): AccuracyRecord {
+  return {
+    model: run.kind,
+    seed: run.seed,
+    train: scores.train.accuracy,
+    val: scores.val.accuracy,
+    test: scores.test?.accuracy,
+    history: run.history,
+    epochs: run.history.length,
+    limit: run.limit,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results across seeds
+
+/** The overall accuracies (percent) of one model and seed. */
+export interface AccuracyRecord {
+  /** Model kind, e.g. `cnn-regressor`. */
+  model: string;
+  seed: number;
+  train: number;
+  val: number;
+  /** Held-out test split; absent when it was not evaluated. */
+  test?: number;
+  /** Per-epoch history, when known (for the training-curve plots). */
+  history?: EpochRecord[];
+  /** Epochs of the run, when known. */
+  epochs?: number;
+  /** Training-image cap of the run (`undefined` = all images). */
+  limit?: number;
+}
+
+/**
+ * How the runs behind some records were trained, e.g. `15 epochs, all training images`
+ * (several descriptions joined with `; ` when they differ).
+ */
+export function describeSetups(records: readonly AccuracyRecord[]): string {
+  const setups = new Set(records.map((r) =>
+    `${r.epochs ?? r.history?.length ?? "?"} epoch(s), ` +
+    (r.limit ? `${r.limit} training images` : "all training images")
+  ));
+  return [...setups].join("; ");
+}
+
+/** Accuracy splits a table can show. */
+export type Split = "train" | "val" | "test";
+
+/**
+ * One results-across-seeds table (the study's layout): a row per seed, a column per model,
+ * each cell the accuracy of that model and seed on `split` (mean over repeats of a pair).
+ *
+ * @param records Accuracies from the sweep or from the notebook's own runs.
+ * @param split Which split to tabulate.
+ * @param models Column order (model kinds) and titles.
+ */
+export function seedTable(
+  records: readonly AccuracyRecord[],
+  split: Split,
+  models: readonly { kind: string; title: string }[],
+): { headers: string[]; rows: Cell[][] } {
+  const seeds = [...new Set(records.map((r) => r.seed))].sort((a, b) => a - b);
+  const rows = seeds.map((seed) => [
+    String(seed),
+    ...models.map(({ kind }) => {
+      const values = records.filter((r) => r.seed === seed && r.model === kind)
+        .map((r) => r[split]).filter((v): v is number => typeof v === "number");
+      return values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
+    }),
+  ]);
+  return { headers: ["Seed", ...models.map((m) => m.title)], rows };
+}
+
+/**
+ * The accuracy tables as bar-chart data: one group per model (those with records), one bar per
+ * split (validation, training, held-out test), each the mean over seeds, with the standard
+ * deviation across seeds as the error when there are several.
+ *
+ * @returns Arguments for `barChart(categories, series, { subtitle })` of `lib/charts.ts`.
+ */
+export function accuracyBars(
+  records: readonly AccuracyRecord[],
+  models: readonly { kind: string; title: string }[],
+): {
+  categories: string[];
+  series: { name: string; values: (number | null)[]; errors?: (number | null)[] }[];
+  subtitle: string;
+} {
+  const present = models.filter((m) => records.some((r) => r.model === m.kind));
+  if (present.length === 0) throw new Error("accuracyBars(): no records for these models");
+  const splits: [Split, string][] = [["val", "Validation"], ["train", "Training"], [
+    "test",
+    "Held-out test",
+  ]];
+  const seeds = [...new Set(records.map((r) => r.seed))].sort((a, b) => a - b);
+  const several = seeds.length > 1;
+  const series = splits.map(([split, name]) => {
+    const stats = present.map(({ kind }) => {
+      const values = records.filter((r) => r.model === kind).map((r) => r[split])
+        .filter((v): v is number => typeof v === "number");
+      if (values.length === 0) return { mean: null, sd: null };
+      const mean = values.reduce((a, b) => a + b, 0) / values.length;
+      const variance = values.length > 1
+        ? values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1)
+        : 0;
+      return { mean, sd: Math.sqrt(variance) };
+    });
+    return {
+      name,
+      values: stats.map((s) => s.mean),
+      ...(several ? { errors: stats.map((s) => s.sd) } : {}),
+    };
+  }).filter((s) => s.values.some((v) => v !== null));
+  const subtitle = several
+    ? `mean over seeds ${seeds.join(", ")}; whiskers: standard deviation across seeds`
+    : `seed ${seeds.join(", ")}`;
+  return { categories: present.map((m) => m.title), series, subtitle };
+}
+
+/**
+ * Read accuracy records from the sweep's `results.json`. Accepts an array of runs or an object
+ * with a `runs` array; each run needs `model`, `seed` and the accuracies either flat
+ * (`train`, `val`, `test` numbers) or as `accuracy: { train: { accuracy }, ... }` (the shape
+ * `runExperiment` saves).
+ *
+ * @returns The records, or `undefined` when the file does not exist.
+ */
+export async function readSweepResults(path: string): Promise<AccuracyRecord[] | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`Cannot read ${path}: ${(error as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new Error(`Cannot read ${path}: invalid JSON (${(error as Error).message})`);
+  }
+  const runs = Array.isArray(parsed) ? parsed : (parsed as { runs?: unknown })?.runs;
+  if (!Array.isArray(runs)) {
+    throw new Error(`Cannot read ${path}: expected an array of runs or an object with 'runs'`);
+  }
+  return runs.map((run, i) => parseRun(run, `${path} run ${i + 1}`))
+    .filter((r): r is AccuracyRecord => r !== undefined);
+}
+
+/**
+ * Accuracy records from saved checkpoints (`<dir>/<prefix>_<seed>/digitsum.json`, as
+ * `deno task train` and the notebooks write them), without loading any weights. The first
+ * directory holding a given model and seed wins.
+ *
+ * @param dirs Directories to look in, in order of preference (missing ones are skipped).
+ * @param kinds Model kinds to look for.
+ */
+export async function readCheckpointRecords(
+  dirs: readonly string[],
+  kinds: readonly string[],
+): Promise<AccuracyRecord[]> {
+  const found = new Map<string, AccuracyRecord>();
+  for (const dir of dirs) {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(dir)].sort((a, b) => a.name.localeCompare(b.name));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) continue;
+      throw new Error(`Cannot read ${dir}: ${(error as Error).message}`);
+    }
+    for (const kind of kinds) {
+      const prefix = modelInfo(kind).prefix;
+      for (const entry of entries) {
+        const match = entry.name.match(new RegExp(`^${prefix}_(\\d+)$`));
+        if (!entry.isDirectory || !match || found.has(`${kind}_${match[1]}`)) continue;
+        const metaPath = join(dir, entry.name, "digitsum.json");
+        let meta: unknown;
+        try {
+          meta = JSON.parse(await Deno.readTextFile(metaPath));
+        } catch (error) {
+          if (error instanceof Deno.errors.NotFound) continue;
+          throw new Error(`Cannot read ${metaPath}: ${(error as Error).message}`);
+        }
+        const record = parseRun(
+          { model: kind, seed: Number(match[1]), ...meta as object },
+          metaPath,
+        );
+        if (record) found.set(`${kind}_${match[1]}`, record);
+      }
+    }
+  }
+  return [...found.values()];
+}
+
+/** The per-epoch history saved in a checkpoint's metadata (empty when there is none). */
+export function checkpointHistory(meta: Record<string, unknown>): EpochRecord[] {
+  return Array.isArray(meta.history) ? meta.history as EpochRecord[] : [];
+}
+
+function accuracyOf(value: unknown): number | undefined {
+  if (typeof value === "number") return value;
+  if (
+    value && typeof value === "object" &&
+    typeof (value as { accuracy?: unknown }).accuracy === "number"
+  ) {
+    return (value as { accuracy: number }).accuracy;
+  }
+  return undefined;
+}
+
+function parseRun(run: unknown, where: string): AccuracyRecord | undefined {
+  if (!run || typeof run !== "object") throw new Error(`Cannot read ${where}: not an object`);
+  const r = run as Record<string, unknown>;
+  const config = (r.config ?? {}) as Record<string, unknown>;
+  const model = r.model ?? r.kind ?? config.model;
+  const seed = r.seed ?? config.seed;
+  if (typeof model !== "string" || typeof seed !== "number") {
+    throw new Error(`Cannot read ${where}: missing 'model' or 'seed'`);
+  }
+  if (r.status !== undefined && r.status !== "done" && r.status !== "ok") return undefined;
+  const acc = (r.accuracy ?? r) as Record<string, unknown>;
+  const train = accuracyOf(acc.train);
+  const val = accuracyOf(acc.val);
+  if (train === undefined || val === undefined) return undefined; // unfinished run
+  return {
+    model,
+    seed,
+    train,
+    val,
+    test: accuracyOf(acc.test),
+    history: Array.isArray(r.history) ? r.history as EpochRecord[] : undefined,
+    epochs: typeof config.epochs === "number" ? config.epochs : undefined,
+    limit: typeof config.limit === "number" ? config.limit : undefined,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// nodeplotlib (opt-in, terminal only)
+
+/** A figure for {@link showInteractive}: plotly traces and layout, as nodeplotlib takes them. */
+export interface InteractiveFigure {
+  data: Record<string, unknown>[];
+  layout?: Record<string, unknown>;
+}
+
+/** Whether the interactive window was asked for (env `DIGITSUM_PLOT=window`). */
+export function interactiveRequested(env?: Record<string, string | undefined>): boolean {
+  return readEnv(PLOT_ENV, env) === "window";
+}
+
+/**
+ * Open nodeplotlib's browser window with these figures, only when asked for (`force`, or env
+ * `DIGITSUM_PLOT=window`) and not inside a notebook. nodeplotlib serves the figures over a local
+ * web server whose page loads plotly.js from a CDN, so it needs a browser and internet, and the
+ * process stays alive until the page is closed. It is imported only here, on demand.
+ *
+ * @returns `true` when the window was opened, `false` when it was not asked for.
+ */
+export async function showInteractive(
+  figures: readonly InteractiveFigure[],
+  options: { force?: boolean } = {},
+): Promise<boolean> {
+  if (!options.force && !interactiveRequested()) return false;
+  if (jupyter()) {
+    throw new Error(
+      "showInteractive(): nodeplotlib opens a browser window and cannot draw inside a notebook; " +
+        "use showSvg() with lib/charts.ts",
+    );
+  }
+  const specifier = "nodeplotlib";
+  const { plot } = await import(specifier) as {
+    plot(data: unknown[], layout?: unknown): void;
+  };
+  for (const figure of figures) plot(figure.data, figure.layout);
+  return true;
+}
+
+/** Plotly line traces for {@link showInteractive}, from the same series `lineChart` takes. */
+export function lineFigure(
+  series: readonly { name: string; y: ReadonlyArray<number | null>; x?: readonly number[] }[],
+  options: { title?: string; xLabel?: string; yLabel?: string } = {},
+): InteractiveFigure {
+  return {
+    data: series.map((s) => ({
+      type: "scatter",
+      mode: "lines+markers",
+      name: s.name,
+      x: s.x ? [...s.x] : s.y.map((_, i) => i + 1),
+      y: [...s.y],
+    })),
+    layout: {
+      title: options.title,
+      xaxis: { title: options.xLabel },
+      yaxis: { title: options.yLabel },
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error analysis
+
+/** Accuracy per true class: how many images of each class, and how many were right. */
+export interface ClassAccuracy {
+  /** Images per true class. */
+  counts: number[];
+  /** Correct predictions per true class. */
+  correct: number[];
+  /** Percent correct per class (`null` where there are no images). */
+  accuracy: (number | null)[];
+}
+
+/**
+ * Accuracy broken down by true class (e.g. by true sum 0..36).
+ *
+ * @param predictions Predicted class per image.
+ * @param labels True class per image, each in `0..classes-1`.
+ * @param classes Number of classes.
+ */
+export function perClassAccuracy(
+  predictions: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  classes: number,
+): ClassAccuracy {
+  if (predictions.length !== labels.length) {
+    throw new RangeError(
+      `perClassAccuracy(): ${predictions.length} predictions for ${labels.length} labels`,
+    );
+  }
+  const counts = new Array<number>(classes).fill(0);
+  const correct = new Array<number>(classes).fill(0);
+  for (let i = 0; i < labels.length; i++) {
+    const t = labels[i];
+    if (!Number.isInteger(t) || t < 0 || t >= classes) {
+      throw new RangeError(
+        `perClassAccuracy(): label ${t} at index ${i} is outside 0..${classes - 1}`,
+      );
+    }
+    counts[t] += 1;
+    if (predictions[i] === t) correct[t] += 1;
+  }
+  const accuracy = counts.map((n, c) => n === 0 ? null : (correct[c] / n) * 100);
+  return { counts, correct, accuracy };
+}
+
+/**
+ * How far wrong predictions are: count of images per |predicted - true| (0 = right).
+ *
+ * @returns `[distance, images]` pairs, by distance.
+ */
+export function errorDistances(
+  predictions: ArrayLike<number>,
+  labels: ArrayLike<number>,
+): [number, number][] {
+  const counts = new Map<number, number>();
+  for (let i = 0; i < labels.length; i++) {
+    const d = Math.abs(predictions[i] - labels[i]);
+    counts.set(d, (counts.get(d) ?? 0) + 1);
+  }
+  return [...counts.entries()].sort((a, b) => a[0] - b[0]);
+}
+
+/**
+ * Digit confusion from read-outs: `matrix[true][read]`, comparing digits position by position
+ * (left to right). Images whose read-out does not have as many digits as the truth are skipped.
+ *
+ * @param read Digits read per image, left to right.
+ * @param truth True digits per image, left to right (same order as `read`).
+ * @returns The 10 x 10 matrix and how many images were skipped.
+ */
+export function digitConfusion(
+  read: readonly (readonly number[])[],
+  truth: readonly (readonly number[])[],
+): { matrix: number[][]; skipped: number } {
+  if (read.length !== truth.length) {
+    throw new RangeError(`digitConfusion(): ${read.length} read-outs for ${truth.length} truths`);
+  }
+  const matrix = Array.from({ length: 10 }, () => new Array<number>(10).fill(0));
+  let skipped = 0;
+  read.forEach((digits, i) => {
+    if (digits.length !== truth[i].length) {
+      skipped += 1;
+      return;
+    }
+    digits.forEach((d, j) => matrix[truth[i][j]][d] += 1);
+  });
+  return { matrix, skipped };
+}
+
+/**
+ * The most frequent off-diagonal cells of a confusion matrix, e.g. digit pairs read wrongly.
+ *
+ * @returns Up to `top` entries `{ truth, read, count }`, most frequent first.
+ */
+export function topConfusions(
+  matrix: readonly (readonly number[])[],
+  top = 8,
+): { truth: number; read: number; count: number }[] {
+  const cells = matrix.flatMap((row, t) =>
+    row.map((count, r) => ({ truth: t, read: r, count })).filter((c) =>
+      c.truth !== c.read && c.count > 0
+    )
+  );
+  return cells.sort((a, b) => b.count - a.count || a.truth - b.truth).slice(0, top);
+}
+
+/**
+ * Gray images (0..255, `[40 * 168]` each, or one flat array of several) as the model's input
+ * tensor `[n, 40, 168, 1]` in [0, 1]. The caller disposes it.
+ */
+export function imagesToTensor(images: Uint8Array | readonly Uint8Array[]): tf.Tensor4D {
+  const flat = images instanceof Uint8Array ? images : (() => {
+    const out = new Uint8Array(images.length * IMAGE_SIZE);
+    images.forEach((im, i) => out.set(im, i * IMAGE_SIZE));
+    return out;
+  })();
+  if (flat.length % IMAGE_SIZE !== 0) {
+    throw new Error(
+      `imagesToTensor(): ${flat.length} bytes is not a whole number of ${IMAGE_HEIGHT} x ${IMAGE_WIDTH} images`,
+    );
+  }
+  const values = Float32Array.from(flat, (v) => v / 255);
+  return tf.tensor4d(values, [flat.length / IMAGE_SIZE, IMAGE_HEIGHT, IMAGE_WIDTH, 1]);
+}
+
+/**
+ * The first `count` images of a loader as gray bytes (`[40 * 168]` each, 0..255) with their
+ * labels, in loader order.
+ */
+export function loaderSample(
+  loader: BatchSource,
+  count: number,
+): { images: Uint8Array[]; labels: number[] } {
+  const images: Uint8Array[] = [];
+  const labels: number[] = [];
+  for (const { x, y } of loader.batches()) {
+    const pixels = x.dataSync(); // [b, 40, 168, 1]
+    const sums = y.dataSync();
+    const size = pixels.length / x.shape[0];
+    for (let i = 0; i < x.shape[0] && images.length < count; i++) {
+      images.push(
+        Uint8Array.from(pixels.subarray(i * size, (i + 1) * size), (v) => Math.round(v * 255)),
+      );
+      labels.push(Math.round(sums[i]));
+    }
+    x.dispose();
+    y.dispose();
+    if (images.length >= count) break;
+  }
+  return { images, labels };
+}
