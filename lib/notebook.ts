@@ -189,20 +189,41 @@ export function notebookRunConfig(
 // ---------------------------------------------------------------------------------------------
 // Display
 
-/** A MIME bundle, e.g. `{ "image/svg+xml": svg, "text/plain": "chart" }`. */
+/** A MIME bundle, e.g. `{ "image/png": base64, "text/plain": "chart" }`. */
 export type MimeBundle = Record<string, string>;
+
+/** Options of {@link display}. */
+export interface DisplayOptions {
+  /** Per-MIME-type metadata, e.g. `{ "image/png": { width: 720, height: 400 } }`. */
+  metadata?: Record<string, unknown>;
+}
+
+interface KernelWithBroadcast {
+  broadcast(
+    msgType: string,
+    content: Record<string, unknown>,
+    extra?: { metadata?: Record<string, unknown> },
+  ): Promise<void>;
+}
 
 /**
  * Show a MIME bundle in the notebook, or print its `text/plain` part outside one.
  *
  * @param bundle MIME type -> content.
+ * @param options Display metadata (sent with `Deno.jupyter.broadcast`, which `display` lacks).
  */
-export async function display(bundle: MimeBundle): Promise<void> {
+export async function display(bundle: MimeBundle, options: DisplayOptions = {}): Promise<void> {
   const kernel = jupyter();
-  if (kernel) {
-    await kernel.display(bundle, { raw: true });
-  } else {
+  if (!kernel) {
     console.log(bundle["text/plain"] ?? `[${Object.keys(bundle).join(", ")}]`);
+  } else if (options.metadata) {
+    await (kernel as unknown as KernelWithBroadcast).broadcast("display_data", {
+      data: bundle,
+      metadata: options.metadata,
+      transient: {},
+    });
+  } else {
+    await kernel.display(bundle, { raw: true });
   }
 }
 
@@ -214,39 +235,54 @@ export async function settle(ms = 30): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Pixel scale of the PNG copy of a chart (shown at the SVG's size, so it stays sharp). */
+export const CHART_PNG_SCALE = 2;
+
 /** Options of {@link showSvg}. */
 export interface ShowSvgOptions {
   /** Text shown where images cannot be (default `chart`). */
   alt?: string;
-  /**
-   * Add a PNG copy to the output (default: inside a notebook). Classic Notebook 6 and JupyterLab
-   * hide SVG output of an untrusted notebook (one you did not run yourself, e.g. freshly cloned)
-   * and fall back to PNG; without a PNG they would show only the alt text.
-   */
-  png?: boolean;
+  /** Also put the SVG itself into the output (default false; see {@link showSvg}). */
+  vector?: boolean;
+}
+
+/** Width and height attributes of an SVG document's root element. */
+export function svgSize(svg: string): { width: number; height: number } {
+  const root = svg.match(/<svg\b[^>]*>/)?.[0] ?? "";
+  const width = Number(root.match(/\swidth="([\d.]+)"/)?.[1]);
+  const height = Number(root.match(/\sheight="([\d.]+)"/)?.[1]);
+  if (!(width > 0 && height > 0)) {
+    throw new Error(`svgSize(): the <svg> element has no numeric width and height: '${root}'`);
+  }
+  return { width, height };
 }
 
 /**
- * Show an SVG image, with a PNG copy so that it also shows in untrusted notebooks (rendered with
- * `lib/charts.ts`' `svgToPng`; left out, with a note on the console, when no font is found).
+ * Show a chart from `lib/charts.ts` in the notebook, as a PNG rendered from the SVG at twice
+ * its size and displayed at its size. PNG is the one image type every front end shows: classic
+ * Notebook 6 and JupyterLab hide SVG output in untrusted notebooks (any notebook you did not run
+ * yourself), and nbconvert 6.5's HTML export empties inline SVGs. With `vector: true` the SVG
+ * goes into the bundle too, for front ends that prefer it. Without a font for the PNG (see
+ * `findFont` in `lib/charts.ts`) the SVG is shown instead, with a note.
  */
 export async function showSvg(svg: string, options: ShowSvgOptions = {}): Promise<void> {
   const start = svg.trimStart();
   if (!start.startsWith("<svg") && !start.startsWith("<?xml")) {
     throw new Error(`showSvg(): expected an SVG document, got '${svg.slice(0, 40)}...'`);
   }
+  const { width, height } = svgSize(svg);
   const alt = options.alt ?? "chart";
-  const bundle: MimeBundle = { "image/svg+xml": svg, "text/plain": `[${alt}]` };
-  if (options.png ?? jupyter() !== undefined) {
-    try {
-      bundle["image/png"] = base64(await svgToPng(svg));
-    } catch (error) {
-      if (!(error instanceof FontNotFoundError)) throw error;
-      if (!fontWarned) console.log(`No PNG copies of the charts: ${error.message}`);
-      fontWarned = true;
-    }
+  const bundle: MimeBundle = { "text/plain": `[${alt}]` };
+  if (jupyter() === undefined) return await display(bundle);
+  try {
+    bundle["image/png"] = base64(await svgToPng(svg, { scale: CHART_PNG_SCALE }));
+  } catch (error) {
+    if (!(error instanceof FontNotFoundError)) throw error;
+    if (!fontWarned) console.log(`Charts shown as SVG only: ${error.message}`);
+    fontWarned = true;
   }
-  await display(bundle);
+  if (options.vector || !bundle["image/png"]) bundle["image/svg+xml"] = svg;
+  await display(bundle, { metadata: { "image/png": { width, height } } });
 }
 
 let fontWarned = false;
