@@ -972,3 +972,15 @@ export function loaderSample(
   }
   return { images, labels };
 }
+
+/** A plotly grouped bar figure for {@link showInteractive}, from the same data `barChart` takes. */
+export function barFigure(
+  categories: readonly string[],
+  series: readonly { name: string; values: ReadonlyArray<number | null> }[],
+  options: { title?: string; yLabel?: string } = {},
+): InteractiveFigure {
+  return {
+    data: series.map((s) => ({ type: "bar", name: s.name, x: [...categories], y: [...s.values] })),
+    layout: { title: options.title, barmode: "group", yaxis: { title: options.yLabel } },
+  };
+}
