@@ -27,12 +27,13 @@ import {
   LEARNING_RATE,
   TRAIN_FRACTION,
 } from "./constants.ts";
-import { FontNotFoundError, svgToPng } from "./charts.ts";
+import { dataUri, FONT_FAMILY, FontNotFoundError, PALETTE, svgToPng } from "./charts.ts";
 import { saveCheckpoint } from "./checkpoint.ts";
 import { Loader, loadTestLoader, readImageSet } from "./data.ts";
 import { ensureDataset, TEST_FILES } from "./generate.ts";
 import type { RunConfig, SplitAccuracy } from "./experiment.ts";
 import { modelInfo } from "./models.ts";
+import { encodePng } from "./png.ts";
 import { jupyter, ProgressBar } from "./progress.ts";
 import {
   type BatchProgress,
@@ -242,6 +243,8 @@ export const CHART_PNG_SCALE = 2;
 export interface ShowSvgOptions {
   /** Text shown where images cannot be (default `chart`). */
   alt?: string;
+  /** Pixel scale of the PNG (default {@link CHART_PNG_SCALE}; 1 suits figures of images). */
+  pngScale?: number;
   /** Also put the SVG itself into the output (default false; see {@link showSvg}). */
   vector?: boolean;
 }
@@ -275,7 +278,9 @@ export async function showSvg(svg: string, options: ShowSvgOptions = {}): Promis
   const bundle: MimeBundle = { "text/plain": `[${alt}]` };
   if (jupyter() === undefined) return await display(bundle);
   try {
-    bundle["image/png"] = base64(await svgToPng(svg, { scale: CHART_PNG_SCALE }));
+    bundle["image/png"] = base64(
+      await svgToPng(svg, { scale: options.pngScale ?? CHART_PNG_SCALE }),
+    );
   } catch (error) {
     if (!(error instanceof FontNotFoundError)) throw error;
     if (!fontWarned) console.log(`Charts shown as SVG only: ${error.message}`);
@@ -983,4 +988,98 @@ export function barFigure(
     data: series.map((s) => ({ type: "bar", name: s.name, x: [...categories], y: [...s.values] })),
     layout: { title: options.title, barmode: "group", yaxis: { title: options.yLabel } },
   };
+}
+
+/** One image of a {@link readoutFigure}: the pixels, the truth, and what a model read. */
+export interface ReadoutItem {
+  /** `[40 * 168]` gray bytes. */
+  pixels: Uint8Array;
+  /** True sum. */
+  label: number;
+  /** Predicted sum. */
+  sum: number;
+  /** Digits read, with the column of their centre and the model's probability. */
+  digits: readonly { digit: number; centre: number; probability: number }[];
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;");
+}
+
+/**
+ * A figure of per-digit read-outs: each image with every digit a model read written under the
+ * place it found it (with its probability), and the predicted against the true sum, green when
+ * right and red when wrong.
+ *
+ * @returns A standalone SVG document.
+ */
+export async function readoutFigure(
+  items: readonly ReadoutItem[],
+  options: { columns?: number; scale?: number; title?: string } = {},
+): Promise<string> {
+  if (items.length === 0) throw new RangeError("readoutFigure(): no images given");
+  const columns = Math.max(1, Math.min(options.columns ?? 2, items.length));
+  const scale = options.scale ?? 3;
+  const gap = 16;
+  const w = IMAGE_WIDTH * scale;
+  const h = IMAGE_HEIGHT * scale;
+  const tileH = h + 64;
+  const top = options.title ? 36 : 8;
+  const rows = Math.ceil(items.length / columns);
+  const width = columns * w + (columns + 1) * gap;
+  const height = top + rows * (tileH + gap);
+  const right = PALETTE[2];
+  const wrong = PALETTE[3];
+  const text = (x: number, y: number, size: number, fill: string, body: string, extra = "") =>
+    `<text x="${x}" y="${y}" font-family="${FONT_FAMILY}" font-size="${size}" fill="${fill}" ` +
+    `text-anchor="middle"${extra}>${escapeXml(body)}</text>`;
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" ` +
+    `width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
+    `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
+  ];
+  if (options.title) {
+    parts.push(
+      `<text x="${gap}" y="24" font-family="${FONT_FAMILY}" font-size="15" font-weight="bold" ` +
+        `fill="#222">${escapeXml(options.title)}</text>`,
+    );
+  }
+  for (let i = 0; i < items.length; i++) {
+    const item = items[i];
+    if (item.pixels.length !== IMAGE_SIZE) {
+      throw new RangeError(
+        `readoutFigure(): image ${i} has ${item.pixels.length} pixels, expected ${IMAGE_SIZE}`,
+      );
+    }
+    const x = gap + (i % columns) * (w + gap);
+    const y = top + Math.floor(i / columns) * (tileH + gap);
+    const uri = dataUri(await encodePng(item.pixels, IMAGE_WIDTH, IMAGE_HEIGHT));
+    const ok = item.sum === item.label;
+    parts.push(
+      `<image x="${x}" y="${y}" width="${w}" height="${h}" preserveAspectRatio="none" ` +
+        `style="image-rendering:pixelated" href="${uri}" xlink:href="${uri}"/>`,
+    );
+    for (const d of item.digits) {
+      const cx = x + d.centre * scale;
+      parts.push(
+        `<path d="M${cx - 5} ${y + h + 7} L${cx + 5} ${y + h + 7} L${cx} ${
+          y + h + 1
+        } Z" fill="#555"/>`,
+        text(cx, y + h + 24, 16, "#111", String(d.digit), ' font-weight="bold"'),
+        text(cx, y + h + 37, 10, "#666", d.probability.toFixed(2)),
+      );
+    }
+    parts.push(
+      text(
+        x + w / 2,
+        y + h + 56,
+        13,
+        ok ? right : wrong,
+        `${item.digits.map((d) => d.digit).join(" + ")} = ${item.sum}  (true sum ${item.label})`,
+      ),
+    );
+  }
+  parts.push("</svg>");
+  return parts.join("\n");
 }
