@@ -83,32 +83,33 @@ async function measure(
   const variables = trainableVariables(model);
   const optimizer = new TorchAdam(variables, { learningRate: 1e-3 });
   const { x, y } = randomBatch(options.batchSize);
-  const trainStep = () => {
+  // Reads are asynchronous: the webgpu backend cannot read synchronously under Deno.
+  const trainStep = async () => {
     const { value, grads } = tf.variableGrads(
       () => lossFor(model.apply(x, { training: true }) as tf.Tensor, y, task),
       variables,
     );
     optimizer.apply(variables.map((v) => grads[v.name]));
-    const loss = value.dataSync()[0];
+    const loss = (await value.data())[0];
     tf.dispose([value, grads]);
     if (!Number.isFinite(loss)) throw new Error(`${kind} on ${info.name}: loss is ${loss}`);
   };
-  const inferStep = () => {
+  const inferStep = async () => {
     const out = tf.tidy(() => model.apply(x, { training: false }) as tf.Tensor);
-    out.dataSync();
+    await out.data();
     out.dispose();
   };
-  for (let i = 0; i < options.warmup; i++) trainStep();
+  for (let i = 0; i < options.warmup; i++) await trainStep();
   if (options.profile) await printProfile(trainStep, `${kind} on ${info.name}: one training step`);
   let cpu0 = cpuMs();
   let t0 = performance.now();
-  for (let i = 0; i < options.batches; i++) trainStep();
+  for (let i = 0; i < options.batches; i++) await trainStep();
   const trainMs = (performance.now() - t0) / options.batches;
   const trainCpuMs = (cpuMs() - cpu0) / options.batches;
-  for (let i = 0; i < options.warmup; i++) inferStep();
+  for (let i = 0; i < options.warmup; i++) await inferStep();
   cpu0 = cpuMs();
   t0 = performance.now();
-  for (let i = 0; i < options.batches; i++) inferStep();
+  for (let i = 0; i < options.batches; i++) await inferStep();
   const inferMs = (performance.now() - t0) / options.batches;
   optimizer.dispose();
   model.dispose();
@@ -127,8 +128,8 @@ async function measure(
   };
 }
 
-async function printProfile(step: () => void, title: string): Promise<void> {
-  const profile = await tf.profile(step);
+async function printProfile(step: () => Promise<void>, title: string): Promise<void> {
+  const profile = await tf.profile(step as unknown as () => void);
   const byKernel = new Map<string, { ms: number; calls: number }>();
   for (const k of profile.kernels) {
     const key = `${k.name} ${JSON.stringify(k.inputShapes)}`;

@@ -303,6 +303,20 @@ async function startWebgpu(notes: string[]): Promise<BackendInfo> {
   const versions = baseVersions();
   const description = adapter.info?.description || adapter.info?.vendor || "unknown adapter";
   versions["webgpu-adapter"] = description;
+  // Synchronous reads draw through a 2D canvas, which Deno does not have.
+  const backend = tf.backend() as unknown as { readSync(dataId: unknown): unknown };
+  const readSync = backend.readSync.bind(backend);
+  backend.readSync = (dataId: unknown) => {
+    try {
+      return readSync(dataId);
+    } catch (error) {
+      throw new Error(
+        "The webgpu backend cannot read tensors synchronously under Deno (dataSync/arraySync " +
+          `need a 2D canvas); use await tensor.data() instead (${error})`,
+      );
+    }
+  };
+  notes.push("synchronous reads (dataSync, arraySync) fail under Deno; use await data()");
   if (adapter.info?.isFallbackAdapter) {
     notes.push(`WebGPU runs on a software adapter (${description}): expect it to be slow`);
   }
