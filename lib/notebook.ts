@@ -672,7 +672,10 @@ export async function readSweepResults(path: string): Promise<AccuracyRecord[] |
   if (!Array.isArray(runs)) {
     throw new Error(`Cannot read ${path}: expected an array of runs or an object with 'runs'`);
   }
-  return runs.map((run, i) => parseRun(run, `${path} run ${i + 1}`))
+  const shared = Array.isArray(parsed)
+    ? {}
+    : (parsed as { config?: Record<string, unknown> }).config ?? {};
+  return runs.map((run, i) => parseRun(run, `${path} run ${i + 1}`, shared))
     .filter((r): r is AccuracyRecord => r !== undefined);
 }
 
@@ -726,6 +729,10 @@ export function checkpointHistory(meta: Record<string, unknown>): EpochRecord[] 
   return Array.isArray(meta.history) ? meta.history as EpochRecord[] : [];
 }
 
+function pick(r: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.filter((k) => r[k] !== undefined).map((k) => [k, r[k]]));
+}
+
 function accuracyOf(value: unknown): number | undefined {
   if (typeof value === "number") return value;
   if (
@@ -737,10 +744,18 @@ function accuracyOf(value: unknown): number | undefined {
   return undefined;
 }
 
-function parseRun(run: unknown, where: string): AccuracyRecord | undefined {
+function parseRun(
+  run: unknown,
+  where: string,
+  shared: Record<string, unknown> = {},
+): AccuracyRecord | undefined {
   if (!run || typeof run !== "object") throw new Error(`Cannot read ${where}: not an object`);
   const r = run as Record<string, unknown>;
-  const config = (r.config ?? {}) as Record<string, unknown>;
+  // A run's own settings win over the file-wide configuration (the sweep's results.json).
+  const config = { ...shared, ...r.config as object, ...pick(r, ["epochs", "limit"]) } as Record<
+    string,
+    unknown
+  >;
   const model = r.model ?? r.kind ?? config.model;
   const seed = r.seed ?? config.seed;
   if (typeof model !== "string" || typeof seed !== "number") {
