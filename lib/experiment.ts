@@ -202,7 +202,10 @@ export async function runExperiment(
       }
     },
     onEpochEnd: async (record, opt) => {
-      await saveState(opt, [...history.slice(0, record.epoch - 1), record]);
+      // `history` holds only the epochs before this call: grow it, or a state saved after the
+      // second epoch of one process would record fewer epochs than its weights have seen.
+      history = [...history.slice(0, record.epoch - 1), record];
+      await saveState(opt, history);
       await options.onEpochEnd?.(record);
     },
   });

@@ -27,10 +27,10 @@ export function seedEverything(seed: number): void {
   if (!Number.isFinite(seed)) {
     throw new Error(`seedEverything(): seed must be a number, got ${seed}`);
   }
-  current = seedrandom(`digitsum:${seed}`, {
-    global: true,
-    state: true,
-  }) as unknown as StatefulPrng;
+  // With `global: true` seedrandom returns the seed string and installs the generator (with its
+  // `state()` method) as Math.random.
+  seedrandom(`digitsum:${seed}`, { global: true, state: true });
+  current = Math.random as unknown as StatefulPrng;
 }
 
 /** The global generator's current state, or `undefined` when `seedEverything` was never called. */
@@ -40,5 +40,6 @@ export function rngState(): RngState | undefined {
 
 /** Restore a state from {@link rngState}: the following draws repeat those after the snapshot. */
 export function restoreRngState(state: RngState): void {
-  current = seedrandom("", { global: true, state }) as unknown as StatefulPrng;
+  seedrandom("", { global: true, state });
+  current = Math.random as unknown as StatefulPrng;
 }

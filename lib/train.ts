@@ -73,7 +73,8 @@ export interface AdamState {
  * moments, so a run resumed from {@link TorchAdam.getState} continues bit for bit.
  */
 export class TorchAdam {
-  readonly learningRate: number;
+  /** Current learning rate (a schedule may change it between steps). */
+  learningRate: number;
   readonly beta1: number;
   readonly beta2: number;
   readonly epsilon: number;
@@ -275,6 +276,12 @@ export interface TrainOptions {
   onEpochEnd?: (record: EpochRecord, optimizer: TorchAdam) => void | Promise<void>;
   /** Checked between batches; when it returns true the run stops after the current epoch. */
   shouldStop?: () => boolean;
+  /** Replaces the study's loss for `task` (e.g. a per-cell pretraining loss); gets the batch's `y`. */
+  loss?: (output: tf.Tensor, labels: tf.Tensor1D) => tf.Scalar;
+  /** Learning rate for each training batch (a schedule); `epoch` 1-based, `batch` 0-based. */
+  learningRateAt?: (epoch: number, batch: number) => number;
+  /** Replaces the per-epoch validation metric (default: the study's batch-mean accuracy on `val`). */
+  validate?: (model: tf.LayersModel) => number;
 }
 
 /** What {@link trainModel} returns. */
@@ -303,10 +310,11 @@ export async function trainModel(
     let lossSum = 0;
     let seen = 0;
     for (const { x, y, index } of loaders.train.batches({ epoch })) {
-      const { value, grads } = tf.variableGrads(
-        () => lossFor(model.apply(x, { training: true }) as tf.Tensor, y, task),
-        variables,
-      );
+      if (options.learningRateAt) optimizer.learningRate = options.learningRateAt(epoch, index);
+      const { value, grads } = tf.variableGrads(() => {
+        const output = model.apply(x, { training: true }) as tf.Tensor;
+        return options.loss ? options.loss(output, y) : lossFor(output, y, task);
+      }, variables);
       optimizer.apply(variables.map((v) => grads[v.name]));
       const loss = value.dataSync()[0];
       tf.dispose([value, grads, x, y]);
@@ -322,11 +330,13 @@ export async function trainModel(
       });
     }
     const trainSeconds = (performance.now() - start) / 1000;
-    const val = evaluateAccuracy(model, loaders.val, task);
+    const valAccuracy = options.validate
+      ? options.validate(model)
+      : evaluateAccuracy(model, loaders.val, task).batchMeanAccuracy;
     const record: EpochRecord = {
       epoch,
       trainLoss: lossSum / loaders.train.numBatches,
-      valAccuracy: val.batchMeanAccuracy,
+      valAccuracy,
       seconds: (performance.now() - start) / 1000,
       trainImagesPerSecond: seen / trainSeconds,
     };
