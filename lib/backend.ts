@@ -4,13 +4,14 @@
  *
  * `auto` takes the native TensorFlow backend (`@tensorflow/tfjs-node-gpu` or
  * `@tensorflow/tfjs-node`) when it is installed, else `wasm` with this project's training kernels
- * (lib/wasm_kernels.ts), threaded when that works, else the pure-JS `cpu` backend. `webgpu` is
- * only used when asked for.
+ * (lib/wasm_kernels.ts), multi-threaded (lib/wasm_threads.ts) unless the machine is busy or
+ * `DIGITSUM_THREADS=1`, else the pure-JS `cpu` backend. `webgpu` is only used when asked for.
  *
  * @module
  */
 
 import { createRequire } from "node:module";
+import os from "node:os";
 import * as tf from "@tensorflow/tfjs";
 
 /** Backends {@link initBackend} accepts (`auto` picks one of the others). */
@@ -26,10 +27,11 @@ export const BACKEND_ENV = "DIGITSUM_BACKEND";
 export const THREADS_ENV = "DIGITSUM_THREADS";
 
 /**
- * Threads for the wasm backend when neither the option nor the environment says: the threaded
- * build measured no faster than one thread on the 2-core reference machine (see bench/bench.ts).
+ * Most wasm threads chosen by default (XNNPACK's own cap). On the idle 2-core reference machine
+ * 2 threads trained the CNN at 110 images/s against 65-75 with 1, and inferred at 720 against
+ * 380; with the cores busy elsewhere, 2 threads were no faster or slower (see bench/bench.ts).
  */
-export const DEFAULT_WASM_THREADS = 1;
+export const MAX_DEFAULT_WASM_THREADS = 4;
 
 /** Native packages tried by `auto`/`tensorflow`, GPU build first. */
 const NATIVE_PACKAGES = ["@tensorflow/tfjs-node-gpu", "@tensorflow/tfjs-node"];
@@ -53,7 +55,7 @@ export interface BackendInfo {
 
 /** Options of {@link initBackend}. */
 export interface InitBackendOptions {
-  /** wasm threads (default: env `DIGITSUM_THREADS`, else {@link DEFAULT_WASM_THREADS}). */
+  /** wasm threads (default: env `DIGITSUM_THREADS`, else {@link defaultWasmThreads}). */
   threads?: number;
   /** Print nothing (default false). */
   quiet?: boolean;
@@ -111,11 +113,13 @@ export async function initBackend(
 ): Promise<BackendInfo> {
   const name = parseBackendName(requested ?? readEnv(BACKEND_ENV) ?? "auto");
   const envThreads = readEnv(THREADS_ENV);
+  const defaults = defaultWasmThreads();
   const threads = options.threads != null
     ? parseThreads(options.threads)
     : envThreads != null
     ? parseThreads(envThreads, THREADS_ENV)
-    : DEFAULT_WASM_THREADS;
+    : defaults.threads;
+  const threadNote = options.threads == null && envThreads == null ? defaults.note : undefined;
   while (pending != null) await pending.catch(() => {});
   if (
     current != null &&
@@ -127,12 +131,33 @@ export async function initBackend(
   pending = select(name, threads, log);
   try {
     const info = await pending;
+    if (threadNote && info.name === "wasm") info.notes.push(threadNote);
     current = { requested: name, info };
     log(describe(info));
     return info;
   } finally {
     pending = null;
   }
+}
+
+/**
+ * The wasm thread count used when neither the `threads` option nor `DIGITSUM_THREADS` gives
+ * one: every core (at most {@link MAX_DEFAULT_WASM_THREADS}), but 1 when the machine is already
+ * busy (1-minute load average above cores - 0.5), where a thread pool only adds waiting.
+ * Results do not depend on the thread count.
+ */
+export function defaultWasmThreads(): { threads: number; note?: string } {
+  const cores = Math.max(1, navigator.hardwareConcurrency || os.cpus().length || 1);
+  if (cores < 2) return { threads: 1 };
+  const load = os.loadavg()[0];
+  if (load > cores - 0.5) {
+    return {
+      threads: 1,
+      note: `machine busy (load ${load.toFixed(1)} on ${cores} cores): 1 wasm thread; ` +
+        `set ${THREADS_ENV} to choose`,
+    };
+  }
+  return { threads: Math.min(cores, MAX_DEFAULT_WASM_THREADS) };
 }
 
 /** The {@link BackendInfo} of the last successful {@link initBackend}, or null. */

@@ -7,6 +7,7 @@ import {
   BACKEND_ENV,
   BACKEND_NAMES,
   currentBackend,
+  defaultWasmThreads,
   describe,
   initBackend,
   parseBackendName,
@@ -46,6 +47,18 @@ Deno.test("parseThreads() accepts positive integers and rejects the rest", () =>
   assert.equal(parseThreads(1), 1);
   for (const bad of ["0", "-1", "1.5", "two", "", "65"]) {
     assert.throws(() => parseThreads(bad, THREADS_ENV), new RegExp(`Invalid ${THREADS_ENV}`));
+  }
+});
+
+Deno.test("defaultWasmThreads() uses the cores unless the machine is busy", () => {
+  const cores = navigator.hardwareConcurrency;
+  const { threads, note } = defaultWasmThreads();
+  assert.ok(threads >= 1 && threads <= Math.min(Math.max(cores, 1), 4), `threads ${threads}`);
+  if (note) {
+    assert.equal(threads, 1);
+    assert.match(note, /machine busy .*DIGITSUM_THREADS/);
+  } else if (cores >= 2) {
+    assert.equal(threads, Math.min(cores, 4));
   }
 });
 
