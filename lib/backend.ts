@@ -27,9 +27,11 @@ export const BACKEND_ENV = "DIGITSUM_BACKEND";
 export const THREADS_ENV = "DIGITSUM_THREADS";
 
 /**
- * Most wasm threads chosen by default (XNNPACK's own cap). On the idle 2-core reference machine
- * 2 threads trained the CNN at 110 images/s against 65-75 with 1, and inferred at 720 against
- * 380; with the cores busy elsewhere, 2 threads were no faster or slower (see bench/bench.ts).
+ * Most wasm threads chosen by default (XNNPACK's own cap). Measured on the 2-core reference
+ * machine (bench/bench.ts, CNN regressor, batch 64): idle, 2 threads trained at 100-110 images/s
+ * and inferred at 450-720, against 73-75 and 365 with 1 thread; with other processes on the
+ * cores, 2 threads fell to 41-75 images/s while 1 thread held 73. Hence the load check in
+ * {@link defaultWasmThreads}.
  */
 export const MAX_DEFAULT_WASM_THREADS = 4;
 
@@ -143,14 +145,14 @@ export async function initBackend(
 /**
  * The wasm thread count used when neither the `threads` option nor `DIGITSUM_THREADS` gives
  * one: every core (at most {@link MAX_DEFAULT_WASM_THREADS}), but 1 when the machine is already
- * busy (1-minute load average above cores - 0.5), where a thread pool only adds waiting.
- * Results do not depend on the thread count.
+ * busy (1-minute load average above half the cores), where the pool's threads wait on each
+ * other. Results do not depend on the thread count.
  */
 export function defaultWasmThreads(): { threads: number; note?: string } {
   const cores = Math.max(1, navigator.hardwareConcurrency || os.cpus().length || 1);
   if (cores < 2) return { threads: 1 };
   const load = os.loadavg()[0];
-  if (load > cores - 0.5) {
+  if (load > cores / 2) {
     return {
       threads: 1,
       note: `machine busy (load ${load.toFixed(1)} on ${cores} cores): 1 wasm thread; ` +
