@@ -177,3 +177,17 @@ Deno.test("threaded wasm gives the same training result and lets the process exi
   assert.equal(two.loss, one.loss);
   assert.deepEqual(two.w, one.w);
 });
+
+Deno.test("explainFailure() of install-native names the unreachable download host", async () => {
+  const { explainFailure } = await import("../cli/install_native.ts");
+  const output = "stdout:\nhttps://storage.googleapis.com/tensorflow/libtensorflow/" +
+    "libtensorflow-cpu-linux-x86_64-2.9.1.tar.gz\nerror: Uncaught Error: getaddrinfo " +
+    "ENOTFOUND storage.googleapis.com\nerror: failed to run scripts for packages";
+  const message = explainFailure(output, "@tensorflow/tfjs-node");
+  assert.match(message, /could not download libtensorflow \(https:\/\/storage\.googleapis\.com\//);
+  assert.match(message, /TFJS_NODE_CDN_STORAGE/);
+  assert.match(
+    explainFailure("error: script 'install' failed with exit code 1", "@tensorflow/tfjs-node"),
+    /install script failed/,
+  );
+});
