@@ -1,0 +1,369 @@
+/**
+ * The notebooks: lib/notebook.ts' helpers, and every notebook executed headless in quick mode
+ * (`DIGITSUM_QUICK=1`) through Jupyter's nbconvert and the Deno kernel, failing on any cell
+ * error. Without Jupyter or the kernel the execution tests are skipped with a message, except
+ * when `CI=true`, where they are required.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  accuracyBars,
+  type AccuracyRecord,
+  describeSettings,
+  describeSetups,
+  displayPath,
+  htmlTable,
+  isQuickMode,
+  markdownTable,
+  notebookRunConfig,
+  notebookSettings,
+  QUICK_EPOCHS,
+  QUICK_LIMIT,
+  readSweepResults,
+  REPO_ROOT,
+  repoPath,
+  seedTable,
+  showInteractive,
+  showPng,
+  showSvg,
+  svgSize,
+} from "../lib/notebook.ts";
+
+const NOTEBOOKS = ["notebooks/study.ipynb", "notebooks/beyond.ipynb"];
+const INSTALL_HINT = "install Jupyter with 'apt-get install jupyter-nbconvert python3-nbclient " +
+  "jupyter-client python3-ipykernel' and the Deno kernel with 'deno jupyter --install'";
+/** Per-cell limit for nbconvert, seconds. */
+const CELL_TIMEOUT = 900;
+
+// ---------------------------------------------------------------------------------------------
+// lib/notebook.ts
+
+Deno.test("isQuickMode() reads DIGITSUM_QUICK and rejects other values", () => {
+  assert.equal(isQuickMode({ DIGITSUM_QUICK: "1" }), true);
+  assert.equal(isQuickMode({ DIGITSUM_QUICK: "true" }), true);
+  assert.equal(isQuickMode({ DIGITSUM_QUICK: "0" }), false);
+  assert.equal(isQuickMode({}), false);
+  assert.throws(() => isQuickMode({ DIGITSUM_QUICK: "fast" }), /DIGITSUM_QUICK must be 1.*'fast'/);
+});
+
+Deno.test("notebookSettings() gives the study's configuration, or a small one in quick mode", () => {
+  const full = notebookSettings({});
+  assert.equal(full.quick, false);
+  assert.equal(full.epochs, 15);
+  assert.equal(full.limit, undefined);
+  assert.equal(full.seed, 42);
+  assert.equal(full.dataDir, join(REPO_ROOT, "data"));
+  assert.equal(full.modelsDir, join(REPO_ROOT, "trained_models"));
+  assert.match(describeSettings(full), /^FULL MODE/);
+
+  const quick = notebookSettings({ DIGITSUM_QUICK: "1", DIGITSUM_DATA_DIR: "/tmp/elsewhere" });
+  assert.equal(quick.epochs, QUICK_EPOCHS);
+  assert.equal(quick.limit, QUICK_LIMIT);
+  assert.equal(quick.dataDir, "/tmp/elsewhere");
+  assert.notEqual(quick.modelsDir, full.modelsDir, "quick runs must not replace real checkpoints");
+  assert.match(describeSettings(quick), /^QUICK MODE \(DIGITSUM_QUICK=1\)/);
+
+  const config = notebookRunConfig("cnn-classifier", quick);
+  assert.deepEqual(
+    [config.model, config.seed, config.epochs, config.limit],
+    ["cnn-classifier", 42, 1, 512],
+  );
+});
+
+Deno.test("repoPath() resolves against the repository root, not the working directory", async () => {
+  assert.ok(await Deno.stat(repoPath("deno.json")));
+  assert.equal(repoPath("/abs/x"), "/abs/x");
+  assert.equal(displayPath(repoPath("trained_models", "a")), join("trained_models", "a"));
+});
+
+Deno.test("markdownTable() and htmlTable() format numbers and reject ragged rows", () => {
+  const md = markdownTable(["Seed", "CNN"], [["42", 11.7712], ["0", null]], { unit: "%" });
+  assert.equal(md, "| Seed | CNN    |\n|------|--------|\n| 42   | 11.77% |\n| 0    | -      |");
+  const html = htmlTable(["a<b"], [[1.5]], { caption: "T" });
+  assert.match(html, /<th>a&lt;b<\/th>/);
+  assert.match(html, /<td style="text-align:right">1.50<\/td>/);
+  assert.throws(() => markdownTable(["a", "b"], [["x"]]), /row 1 has 1 cells, the header has 2/);
+});
+
+const RECORDS: AccuracyRecord[] = [
+  { model: "cnn-regressor", seed: 42, train: 20, val: 10, test: 9 },
+  { model: "cnn-regressor", seed: 0, train: 22, val: 12, test: 11 },
+  { model: "cnn-classifier", seed: 42, train: 70, val: 7 },
+];
+const MODELS = [
+  { kind: "cnn-regressor", title: "CNN Regressor" },
+  { kind: "cnn-classifier", title: "CNN Classifier" },
+  { kind: "vgg-regressor", title: "VGG Regressor" },
+];
+
+Deno.test("seedTable() lays out one row per seed and one column per model", () => {
+  const { headers, rows } = seedTable(RECORDS, "val", MODELS);
+  assert.deepEqual(headers, ["Seed", "CNN Regressor", "CNN Classifier", "VGG Regressor"]);
+  assert.deepEqual(rows, [["0", 12, null, null], ["42", 10, 7, null]]);
+  assert.deepEqual(seedTable(RECORDS, "test", MODELS).rows[1], ["42", 9, null, null]);
+});
+
+Deno.test("accuracyBars() averages over seeds with the spread as error", () => {
+  const bars = accuracyBars(RECORDS, MODELS);
+  assert.deepEqual(bars.categories, ["CNN Regressor", "CNN Classifier"]);
+  const val = bars.series.find((s) => s.name === "Validation")!;
+  assert.deepEqual(val.values, [11, 7]);
+  assert.equal(val.errors![0]!.toFixed(4), Math.SQRT2.toFixed(4));
+  assert.equal(val.errors![1], 0);
+  assert.match(bars.subtitle, /seeds 0, 42/);
+  assert.throws(() => accuracyBars(RECORDS, [MODELS[2]]), /no records/);
+});
+
+Deno.test("readSweepResults() reads both result shapes and names the file on bad input", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "results.json");
+    assert.equal(await readSweepResults(path), undefined);
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        config: { epochs: 15, limit: 512 },
+        runs: [
+          { model: "cnn-regressor", seed: 0, train: 21.9, val: 11.4, test: 10 },
+          {
+            config: { model: "cnn-classifier", seed: 10 },
+            accuracy: { train: { accuracy: 76.9 }, val: { accuracy: 8 } },
+            history: [{ epoch: 1, trainLoss: 3, valAccuracy: 7 }],
+          },
+          { model: "vgg-regressor", seed: 0, status: "failed" },
+        ],
+      }),
+    );
+    const records = await readSweepResults(path);
+    assert.equal(records?.length, 2);
+    assert.deepEqual(records![1].model, "cnn-classifier");
+    assert.equal(records![1].train, 76.9);
+    assert.equal(records![1].history?.length, 1);
+    assert.deepEqual(
+      [records![0].epochs, records![0].limit],
+      [15, 512],
+      "file-wide config applies",
+    );
+    assert.equal(describeSetups(records!), "15 epoch(s), 512 training images");
+    await Deno.writeTextFile(path, "{oops");
+    await assert.rejects(
+      readSweepResults(path),
+      new RegExp(`Cannot read .*results.json: invalid JSON`),
+    );
+    await Deno.writeTextFile(path, JSON.stringify([{ seed: 1 }]));
+    await assert.rejects(readSweepResults(path), /run 1: missing 'model' or 'seed'/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("svgSize() reads the root element's size and rejects SVGs without one", () => {
+  const svg = '<svg width="720" height="400" xmlns="http://www.w3.org/2000/svg"><rect width="9" ' +
+    'height="9"/></svg>';
+  assert.deepEqual(svgSize(svg), { width: 720, height: 400 });
+  assert.throws(() => svgSize('<svg viewBox="0 0 1 1"></svg>'), /no numeric width and height/);
+});
+
+Deno.test("showSvg() and showPng() reject content of the wrong type", async () => {
+  await assert.rejects(showSvg("<html></html>"), /expected an SVG document/);
+  await assert.rejects(showPng(new Uint8Array([1, 2, 3])), /not a PNG file/);
+});
+
+Deno.test("showInteractive() does nothing unless asked for", async () => {
+  const previous = Deno.env.get("DIGITSUM_PLOT");
+  Deno.env.delete("DIGITSUM_PLOT");
+  try {
+    assert.equal(await showInteractive([{ data: [] }]), false);
+  } finally {
+    if (previous !== undefined) Deno.env.set("DIGITSUM_PLOT", previous);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Type-checking the code cells (needs no Jupyter)
+
+/** The code cells of a notebook as one TypeScript module importing lib/ by absolute path. */
+async function notebookAsModule(notebook: string): Promise<string> {
+  const cells = JSON.parse(await Deno.readTextFile(repoPath(notebook))).cells as {
+    cell_type: string;
+    source: string | string[];
+  }[];
+  const code = cells.filter((c) => c.cell_type === "code").map((c) =>
+    Array.isArray(c.source) ? c.source.join("") : c.source
+  );
+  const lib = new URL("../lib/", import.meta.url).href;
+  return code.join("\n\n").replaceAll(`"../lib/`, `"${lib}`) + "\nexport {};\n";
+}
+
+for (const notebook of NOTEBOOKS) {
+  Deno.test(`${notebook} code cells type-check against lib/`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "digitsum_nbcheck_" });
+    try {
+      const file = join(dir, "cells.ts");
+      await Deno.writeTextFile(file, await notebookAsModule(notebook));
+      const { success, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["check", "--quiet", "--config", repoPath("deno.json"), file],
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+      const message = new TextDecoder().decode(stderr).replaceAll(`file://${file}`, notebook);
+      assert.ok(success, `${notebook} does not type-check:\n${message}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Headless execution
+
+async function run(
+  cmd: string,
+  args: string[],
+): Promise<{ ok: boolean; out: string; err: string }> {
+  try {
+    const { success, stdout, stderr } = await new Deno.Command(cmd, {
+      args,
+      stdout: "piped",
+      stderr: "piped",
+      env: { PYDEVD_DISABLE_FILE_VALIDATION: "1" },
+    }).output();
+    const decoder = new TextDecoder();
+    return { ok: success, out: decoder.decode(stdout), err: decoder.decode(stderr) };
+  } catch (error) {
+    return { ok: false, out: "", err: String(error) };
+  }
+}
+
+/** Why notebooks cannot be executed here, or `undefined` when they can. */
+async function missingJupyter(): Promise<string | undefined> {
+  const nbconvert = await run("jupyter", ["nbconvert", "--version"]);
+  if (!nbconvert.ok) return `jupyter nbconvert is not available (${nbconvert.err.trim()})`;
+  const kernels = await run("jupyter", ["kernelspec", "list", "--json"]);
+  if (!kernels.ok) return `'jupyter kernelspec list' failed (${kernels.err.trim()})`;
+  let specs: Record<string, unknown>;
+  try {
+    specs = JSON.parse(kernels.out).kernelspecs ?? {};
+  } catch {
+    return `'jupyter kernelspec list --json' printed no JSON (${kernels.out.slice(0, 200)})`;
+  }
+  if (!("deno" in specs)) return "the Deno Jupyter kernel is not installed";
+  return undefined;
+}
+
+const missing = await missingJupyter();
+const required = Deno.env.get("CI") === "true";
+if (missing && !required) {
+  console.log(`notebooks_test: skipping notebook execution: ${missing}; ${INSTALL_HINT}.`);
+}
+
+interface NotebookOutput {
+  output_type: string;
+  text?: string | string[];
+  data?: Record<string, string | string[]>;
+  ename?: string;
+  evalue?: string;
+}
+interface NotebookCell {
+  cell_type: string;
+  source: string | string[];
+  outputs?: NotebookOutput[];
+}
+
+const joined = (s: string | string[] | undefined) => Array.isArray(s) ? s.join("") : s ?? "";
+
+/** Execute a notebook in quick mode into a temporary folder; returns its cells. */
+async function executeQuick(notebook: string): Promise<NotebookCell[]> {
+  const outDir = await Deno.makeTempDir({ prefix: "digitsum_nb_" });
+  try {
+    const { success, stdout, stderr } = await new Deno.Command("jupyter", {
+      args: [
+        "nbconvert",
+        "--to",
+        "notebook",
+        "--execute",
+        `--ExecutePreprocessor.timeout=${CELL_TIMEOUT}`,
+        "--ExecutePreprocessor.kernel_name=deno",
+        "--output-dir",
+        outDir,
+        repoPath(notebook),
+      ],
+      env: { DIGITSUM_QUICK: "1", PYDEVD_DISABLE_FILE_VALIDATION: "1", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const log = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+    const name = notebook.split("/").pop()!;
+    let cells: NotebookCell[] = [];
+    try {
+      cells = JSON.parse(await Deno.readTextFile(join(outDir, name))).cells;
+    } catch {
+      // nbconvert writes nothing when a cell fails; the log says which.
+    }
+    const errors = cells.flatMap((cell, i) =>
+      (cell.outputs ?? []).filter((o) => o.output_type === "error").map((o) =>
+        `cell ${i + 1} (${joined(cell.source).split("\n")[0]}): ${o.ename}: ${o.evalue}`
+      )
+    );
+    assert.ok(
+      success && errors.length === 0,
+      `${notebook} failed in quick mode:\n${errors.join("\n")}\n${log.slice(-4000)}`,
+    );
+    return cells;
+  } finally {
+    await Deno.remove(outDir, { recursive: true });
+  }
+}
+
+function allText(cells: NotebookCell[]): string {
+  return cells.flatMap((c) => c.outputs ?? []).map((o) =>
+    joined(o.text) + joined(o.data?.["text/plain"])
+  ).join("\n");
+}
+
+function countMime(cells: NotebookCell[], mime: string): number {
+  return cells.flatMap((c) => c.outputs ?? []).filter((o) => o.data?.[mime]).length;
+}
+
+Deno.test({
+  name: "study.ipynb executes headless in quick mode and prints the study's lines",
+  ignore: missing !== undefined && !required,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    assert.equal(missing, undefined, `CI=true requires Jupyter: ${missing}; ${INSTALL_HINT}`);
+    const cells = await executeQuick(NOTEBOOKS[0]);
+    const first = cells.find((c) => c.cell_type === "code")!;
+    assert.match(joined(first.outputs?.[0]?.text), /^QUICK MODE/);
+    const text = allText(cells);
+    assert.match(text, /Epoch 1\/1, Train Loss: \d+\.\d{4}, Val Accuracy: \d+\.\d{4}/);
+    for (const noun of ["Regressor", "Classifer"]) {
+      for (const split of ["Validation", "Training", "Held-out Test"]) {
+        assert.match(
+          text,
+          new RegExp(`Overall Accuracy of ${noun} on ${split} Split: \\d+\\.\\d\\d%`),
+        );
+      }
+    }
+    assert.ok(countMime(cells, "text/html") >= 3, "the three accuracy tables are missing");
+    assert.ok(countMime(cells, "image/png") >= 3, "the plots are missing");
+  },
+});
+
+Deno.test({
+  name: "beyond.ipynb executes headless in quick mode",
+  ignore: missing !== undefined && !required,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    assert.equal(missing, undefined, `CI=true requires Jupyter: ${missing}; ${INSTALL_HINT}`);
+    const cells = await executeQuick(NOTEBOOKS[1]);
+    const first = cells.find((c) => c.cell_type === "code")!;
+    assert.match(joined(first.outputs?.[0]?.text), /^QUICK MODE/);
+    const text = allText(cells);
+    assert.match(text, /Overall Accuracy of Model on Held-out Test Split: \d+\.\d\d%/);
+    assert.match(text, /Epoch 1\/1, Train Loss: /, "the training demo did not run");
+    assert.ok(countMime(cells, "image/png") >= 5, "beyond.ipynb lacks its figures");
+  },
+});
