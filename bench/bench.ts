@@ -48,7 +48,7 @@ export interface BenchResult {
 function usage(): string {
   return "usage: deno task bench [--backends auto,wasm,cpu,webgpu,tensorflow] " +
     "[--models cnn-regressor,cnn-classifier] [--batches N] [--warmup N] [--batch-size N] " +
-    "[--threads N] [--json] [--profile]";
+    "[--threads N] [--json] [--profile] [--pytorch=auto|yes|no]";
 }
 
 function positiveInt(value: string | undefined, flag: string, fallback: number): number {
@@ -185,6 +185,7 @@ async function main(args: string[]): Promise<void> {
       threads: { type: "string" },
       json: { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
+      pytorch: { type: "string", default: "auto" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -231,8 +232,25 @@ async function main(args: string[]): Promise<void> {
       );
     }
   }
+  const torch = values.pytorch === "no" ? undefined : await pytorchReference(models, {
+    batchSize,
+    batches,
+    warmup,
+    required: values.pytorch === "yes",
+  });
+  if (torch) results.push(...torch.results);
+  else if (values.pytorch !== "no") notes.push(PYTORCH_MISSING);
   console.log("");
   console.log(table(results));
+  if (torch) {
+    const ours = results.find((r) => r.model === "cnn-regressor" && r.backend !== "pytorch")!;
+    const ref = torch.results.find((r) => r.model === "cnn-regressor")!;
+    console.log(
+      `CNN regressor, ${ours.backend} vs PyTorch ${torch.version} (${ref.threads} threads), same run: ` +
+        `train ${(ours.trainImagesPerSecond / ref.trainImagesPerSecond).toFixed(2)}x, ` +
+        `infer ${(ours.inferImagesPerSecond / ref.inferImagesPerSecond).toFixed(2)}x`,
+    );
+  }
   for (const note of notes) console.log(`note: ${note}`);
   if (values.json) {
     const cpus = os.cpus();
@@ -248,6 +266,58 @@ async function main(args: string[]): Promise<void> {
       first.inferImagesPerSecond.toFixed(1)
     }`,
   );
+}
+
+const PYTORCH_MISSING = "PyTorch reference skipped: /usr/bin/python3 has no torch " +
+  "(Debian: apt-get install python3-torch; --pytorch=no silences this)";
+
+/**
+ * Times the same networks in PyTorch (bench/pytorch_reference.py, Debian's python3-torch, 2
+ * threads) in this run, so speed ratios come from one run on one machine state.
+ */
+async function pytorchReference(
+  models: string[],
+  options: { batchSize: number; batches: number; warmup: number; required: boolean },
+): Promise<{ version: string; results: BenchResult[] } | undefined> {
+  const script = new URL("./pytorch_reference.py", import.meta.url).pathname;
+  const kinds = models.filter((m) => m === "cnn-regressor" || m === "cnn-classifier");
+  let output;
+  try {
+    output = await new Deno.Command("/usr/bin/python3", {
+      args: [
+        script,
+        "--json",
+        `--threads=${Math.max(1, os.cpus().length)}`,
+        `--batches=${options.batches}`,
+        `--warmup=${options.warmup}`,
+        `--batch-size=${options.batchSize}`,
+        `--models=${kinds.join(",")}`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (error) {
+    if (options.required) throw new Error(`PyTorch reference failed: ${error}`);
+    return undefined;
+  }
+  const text = new TextDecoder().decode(output.stdout);
+  const json = text.split("\n").find((line) => line.startsWith("{"));
+  if (!output.success || !json) {
+    if (options.required) {
+      throw new Error(
+        `PyTorch reference failed: ${new TextDecoder().decode(output.stderr).trim()}`,
+      );
+    }
+    return undefined;
+  }
+  const parsed = JSON.parse(json) as { versions: { torch: string }; results: BenchResult[] };
+  for (const r of parsed.results) {
+    console.log(
+      `pytorch ${r.model}: train ${r.trainImagesPerSecond.toFixed(1)} img/s, ` +
+        `infer ${r.inferImagesPerSecond.toFixed(1)} img/s`,
+    );
+  }
+  return { version: parsed.versions.torch, results: parsed.results };
 }
 
 if (import.meta.main) {
