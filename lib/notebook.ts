@@ -25,9 +25,20 @@ import {
   IMAGE_SIZE,
   IMAGE_WIDTH,
   LEARNING_RATE,
+  NUM_SUMS,
   TRAIN_FRACTION,
 } from "./constants.ts";
-import { dataUri, FONT_FAMILY, FontNotFoundError, PALETTE, svgToPng } from "./charts.ts";
+import {
+  barChart,
+  confusionMatrix,
+  dataUri,
+  FONT_FAMILY,
+  FontNotFoundError,
+  heatmap,
+  lineChart,
+  PALETTE,
+  svgToPng,
+} from "./charts.ts";
 import { saveCheckpoint } from "./checkpoint.ts";
 import { Loader, loadTestLoader, readImageSet } from "./data.ts";
 import { ensureDataset, TEST_FILES } from "./generate.ts";
@@ -43,6 +54,8 @@ import {
   formatOverallLine,
 } from "./train.ts";
 import { vggWeightsPath } from "./vgg.ts";
+import { explainBatch, type Explanation } from "./sumnet.ts";
+import { generateComposites, loadMnist } from "./generate.ts";
 
 /** Environment variable that switches every notebook to quick mode (`1`) or full mode (`0`). */
 export const QUICK_ENV = "DIGITSUM_QUICK";
@@ -489,6 +502,28 @@ export function overallAccuracies(
   return { train, val, test };
 }
 
+/**
+ * A model's layers as a table: name, output shape (`b` = batch), parameters and their share of
+ * the total. Layers without parameters are left out unless `all` is set.
+ */
+export async function showLayers(
+  model: tf.LayersModel,
+  options: { all?: boolean } = {},
+): Promise<void> {
+  const total = model.countParams();
+  const layers = model.layers.filter((l) => options.all || l.countParams() > 0);
+  const rows = layers.map((l) => [
+    l.name,
+    JSON.stringify(l.outputShape).replaceAll("null", "b"),
+    l.countParams().toLocaleString("en-US"),
+    total > 0 ? (100 * l.countParams()) / total : null,
+  ]);
+  await showTable(["layer", "output shape", "parameters", "share"], rows, {
+    unit: "%",
+    decimals: 1,
+  });
+}
+
 /** Options of {@link saveNotebookRun}. */
 export interface SaveRunOptions {
   settings: NotebookSettings;
@@ -644,6 +679,169 @@ export function accuracyBars(
     ? `mean over seeds ${seeds.join(", ")}; whiskers: standard deviation across seeds`
     : `seed ${seeds.join(", ")}`;
   return { categories: present.map((m) => m.title), series, subtitle };
+}
+
+/** A model column of the results tables: kind and title. */
+export interface ModelColumn {
+  kind: string;
+  title: string;
+}
+
+/** The study's three models, in the column order of its tables. */
+export function studyModels(): ModelColumn[] {
+  return ["cnn-regressor", "cnn-classifier", "vgg-regressor"]
+    .map((kind) => ({ kind, title: modelInfo(kind).title }));
+}
+
+/**
+ * The records behind the results-across-seeds cells: the sweep's results when its
+ * `results.json` exists and has finished runs, else `fallback` (the notebook's own runs).
+ *
+ * @returns The records and a line saying where they come from and how they were trained.
+ */
+export async function resultsAcrossSeeds(
+  settings: NotebookSettings,
+  fallback: readonly AccuracyRecord[],
+): Promise<{ records: AccuracyRecord[]; source: string }> {
+  const swept = await readSweepResults(settings.sweepResults);
+  if (swept?.length) {
+    return {
+      records: swept,
+      source: `Source: ${displayPath(settings.sweepResults)}, ${swept.length} finished runs ` +
+        `(${describeSetups(swept)}).`,
+    };
+  }
+  const seeds = [...new Set(fallback.map((r) => r.seed))].join(", ");
+  return {
+    records: [...fallback],
+    source: `Source: this notebook's runs, seed ${seeds} (${describeSetups(fallback)}); ` +
+      `run 'deno task sweep' for seeds 0, 10 and 42.`,
+  };
+}
+
+/**
+ * The study's results tables, computed: validation, training and held-out test accuracy, a row
+ * per seed and a column per model (models without runs are shown as `-`, with a note).
+ */
+export async function showSeedTables(
+  records: readonly AccuracyRecord[],
+  models: readonly ModelColumn[],
+): Promise<void> {
+  const absent = models.filter((m) => !records.some((r) => r.model === m.kind));
+  if (absent.length) {
+    console.log(`No runs of ${absent.map((m) => m.title).join(", ")}: shown as '-'.`);
+  }
+  const tables: [Split, string][] = [
+    ["val", "Validation accuracy"],
+    ["train", "Training accuracy"],
+    ["test", "Held-out test accuracy"],
+  ];
+  for (const [split, caption] of tables) {
+    const table = seedTable(records, split, models);
+    await showTable(table.headers, table.rows, { unit: "%", caption });
+  }
+}
+
+/**
+ * One table of mean accuracies per model (a row each: number of runs, then validation,
+ * training and held-out test accuracy, averaged over seeds).
+ */
+export async function showAccuracyTable(
+  records: readonly AccuracyRecord[],
+  models: readonly ModelColumn[],
+): Promise<void> {
+  const bars = accuracyBars(records, models);
+  const present = models.filter((m) => records.some((r) => r.model === m.kind));
+  const rows = present.map((m, i) => [
+    m.title,
+    String(records.filter((r) => r.model === m.kind).length),
+    ...bars.series.map((s) => s.values[i]),
+  ]);
+  await showTable(["model", "runs", ...bars.series.map((s) => s.name)], rows, { unit: "%" });
+}
+
+/**
+ * The study models' runs on record: the sweep's results when present, else the checkpoints in
+ * `trained_models/` and then the notebooks' quick-mode checkpoints.
+ */
+export async function studyRunsOnRecord(settings: NotebookSettings): Promise<AccuracyRecord[]> {
+  const swept = await readSweepResults(settings.sweepResults);
+  if (swept?.length) return swept;
+  const dirs = [repoPath(DEFAULT_MODELS_DIR), settings.modelsDir];
+  return await readCheckpointRecords([...new Set(dirs)], studyModels().map((m) => m.kind));
+}
+
+/** Training accuracy, validation accuracy and the gap between them, one row per run. */
+export async function showTrainValGap(records: readonly AccuracyRecord[]): Promise<void> {
+  if (records.length === 0) {
+    return console.log("No trained study models on record (run study.ipynb or 'deno task sweep').");
+  }
+  console.log(`Runs on record: ${describeSetups(records)}.`);
+  const rows = records.map((r) => [
+    modelInfo(r.model).title,
+    String(r.seed),
+    r.train,
+    r.val,
+    r.train - r.val,
+  ]);
+  await showTable(["model", "seed", "training", "validation", "gap"], rows, { unit: "%" });
+}
+
+/** The accuracy tables as a grouped bar chart (see {@link accuracyBars}). */
+export async function showAccuracyBars(
+  records: readonly AccuracyRecord[],
+  models: readonly ModelColumn[],
+  options: { title?: string } = {},
+): Promise<void> {
+  const bars = accuracyBars(records, models);
+  const svg = barChart(bars.categories, bars.series, {
+    title: options.title ?? "Overall accuracy by model",
+    subtitle: bars.subtitle,
+    yLabel: "accuracy",
+    yUnit: "%",
+    decimals: 1,
+  });
+  await showSvg(svg, { alt: "accuracy bar chart" });
+}
+
+/**
+ * Training curves of the records that carry a history: one training-loss chart per model (one
+ * line per seed; the losses of regressors and classifiers differ in kind) and one chart of
+ * validation accuracy per epoch for all of them.
+ */
+export async function showTrainingCurves(
+  records: readonly Pick<AccuracyRecord, "model" | "seed" | "history">[],
+  models: readonly ModelColumn[],
+): Promise<void> {
+  const withHistory = records.filter((r) => r.history?.length);
+  for (const { kind, title } of models) {
+    const runs = withHistory.filter((r) => r.model === kind);
+    if (runs.length === 0) continue;
+    const loss = runs.map((r) => ({
+      name: `seed ${r.seed}`,
+      y: r.history!.map((e) => e.trainLoss),
+    }));
+    const yLabel = modelInfo(kind).task === "regression" ? "MSE" : "cross entropy";
+    const svg = lineChart(loss, {
+      title: `${title}: training loss`,
+      xLabel: "epoch",
+      yLabel,
+      height: 300,
+    });
+    await showSvg(svg, { alt: `${title} training loss` });
+  }
+  if (withHistory.length === 0) return console.log("No per-epoch history to plot.");
+  const accuracy = withHistory.map((r) => ({
+    name: `${modelInfo(r.model).title} (seed ${r.seed})`,
+    y: r.history!.map((e) => e.valAccuracy),
+  }));
+  const svg = lineChart(accuracy, {
+    title: "Validation accuracy per epoch",
+    xLabel: "epoch",
+    yLabel: "accuracy",
+    yUnit: "%",
+  });
+  await showSvg(svg, { alt: "validation accuracy per epoch" });
 }
 
 /**
@@ -1097,4 +1295,135 @@ export async function readoutFigure(
   }
   parts.push("</svg>");
   return parts.join("\n");
+}
+
+/**
+ * SumNet's digit read-outs on fresh composites of MNIST *test* digits, whose four digits are
+ * known: the material of a digit confusion matrix ({@link digitConfusion}).
+ *
+ * @param model A SumNet.
+ * @param options `count` composites (default 1,000), generator `seed` (default 2024), `batchSize`.
+ * @returns The digits read and the true digits per composite, left to right.
+ */
+export async function probeDigits(
+  model: tf.LayersModel,
+  options: { count?: number; seed?: number; batchSize?: number } = {},
+): Promise<{ read: number[][]; truth: number[][]; explanations: Explanation[] }> {
+  const count = options.count ?? 1000;
+  const batchSize = options.batchSize ?? BATCH_SIZE;
+  const probe = generateComposites(await loadMnist("test"), { count, seed: options.seed ?? 2024 });
+  const read: number[][] = [];
+  const truth: number[][] = [];
+  const explanations: Explanation[] = [];
+  for (let start = 0; start < count; start += batchSize) {
+    const end = Math.min(count, start + batchSize);
+    const x = imagesToTensor(probe.images.subarray(start * IMAGE_SIZE, end * IMAGE_SIZE));
+    try {
+      explainBatch(model, x).forEach((e, i) => {
+        explanations.push(e);
+        read.push(e.digits.map((d) => d.digit));
+        const n = probe.digits.length / count;
+        truth.push([...probe.digits.subarray((start + i) * n, (start + i + 1) * n)]);
+      });
+    } finally {
+      x.dispose();
+    }
+  }
+  return { read, truth, explanations };
+}
+
+/**
+ * Pick images for a {@link readoutFigure}: up to `wrong` wrongly predicted ones and right ones
+ * to fill `count`, in sample order.
+ */
+export function pickReadouts(
+  sample: { images: Uint8Array[]; labels: number[] },
+  explanations: readonly Explanation[],
+  options: { count?: number; wrong?: number } = {},
+): ReadoutItem[] {
+  const count = options.count ?? 6;
+  const indices = explanations.map((_, i) => i);
+  const isRight = (i: number) => explanations[i].sum === sample.labels[i];
+  const wrong = indices.filter((i) => !isRight(i)).slice(0, options.wrong ?? 4);
+  const right = indices.filter(isRight).slice(0, count - wrong.length);
+  return [...right, ...wrong].map((i) => ({
+    pixels: sample.images[i],
+    label: sample.labels[i],
+    sum: explanations[i].sum,
+    digits: explanations[i].digits,
+  }));
+}
+
+/**
+ * Where a model's sums go wrong: accuracy by true sum (bar chart), how far off the answers are
+ * (table), and true against predicted sum (heatmap).
+ *
+ * @param result Predictions and labels, e.g. from `evaluateAccuracy`.
+ * @param name Model name for the titles.
+ */
+export async function showSumErrors(
+  result: { predictions: ArrayLike<number>; labels: ArrayLike<number> },
+  name: string,
+): Promise<void> {
+  const { predictions, labels } = result;
+  const bySum = perClassAccuracy(predictions, labels, NUM_SUMS);
+  const sums = bySum.counts.map((_, s) => s).filter((s) => bySum.counts[s] > 0);
+  const bars = barChart(sums.map(String), [{
+    name: "accuracy",
+    values: sums.map((s) => bySum.accuracy[s]),
+  }], {
+    title: `${name}: accuracy by true sum`,
+    subtitle: "sums with no images are left out",
+    xLabel: "true sum",
+    yLabel: "accuracy",
+    yUnit: "%",
+    labels: false,
+    height: 320,
+  });
+  await showSvg(bars, { alt: "accuracy by true sum" });
+  const distances = errorDistances(predictions, labels);
+  await showTable(
+    ["off by", "images", "share"],
+    distances.map(([d, n]) => [String(d), String(n), (100 * n) / labels.length]),
+    { unit: "%", decimals: 1 },
+  );
+  const matrix = heatmap(confusionMatrix(predictions, labels, NUM_SUMS), {
+    title: `${name}: true sum (rows) against predicted sum (columns)`,
+    xLabel: "predicted sum",
+    yLabel: "true sum",
+    diagonal: true,
+  });
+  await showSvg(matrix, { alt: "sum confusion matrix" });
+}
+
+/**
+ * Which digits a model misreads: the share of digits read right, the 10 x 10 confusion heatmap,
+ * and the most frequent confusions (see {@link probeDigits}).
+ */
+export async function showDigitErrors(
+  probe: { read: number[][]; truth: number[][] },
+  name: string,
+): Promise<void> {
+  const { matrix, skipped } = digitConfusion(probe.read, probe.truth);
+  const right = matrix.reduce((n, row, d) => n + row[d], 0);
+  const total = matrix.flat().reduce((a, b) => a + b, 0);
+  console.log(
+    `${probe.read.length} composites: ${((100 * right) / Math.max(1, total)).toFixed(2)}% of ` +
+      `${total} digits read right` + (skipped ? ` (${skipped} read-outs skipped)` : "") + ".",
+  );
+  const svg = heatmap(matrix, {
+    title: `${name}: true digit (rows) against digit read (columns)`,
+    xLabel: "digit read",
+    yLabel: "true digit",
+    width: 520,
+    height: 480,
+  });
+  await showSvg(svg, { alt: "digit confusion matrix" });
+  const top = topConfusions(matrix, 8);
+  if (top.length) {
+    await showTable(
+      ["true digit", "read as", "times"],
+      top.map((c) => [String(c.truth), String(c.read), String(c.count)]),
+    );
+  }
 }

@@ -11,14 +11,19 @@ import {
   type AccuracyRecord,
   describeSettings,
   describeSetups,
+  digitConfusion,
   displayPath,
+  errorDistances,
   htmlTable,
   isQuickMode,
   markdownTable,
   notebookRunConfig,
   notebookSettings,
+  perClassAccuracy,
+  pickReadouts,
   QUICK_EPOCHS,
   QUICK_LIMIT,
+  readCheckpointRecords,
   readSweepResults,
   REPO_ROOT,
   repoPath,
@@ -27,6 +32,7 @@ import {
   showPng,
   showSvg,
   svgSize,
+  topConfusions,
 } from "../lib/notebook.ts";
 
 const NOTEBOOKS = ["notebooks/study.ipynb", "notebooks/beyond.ipynb"];
@@ -152,6 +158,70 @@ Deno.test("readSweepResults() reads both result shapes and names the file on bad
     );
     await Deno.writeTextFile(path, JSON.stringify([{ seed: 1 }]));
     await assert.rejects(readSweepResults(path), /run 1: missing 'model' or 'seed'/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("perClassAccuracy() and errorDistances() break accuracy down by true sum", () => {
+  const predictions = [3, 4, 4, 10, 0];
+  const labels = [3, 4, 5, 12, 0];
+  const bySum = perClassAccuracy(predictions, labels, 13);
+  assert.deepEqual([bySum.counts[4], bySum.correct[4], bySum.accuracy[4]], [1, 1, 100]);
+  assert.equal(bySum.accuracy[5], 0);
+  assert.equal(bySum.accuracy[7], null);
+  assert.deepEqual(errorDistances(predictions, labels), [[0, 3], [1, 1], [2, 1]]);
+  assert.throws(() => perClassAccuracy([1], [40], 37), /label 40 at index 0 is outside 0..36/);
+});
+
+Deno.test("digitConfusion() compares read-outs position by position", () => {
+  const { matrix, skipped } = digitConfusion(
+    [[4, 9, 1, 1], [7, 1], [3, 3, 3, 3]],
+    [[9, 9, 1, 7], [7, 1, 2, 2], [3, 3, 3, 3]],
+  );
+  assert.equal(skipped, 1, "a read-out with two digits for four cannot be aligned");
+  assert.equal(matrix[9][4], 1);
+  assert.equal(matrix[7][1], 1);
+  assert.equal(matrix[3][3], 4);
+  assert.deepEqual(topConfusions(matrix, 5), [{ truth: 7, read: 1, count: 1 }, {
+    truth: 9,
+    read: 4,
+    count: 1,
+  }]);
+});
+
+Deno.test("pickReadouts() mixes wrong and right predictions up to the count", () => {
+  const sample = { images: [0, 1, 2, 3].map(() => new Uint8Array(6720)), labels: [5, 6, 7, 8] };
+  const explanations = [5, 9, 7, 1].map((sum) => ({ sum, digits: [] })) as unknown as Parameters<
+    typeof pickReadouts
+  >[1];
+  const items = pickReadouts(sample, explanations, { count: 3, wrong: 1 });
+  assert.deepEqual(items.map((i) => [i.label, i.sum]), [[5, 5], [7, 7], [6, 9]]);
+});
+
+Deno.test("readCheckpointRecords() reads digitsum.json of <prefix>_<seed> folders only", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(join(dir, "cnnregressor_0"));
+    await Deno.mkdir(join(dir, "cnnregressor_x"));
+    await Deno.mkdir(join(dir, "cnnclassifier_10"));
+    await Deno.writeTextFile(
+      join(dir, "cnnregressor_0", "digitsum.json"),
+      JSON.stringify({
+        kind: "cnn-regressor",
+        config: { epochs: 15 },
+        accuracy: { train: { accuracy: 21.9 }, val: { accuracy: 11.42 } },
+      }),
+    );
+    await Deno.writeTextFile(join(dir, "cnnclassifier_10", "digitsum.json"), "{");
+    await assert.rejects(
+      readCheckpointRecords([dir], ["cnn-regressor", "cnn-classifier"]),
+      /Cannot read .*cnnclassifier_10\/digitsum.json/,
+    );
+    const records = await readCheckpointRecords([dir, join(dir, "missing")], ["cnn-regressor"]);
+    assert.deepEqual(records.map((r) => [r.model, r.seed, r.val, r.epochs]), [
+      ["cnn-regressor", 0, 11.42, 15],
+    ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
