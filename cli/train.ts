@@ -15,10 +15,10 @@ const USAGE = `Usage: deno task train --model <kind> [options]
 
   --model KIND        one of: ${modelKinds().join(", ")}
   --seed N            random seed (default 42)
-  --epochs N          epochs (default 15)
+  --epochs N          epochs (default 15; a model's own recipe may differ, e.g. sumnet)
   --limit N           train on the first N training images only (quick runs)
   --batch-size N      batch size (default 64)
-  --lr X              Adam learning rate (default 1e-3)
+  --lr X              Adam learning rate (default 1e-3, or the model's recipe)
   --backend NAME      auto|tensorflow|webgpu|wasm|cpu (default: $DIGITSUM_BACKEND or auto)
   --data-dir DIR      directory of the .npy files (default data)
   --out DIR           checkpoint parent directory (default trained_models)
@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   const info = modelInfo(values.model);
   const config = studyConfig(info.kind, {
     seed: intFlag(values.seed, "seed", 42),
-    epochs: intFlag(values.epochs, "epochs", 15),
+    epochs: intFlag(values.epochs, "epochs", studyConfig(info.kind).epochs),
     limit: intFlag(values.limit, "limit"),
     batchSize: intFlag(values["batch-size"], "batch-size", 64),
     ...(values.lr ? { learningRate: Number(values.lr) } : {}),

@@ -25,6 +25,8 @@ import { ProgressBar } from "./progress.ts";
 import { restoreRngState, type RngState, rngState, seedEverything } from "./seed.ts";
 import {
   type AccuracyResult,
+  type BatchProgress,
+  type BatchSource,
   type EpochRecord,
   evaluateAccuracy,
   formatOverallLine,
@@ -50,14 +52,20 @@ export interface RunConfig {
   dataDir: string;
 }
 
-/** The study's configuration for one model and seed. */
+/** The study's configuration for one model and seed (a model's own recipe sets its defaults). */
 export function studyConfig(model: string, overrides: Partial<RunConfig> = {}): RunConfig {
+  let recipe: ModelInfo["recipe"];
+  try {
+    recipe = modelInfo(model).recipe;
+  } catch {
+    recipe = undefined;
+  }
   return {
     model,
     seed: 42,
-    epochs: EPOCHS,
+    epochs: recipe?.epochs ?? EPOCHS,
     batchSize: BATCH_SIZE,
-    learningRate: LEARNING_RATE,
+    learningRate: recipe?.learningRate ?? LEARNING_RATE,
     trainFraction: TRAIN_FRACTION,
     limit: undefined,
     backend: Deno.env.get("DIGITSUM_BACKEND") ?? "auto",
@@ -143,6 +151,7 @@ export async function runExperiment(
     seed: config.seed,
     dataDir: config.dataDir,
     limit: config.limit,
+    shuffleEachEpoch: info.recipe?.shuffleEachEpoch,
   });
   let model = await buildModel(config.model, { weightsPath: Deno.env.get("DIGITSUM_VGG_WEIGHTS") });
   let history: EpochRecord[] = [];
@@ -183,24 +192,59 @@ export async function runExperiment(
   };
 
   let bar: ProgressBar | undefined;
-  const result = await trainModel(model, { train, val }, {
+  const showProgress = async (p: BatchProgress) => {
+    if (options.progress === false) return;
+    bar ??= new ProgressBar(p.numBatches, { label: `epoch ${p.epoch}/${p.epochs}` });
+    await bar.update(p.batch, `loss ${p.loss.toFixed(3)}`);
+    if (p.batch === p.numBatches) {
+      await bar.finish("");
+      bar = undefined;
+    }
+  };
+  const recipe = info.recipe;
+  if (history.length === 0 && recipe?.prepare) {
+    await recipe.prepare(model, {
+      seed: config.seed,
+      limit: config.limit,
+      val,
+      log,
+      onBatchEnd: showProgress,
+    });
+  }
+  const schedule = recipe?.schedule;
+  const augment = recipe?.augment;
+  const trainSource: BatchSource = augment
+    ? {
+      name: train.name,
+      size: train.size,
+      numBatches: train.numBatches,
+      *batches(options) {
+        for (const batch of train.batches(options)) {
+          const x = augment(batch.x);
+          if (x !== batch.x) batch.x.dispose();
+          yield { ...batch, x };
+        }
+      },
+    }
+    : train;
+  const result = await trainModel(model, { train: trainSource, val }, {
     task: info.task,
     epochs: config.epochs,
     learningRate: config.learningRate,
+    learningRateAt: schedule && ((epoch, batch) =>
+      schedule({
+        epoch,
+        batch,
+        epochs: config.epochs,
+        numBatches: train.numBatches,
+        learningRate: config.learningRate,
+      })),
     optimizer,
     startEpoch: history.length,
     history,
     log,
     shouldStop: options.shouldStop,
-    onBatchEnd: async (p) => {
-      if (options.progress === false) return;
-      bar ??= new ProgressBar(p.numBatches, { label: `epoch ${p.epoch}/${p.epochs}` });
-      await bar.update(p.batch, `loss ${p.loss.toFixed(3)}`);
-      if (p.batch === p.numBatches) {
-        await bar.finish("");
-        bar = undefined;
-      }
-    },
+    onBatchEnd: showProgress,
     onEpochEnd: async (record, opt) => {
       // `history` holds only the epochs before this call: grow it, or a state saved after the
       // second epoch of one process would record fewer epochs than its weights have seen.

@@ -7,6 +7,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "./constants.ts";
+import { buildSumNet, SUMNET_RECIPE, SUMNET_SCRATCH_RECIPE } from "./sumnet.ts";
+import type { BatchProgress, BatchSource } from "./train.ts";
 
 /** What a model's output means, and so which loss and prediction rule apply. */
 export type Task = "regression" | "classification";
@@ -24,6 +26,44 @@ export interface ModelInfo {
   task: Task;
   /** Part of the original study (false for digitsum's own models). */
   study: boolean;
+  /** How this kind trains where it differs from the study (digitsum's own models). */
+  recipe?: TrainingRecipe;
+}
+
+/** What `runExperiment` needs to know of a model kind that does not train as the study did. */
+export interface TrainingRecipe {
+  /** Default epochs (instead of the study's 15). */
+  epochs?: number;
+  /** Default (peak) learning rate. */
+  learningRate?: number;
+  /** Reorder the training images every epoch (the study never does). */
+  shuffleEachEpoch?: boolean;
+  /** Learning rate of each batch (a schedule) from the run's rate, epochs and batches. */
+  schedule?: (step: {
+    epoch: number;
+    batch: number;
+    epochs: number;
+    numBatches: number;
+    learningRate: number;
+  }) => number;
+  /** Applied to the images of every training batch (not validation): data augmentation. */
+  augment?: (x: tf.Tensor4D) => tf.Tensor4D;
+  /** A stage run once on the freshly built model before training (e.g. pretraining). */
+  prepare?: (model: tf.LayersModel, context: PrepareContext) => Promise<void>;
+}
+
+/** What a {@link TrainingRecipe}'s `prepare` stage gets. */
+export interface PrepareContext {
+  /** The run's seed. */
+  seed: number;
+  /** The run's image cap (quick runs), if any. */
+  limit?: number;
+  /** The run's validation loader. */
+  val: BatchSource;
+  /** Line printer. */
+  log: (line: string) => void;
+  /** Per-batch progress (for progress bars). */
+  onBatchEnd?: (progress: BatchProgress) => void | Promise<void>;
 }
 
 /** Options for {@link buildModel}. */
@@ -180,6 +220,7 @@ export function countParams(model: tf.LayersModel): number {
 /** Modules that define custom (serialisable) layers; each exports `registerLayers()`. */
 const CUSTOM_LAYER_MODULES: Array<() => Promise<{ registerLayers?: () => void }>> = [
   () => import("./vgg.ts"),
+  () => import("./sumnet.ts"),
 ];
 
 /** Register every custom layer class so that checkpoints using them can be loaded. */
@@ -192,3 +233,29 @@ export async function registerCustomLayers(): Promise<void> {
     }
   }
 }
+
+// digitsum's own model (not part of the study): lib/sumnet.ts.
+registerModel(
+  {
+    kind: "sumnet",
+    title: "SumNet",
+    noun: "Model",
+    prefix: "sumnet",
+    task: "classification",
+    study: false,
+    recipe: SUMNET_RECIPE,
+  },
+  buildSumNet,
+);
+registerModel(
+  {
+    kind: "sumnet-scratch",
+    title: "SumNet (sums only)",
+    noun: "Model",
+    prefix: "sumnetscratch",
+    task: "classification",
+    study: false,
+    recipe: SUMNET_SCRATCH_RECIPE,
+  },
+  buildSumNet,
+);

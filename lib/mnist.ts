@@ -1,0 +1,285 @@
+/**
+ * MNIST digits for transfer learning: SumNet's first stage learns to find and read single digits
+ * from MNIST's own labelled 28 x 28 training digits before it ever sees a composite.
+ *
+ * {@linkcode synthesizeStrips} pastes random MNIST training digits into 40 x 168 strips with its
+ * own, deliberately broad augmentation (independent of the data generator's layout): 2..5 digits,
+ * each resized to a box of 22..40 px (ink about 16..29 px tall), at a random height, with random
+ * gaps from overlapping to wide, sometimes starting or ending near a border. Each strip comes
+ * with a per-cell target: the image is cut into {@linkcode NUM_CELLS} columns of
+ * {@linkcode CELL_WIDTH} px, and a cell's target is the class of the digit whose box centre lies
+ * in it, or {@linkcode NOTHING} (no digit centred there). The targets come from MNIST's labels
+ * and our own placement; the composites' digits and positions are never used.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs";
+import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "./constants.ts";
+import { type DigitSource, loadMnist } from "./generate.ts";
+import type { Batch, BatchSource } from "./train.ts";
+
+/** Width in pixels of one output cell of SumNet's digit map (its horizontal stride). */
+export const CELL_WIDTH = 8;
+/** Cells across a 168 px image. */
+export const NUM_CELLS = IMAGE_WIDTH / CELL_WIDTH; // 21
+/** Classes per cell: digits 0..9, then "no digit centred here". */
+export const NUM_CELL_CLASSES = 11;
+/** The class index of "no digit centred in this cell". */
+export const NOTHING = 10;
+
+/** Side of an MNIST image. */
+const MNIST_SIDE = 28;
+/** Pixels in an MNIST image. */
+const MNIST_PIXELS = MNIST_SIDE * MNIST_SIDE;
+/** `i / 255` as float32 for every byte value. */
+const BYTE_TO_UNIT = Float32Array.from({ length: 256 }, (_, i) => i / 255);
+
+/** Augmentation ranges of {@linkcode synthesizeStrips}. */
+export interface StripLayout {
+  /** Fewest digits in a strip. */
+  digitsMin: number;
+  /** Most digits in a strip. */
+  digitsMax: number;
+  /** Smallest side of the square box a 28 x 28 digit is resized to. */
+  boxMin: number;
+  /** Largest box side. */
+  boxMax: number;
+  /** Smallest distance between neighbouring box centres (> CELL_WIDTH: one digit per cell). */
+  centreGapMin: number;
+  /** Largest distance between neighbouring box centres. */
+  centreGapMax: number;
+  /** How far (px) a box may stick out above or below the image. */
+  verticalOverhang: number;
+}
+
+/** SumNet's pretraining augmentation. */
+export const DEFAULT_STRIP_LAYOUT: Readonly<StripLayout> = Object.freeze({
+  digitsMin: 2,
+  digitsMax: 5,
+  boxMin: 22,
+  boxMax: 40,
+  centreGapMin: 10,
+  centreGapMax: 50,
+  verticalOverhang: 3,
+});
+
+/** Options of {@linkcode synthesizeStrips}. */
+export interface StripOptions {
+  /** Number of strips. */
+  count: number;
+  /** Seed of the placement generator (same seed, same strips). */
+  seed: number;
+  /** Overrides of {@linkcode DEFAULT_STRIP_LAYOUT}. */
+  layout?: Partial<StripLayout>;
+}
+
+/** Synthesized strips with their per-cell targets. */
+export interface Strips {
+  /** `[count, 40, 168]` uint8 flattened. */
+  images: Uint8Array;
+  /** `[count, 21]` cell classes: 0..9 a digit centred in the cell, 10 none. */
+  targets: Uint8Array;
+  /** Number of strips. */
+  count: number;
+}
+
+/** mulberry32: a small deterministic PRNG. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Integer uniform in lo..hi inclusive. */
+function randInt(rng: () => number, lo: number, hi: number): number {
+  return lo + Math.floor(rng() * (hi - lo + 1));
+}
+
+/** Draws digit `index` of `source`, resized (bilinear) to `size` px, into a strip with max. */
+function pasteDigit(
+  strip: Uint8Array,
+  stripOffset: number,
+  source: DigitSource,
+  index: number,
+  box: { x: number; y: number; size: number },
+): void {
+  const { x, y, size } = box;
+  const base = index * MNIST_PIXELS;
+  const scale = MNIST_SIDE / size;
+  const at = (r: number, c: number) =>
+    r < 0 || r >= MNIST_SIDE || c < 0 || c >= MNIST_SIDE ? 0 : source.images[base + r * 28 + c];
+  for (let oy = 0; oy < size; oy++) {
+    const row = y + oy;
+    if (row < 0 || row >= IMAGE_HEIGHT) continue;
+    const sy = (oy + 0.5) * scale - 0.5;
+    const y0 = Math.floor(sy);
+    const wy = sy - y0;
+    for (let ox = 0; ox < size; ox++) {
+      const col = x + ox;
+      if (col < 0 || col >= IMAGE_WIDTH) continue;
+      const sx = (ox + 0.5) * scale - 0.5;
+      const x0 = Math.floor(sx);
+      const wx = sx - x0;
+      const v = (at(y0, x0) * (1 - wx) + at(y0, x0 + 1) * wx) * (1 - wy) +
+        (at(y0 + 1, x0) * (1 - wx) + at(y0 + 1, x0 + 1) * wx) * wy;
+      const p = stripOffset + row * IMAGE_WIDTH + col;
+      const value = Math.round(v);
+      if (value > strip[p]) strip[p] = value;
+    }
+  }
+}
+
+/** Checks a layout and returns it complete. */
+function resolveLayout(overrides: Partial<StripLayout> = {}): StripLayout {
+  const layout = { ...DEFAULT_STRIP_LAYOUT, ...overrides };
+  const ok = Object.values(layout).every((v) => Number.isInteger(v) && v >= 0) &&
+    layout.digitsMin <= layout.digitsMax && layout.boxMin >= 8 && layout.boxMin <= layout.boxMax &&
+    layout.centreGapMin > CELL_WIDTH && layout.centreGapMin <= layout.centreGapMax;
+  if (!ok) throw new RangeError(`synthesizeStrips: invalid layout ${JSON.stringify(layout)}`);
+  return layout;
+}
+
+/**
+ * Pastes random digits of `source` into strips (see the module doc) and labels every cell.
+ *
+ * @param source MNIST digits (use the training set: the test split is made of MNIST's test digits)
+ * @param options count, seed and layout overrides
+ * @returns the strips and their `[count, 21]` cell targets
+ */
+export function synthesizeStrips(source: DigitSource, options: StripOptions): Strips {
+  const { count, seed } = options;
+  if (!Number.isInteger(count) || count < 0) {
+    throw new RangeError(`synthesizeStrips: count must be a non-negative integer, got ${count}`);
+  }
+  if (source.count < 1 || source.images.length !== source.count * MNIST_PIXELS) {
+    throw new RangeError(
+      `synthesizeStrips: ${source.name ?? "digit source"} must hold count x 28 x 28 bytes`,
+    );
+  }
+  const layout = resolveLayout(options.layout);
+  const rng = mulberry32(seed ^ 0x5eed5);
+  const images = new Uint8Array(count * IMAGE_SIZE);
+  const targets = new Uint8Array(count * NUM_CELLS).fill(NOTHING);
+  const centres: number[] = [];
+  for (let n = 0; n < count; n++) {
+    const digits = randInt(rng, layout.digitsMin, layout.digitsMax);
+    // Centres left to right with random gaps, then the whole row shifted to a random place that
+    // keeps every centre inside the image.
+    centres.length = 0;
+    let x = 0;
+    for (let k = 0; k < digits; k++) {
+      if (k > 0) x += randInt(rng, layout.centreGapMin, layout.centreGapMax);
+      centres.push(x);
+    }
+    let span = centres[digits - 1];
+    if (span > IMAGE_WIDTH - 8) {
+      // Too wide: squeeze the gaps, keeping them above the minimum where possible.
+      const factor = (IMAGE_WIDTH - 8) / span;
+      for (let k = 1; k < digits; k++) {
+        const gap = Math.max(CELL_WIDTH + 1, Math.floor((centres[k] - centres[k - 1]) * factor));
+        centres[k] = centres[k - 1] + gap;
+      }
+      span = centres[digits - 1];
+    }
+    const shift = randInt(rng, 4, Math.max(4, IMAGE_WIDTH - 4 - span));
+    for (let k = 0; k < digits; k++) {
+      const size = randInt(rng, layout.boxMin, layout.boxMax);
+      const centre = Math.min(IMAGE_WIDTH - 1, centres[k] + shift);
+      const top = randInt(
+        rng,
+        -layout.verticalOverhang,
+        Math.max(-layout.verticalOverhang, IMAGE_HEIGHT - size + layout.verticalOverhang),
+      );
+      const index = Math.floor(rng() * source.count);
+      pasteDigit(images, n * IMAGE_SIZE, source, index, {
+        x: Math.round(centre - size / 2),
+        y: top,
+        size,
+      });
+      targets[n * NUM_CELLS + Math.floor(centre / CELL_WIDTH)] = source.labels[index];
+    }
+  }
+  return { images, targets, count };
+}
+
+/** Options of {@linkcode StripLoader}. */
+export interface StripLoaderOptions {
+  /** Strips per epoch. */
+  size: number;
+  /** Strips per batch. */
+  batchSize: number;
+  /** Base seed; epoch `e` uses fresh strips drawn from (seed, e). */
+  seed: number;
+  /** Augmentation overrides. */
+  layout?: Partial<StripLayout>;
+  /** Name used in messages (default `mnist-strips`). */
+  name?: string;
+}
+
+/**
+ * A {@linkcode BatchSource} of freshly synthesized strips every epoch (endless augmentation).
+ * Batches carry `x` `[b, 40, 168, 1]` in [0, 1] and, as `y`, the cell targets flattened to
+ * `[b * 21]` (float32 class indices), for SumNet's per-cell pretraining loss.
+ */
+export class StripLoader implements BatchSource {
+  readonly name: string;
+  readonly size: number;
+  readonly numBatches: number;
+  readonly #source: DigitSource;
+  readonly #options: StripLoaderOptions;
+
+  /**
+   * @param source MNIST training digits
+   * @param options strips per epoch, batch size, seed, layout
+   */
+  constructor(source: DigitSource, options: StripLoaderOptions) {
+    if (!Number.isInteger(options.size) || options.size < 1) {
+      throw new RangeError(`StripLoader: size must be a positive integer, got ${options.size}`);
+    }
+    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) {
+      throw new RangeError(
+        `StripLoader: batch size must be a positive integer, got ${options.batchSize}`,
+      );
+    }
+    this.name = options.name ?? "mnist-strips";
+    this.size = options.size;
+    this.numBatches = Math.ceil(options.size / options.batchSize);
+    this.#source = source;
+    this.#options = options;
+  }
+
+  /** Yields the batches of one epoch; the caller disposes `x` and `y`. */
+  *batches(options: { epoch?: number } = {}): Generator<Batch> {
+    const epoch = options.epoch ?? 0;
+    const { batchSize, seed, layout } = this.#options;
+    for (let i = 0; i < this.numBatches; i++) {
+      const size = Math.min(batchSize, this.size - i * batchSize);
+      const strips = synthesizeStrips(this.#source, {
+        count: size,
+        seed: (Math.imul(seed + 1, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca6b) ^ i) >>> 0,
+        layout,
+      });
+      const pixels = new Float32Array(strips.images.length);
+      for (let p = 0; p < pixels.length; p++) pixels[p] = BYTE_TO_UNIT[strips.images[p]];
+      const x = tf.tensor4d(pixels, [size, IMAGE_HEIGHT, IMAGE_WIDTH, 1]);
+      const y = tf.tensor1d(Float32Array.from(strips.targets));
+      yield { x, y, index: i };
+    }
+  }
+}
+
+/**
+ * MNIST's 60,000 training digits (the only digits SumNet's pretraining uses: the held-out test
+ * split is made of MNIST's test digits).
+ *
+ * @returns the digits as a {@linkcode DigitSource}
+ */
+export async function loadMnistTrainDigits(): Promise<DigitSource> {
+  return await loadMnist("train");
+}

@@ -1,0 +1,588 @@
+/**
+ * SumNet: a model that reads the four digits and adds them up.
+ *
+ * A small fully convolutional network slides over the 40 x 168 image and, for each of the 21
+ * columns of 8 px ("cells"), says what is centred there: one of the digits 0..9 or nothing
+ * (`[b, 1, 21, 11]` logits). Nothing else in the model looks at positions: the
+ * {@linkcode SumCombine} layer turns the 21 per-cell distributions into the distribution of the
+ * sum of the digits, given that exactly four digits are present (a product of polynomials,
+ * evaluated as a short dynamic programme), and outputs its log: 37 log-probabilities. Softmax
+ * cross entropy on them is the negative log-likelihood of the true sum, so the study's train loop,
+ * accuracy and argmax prediction apply unchanged.
+ *
+ * The shipped recipe ({@linkcode SUMNET_RECIPE}) first pretrains the cell classifier on strips
+ * pasted from MNIST's own labelled training digits (`lib/mnist.ts`), then trains the whole model on
+ * the composites' sums.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs";
+import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH, NUM_DIGITS } from "./constants.ts";
+import {
+  CELL_WIDTH,
+  loadMnistTrainDigits,
+  NOTHING,
+  NUM_CELL_CLASSES,
+  NUM_CELLS,
+  StripLoader,
+} from "./mnist.ts";
+import type { BuildOptions, PrepareContext, TrainingRecipe } from "./models.ts";
+import { type EpochRecord, evaluateAccuracy, trainModel } from "./train.ts";
+
+/** Name of the layer that outputs the per-cell logits `[b, 1, 21, 11]`. */
+export const CELL_LOGITS_LAYER = "cell_logits";
+/** Floor mixed into every cell distribution so that no configuration has probability 0. */
+const CELL_PROBABILITY_FLOOR = 1e-6;
+/** Largest digit value. */
+const MAX_DIGIT = 9;
+/** Outputs of SumNet: sums 0..36. */
+const NUM_SUMS_OUT = MAX_DIGIT * NUM_DIGITS + 1;
+
+/**
+ * Distribution of the sum of the digits in `cells`, given that exactly `count` cells hold a digit.
+ *
+ * Cell `l` independently holds digit `d` with probability `p[b, l, d]` (d = 0..9) or nothing with
+ * `p[b, l, 10]`. The state `[b, count + 1, 9 * count + 1]` holds P(k digits so far, partial sum s);
+ * each cell moves mass from (k, s) to (k + 1, s + d) or keeps it. Mass past `count` digits is
+ * dropped. The result is P(sum = s | exactly `count` digits), renormalised.
+ *
+ * @param cells `[b, L, 11]` probabilities (rows summing to 1)
+ * @param count number of digits (4 for the task)
+ * @returns `[b, 9 * count + 1]` probabilities
+ */
+export function combineCellProbabilities(cells: tf.Tensor3D, count: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const [b, cellCount] = cells.shape;
+    const sums = MAX_DIGIT * count + 1;
+    // shift[s, d * sums + t] = 1 when t = s + d: one matmul makes all ten shifted copies.
+    const shiftValues = new Float32Array(sums * 10 * sums);
+    for (let s = 0; s < sums; s++) {
+      for (let d = 0; d <= MAX_DIGIT && s + d < sums; d++) {
+        shiftValues[s * 10 * sums + d * sums + s + d] = 1;
+      }
+    }
+    const shift = tf.tensor2d(shiftValues, [sums, 10 * sums]);
+    const zeroRow = tf.zeros([b, 1, sums]);
+    let state: tf.Tensor3D = tf.oneHot(tf.zeros([b], "int32"), (count + 1) * sums)
+      .toFloat().reshape([b, count + 1, sums]);
+    for (let l = 0; l < cellCount; l++) {
+      const p = cells.slice([0, l, 0], [b, 1, NUM_CELL_CLASSES]).reshape([b, NUM_CELL_CLASSES]);
+      const pDigits = p.slice([0, 0], [b, 10]).reshape([b, 1, 10, 1]);
+      const pNothing = p.slice([0, NOTHING], [b, 1]).reshape([b, 1, 1]);
+      const below = state.slice([0, 0, 0], [b, count, sums]).reshape([b * count, sums]);
+      const moved = tf.matMul(below, shift).reshape([b, count, 10, sums]).mul(pDigits).sum(2);
+      state = state.mul(pNothing).add(tf.concat([zeroRow, moved], 1)) as tf.Tensor3D;
+    }
+    const last = state.slice([0, count, 0], [b, 1, sums]).reshape([b, sums]);
+    return last.div(last.sum(1, true)) as tf.Tensor2D;
+  });
+}
+
+/** Config of {@linkcode SumCombine}. */
+export interface SumCombineConfig {
+  /** Digits per image (default 4). */
+  count?: number;
+  name?: string;
+}
+
+/**
+ * Layer: per-cell logits `[b, 1, L, 11]` -> log P(sum | `count` digits) `[b, 9 * count + 1]`.
+ * No weights. Each cell's softmax is mixed with a tiny uniform floor, so a confident mistake
+ * still leaves a gradient.
+ */
+export class SumCombine extends tf.layers.Layer {
+  /** Class name for serialisation. */
+  static className = "SumCombine";
+  readonly count: number;
+
+  constructor(config: SumCombineConfig = {}) {
+    super({ name: config.name });
+    this.count = config.count ?? NUM_DIGITS;
+  }
+
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return [shape[0], MAX_DIGIT * this.count + 1];
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.tidy(() => {
+      const logits = Array.isArray(inputs) ? inputs[0] : inputs; // [b, 1, L, 11]
+      const [b] = logits.shape;
+      const cells = logits.reshape([b, -1, NUM_CELL_CLASSES]).softmax()
+        .mul(1 - CELL_PROBABILITY_FLOOR * NUM_CELL_CLASSES).add(CELL_PROBABILITY_FLOOR);
+      const sums = combineCellProbabilities(cells as tf.Tensor3D, this.count);
+      return sums.maximum(1e-30).log();
+    });
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), count: this.count };
+  }
+}
+
+/** Register SumNet's serialisable classes (called through `registerCustomLayers()`). */
+export function registerLayers(): void {
+  tf.serialization.registerClass(SumCombine);
+}
+registerLayers();
+
+/** Width of SumNet's convolutional stages. */
+export interface SumNetWidths {
+  /** Channels of the three 3 x 3 stages. */
+  stages: [number, number, number];
+  /** Channels of the cell feature layer (a 5 x 3 convolution over the last stage). */
+  features: number;
+}
+
+/** The shipped widths. */
+export const DEFAULT_WIDTHS: Readonly<SumNetWidths> = Object.freeze({
+  stages: [16, 32, 64] as [number, number, number],
+  features: 128,
+});
+
+/** Whether the 3 x 3 stages use batch normalisation. */
+const DEFAULT_BATCH_NORM = false;
+
+/** He-uniform initialiser (ReLU layers). */
+function heInit(): ReturnType<typeof tf.initializers.heUniform> {
+  return tf.initializers.heUniform({});
+}
+
+/**
+ * Builds an untrained SumNet: `[b, 40, 168, 1]` -> 37 log-probabilities of the sum.
+ *
+ * @param options input size (must be 40 x 168) and, optionally, other widths
+ * @returns the model; its layer {@linkcode CELL_LOGITS_LAYER} gives the per-cell logits
+ */
+export function buildSumNet(
+  options: BuildOptions & { widths?: Partial<SumNetWidths>; batchNorm?: boolean } = {},
+): tf.LayersModel {
+  const h = options.inputHeight ?? IMAGE_HEIGHT;
+  const w = options.inputWidth ?? IMAGE_WIDTH;
+  if (h !== IMAGE_HEIGHT || w !== IMAGE_WIDTH) {
+    throw new Error(`SumNet needs ${IMAGE_HEIGHT} x ${IMAGE_WIDTH} inputs, got ${h} x ${w}`);
+  }
+  const widths = { ...DEFAULT_WIDTHS, ...options.widths };
+  const input = tf.input({ shape: [h, w, 1], name: "image" }); // [b, 40, 168, 1]
+  let x: tf.SymbolicTensor = input;
+  const batchNorm = options.batchNorm ?? DEFAULT_BATCH_NORM;
+  widths.stages.forEach((filters, i) => {
+    x = tf.layers.conv2d({
+      filters,
+      kernelSize: 3,
+      padding: "same",
+      activation: batchNorm ? "linear" : "relu",
+      useBias: !batchNorm,
+      kernelInitializer: heInit(),
+      name: `conv${i + 1}`,
+    }).apply(x) as tf.SymbolicTensor;
+    if (batchNorm) {
+      x = tf.layers.batchNormalization({ axis: -1, momentum: 0.9, name: `bn${i + 1}` })
+        .apply(x) as tf.SymbolicTensor;
+      x = tf.layers.reLU({ name: `relu${i + 1}` }).apply(x) as tf.SymbolicTensor;
+    }
+    x = tf.layers.maxPooling2d({ poolSize: 2, strides: 2, name: `pool${i + 1}` })
+      .apply(x) as tf.SymbolicTensor;
+  }); // [b, 5, 21, 64]
+  x = tf.layers.zeroPadding2d({ padding: [[0, 0], [1, 1]], name: "pad_cells" })
+    .apply(x) as tf.SymbolicTensor; // [b, 5, 23, 64]
+  x = tf.layers.conv2d({
+    filters: widths.features,
+    kernelSize: [IMAGE_HEIGHT / CELL_WIDTH, 3],
+    padding: "valid",
+    activation: "relu",
+    kernelInitializer: heInit(),
+    name: "cell_features",
+  }).apply(x) as tf.SymbolicTensor; // [b, 1, 21, 128]
+  const logits = tf.layers.conv2d({
+    filters: NUM_CELL_CLASSES,
+    kernelSize: 1,
+    name: CELL_LOGITS_LAYER,
+  }).apply(x) as tf.SymbolicTensor; // [b, 1, 21, 11]
+  const output = new SumCombine({ count: NUM_DIGITS, name: "sum_distribution" })
+    .apply(logits) as tf.SymbolicTensor; // [b, 37]
+  return tf.model({ inputs: input, outputs: output, name: "sumnet" });
+}
+
+/** The sub-model from the image to the per-cell logits `[b, 1, 21, 11]` (shares weights). */
+export function cellModel(model: tf.LayersModel): tf.LayersModel {
+  return tf.model({ inputs: model.inputs, outputs: model.getLayer(CELL_LOGITS_LAYER).output });
+}
+
+/**
+ * Per-cell softmax cross entropy, digit cells weighted `digitWeight` times a "nothing" cell (they
+ * are about one in five); `labels` are the cell classes flattened to `[b * 21]`.
+ */
+export function cellLoss(
+  output: tf.Tensor,
+  labels: tf.Tensor1D,
+  options: { digitWeight?: number } = {},
+): tf.Scalar {
+  return tf.tidy(() => {
+    const logits = output.reshape([-1, NUM_CELL_CLASSES]) as tf.Tensor2D;
+    const classes = labels.toInt();
+    const oneHot = tf.oneHot(classes, NUM_CELL_CLASSES);
+    const weights = tf.where(
+      classes.equal(NOTHING),
+      tf.onesLike(labels),
+      tf.fill(labels.shape, options.digitWeight ?? 1),
+    );
+    const perCell = tf.losses.softmaxCrossEntropy(
+      oneHot,
+      logits,
+      undefined,
+      undefined,
+      tf.Reduction.NONE,
+    );
+    return perCell.mul(weights).sum().div(weights.sum()) as tf.Scalar;
+  });
+}
+
+/**
+ * Warm-up then cosine decay: the rate at `step` of `total`, rising linearly to `peak` over the
+ * first `warmup` fraction and falling to `floor * peak` at the end.
+ */
+export function cosineSchedule(
+  peak: number,
+  step: number,
+  total: number,
+  options: { warmup?: number; floor?: number } = {},
+): number {
+  const warmup = options.warmup ?? 0.03;
+  const floor = options.floor ?? 0.03;
+  const t = total > 0 ? Math.min(1, step / total) : 1;
+  if (t < warmup) return peak * (t + 1 / Math.max(1, total)) / warmup;
+  const progress = (t - warmup) / (1 - warmup);
+  return peak * (floor + (1 - floor) * 0.5 * (1 + Math.cos(Math.PI * progress)));
+}
+
+/** Settings of SumNet's MNIST pretraining stage. */
+export interface PretrainOptions {
+  /** Strips per epoch (fresh ones every epoch). */
+  strips: number;
+  /** Epochs. */
+  epochs: number;
+  /** Peak Adam learning rate (warm-up then cosine decay). */
+  learningRate: number;
+  /** Weight of a digit cell against a "nothing" cell in the loss. */
+  digitWeight: number;
+  /** Strips per batch. */
+  batchSize: number;
+}
+
+/** The shipped pretraining stage (measured on the validation split; see docs/BEYOND.md). */
+export const PRETRAIN_DEFAULTS: Readonly<PretrainOptions> = Object.freeze({
+  strips: 9600,
+  epochs: 6,
+  learningRate: 1e-2,
+  digitWeight: 12,
+  batchSize: 64,
+});
+
+/**
+ * Stage 1 of the recipe: trains SumNet's cell classifier on strips of MNIST training digits
+ * ({@linkcode StripLoader}) with the per-cell loss, through the study's train loop. Each epoch's
+ * line gives the whole model's sum accuracy on `context.val` (what it scores before seeing a
+ * composite's sum).
+ *
+ * @param model a SumNet (its weights are trained in place)
+ * @param context seed, optional image cap (`limit` shrinks the stage for quick runs), validation
+ *   loader and log
+ * @returns the stage's epoch records
+ */
+export async function pretrainSumNet(
+  model: tf.LayersModel,
+  context: PrepareContext & { options?: Partial<PretrainOptions> },
+): Promise<EpochRecord[]> {
+  const options = { ...PRETRAIN_DEFAULTS, ...context.options };
+  const strips = context.limit ? Math.min(options.strips, context.limit) : options.strips;
+  const log = context.log;
+  const digits = await loadMnistTrainDigits();
+  const loader = new StripLoader(digits, {
+    size: strips,
+    batchSize: options.batchSize,
+    seed: context.seed,
+  });
+  const total = options.epochs * loader.numBatches;
+  log(
+    `Stage 1: pretraining the cell classifier on ${options.epochs} x ${strips} strips of ` +
+      `MNIST training digits`,
+  );
+  const result = await trainModel(cellModel(model), { train: loader, val: context.val }, {
+    task: "classification",
+    epochs: options.epochs,
+    loss: (output, labels) => cellLoss(output, labels, { digitWeight: options.digitWeight }),
+    learningRateAt: (epoch, batch) =>
+      cosineSchedule(options.learningRate, (epoch - 1) * loader.numBatches + batch, total),
+    validate: () => evaluateAccuracy(model, context.val, "classification").batchMeanAccuracy,
+    log: (line) => log(`  pretraining ${line}`),
+    onBatchEnd: context.onBatchEnd,
+  });
+  log("Stage 2: training the whole model on the composites' sums");
+  return result.history;
+}
+
+/**
+ * Data augmentation that keeps every sum: each image is rolled cyclically, horizontally at a
+ * random empty column and vertically at a random empty row. A cut through empty pixels splits no
+ * digit, so the same four digits reappear in a new arrangement (a shift, or the right part moved
+ * in front of the left part). Uses `Math.random` (seeded by `seedEverything`).
+ *
+ * @param x `[b, 40, 168, 1]` images (background exactly 0)
+ * @returns a new tensor of the same shape
+ */
+export function rollAtGaps(x: tf.Tensor4D): tf.Tensor4D {
+  const [b, h, w] = x.shape;
+  const data = x.dataSync();
+  const out = new Float32Array(data.length);
+  const colInk = new Float32Array(w);
+  const rowInk = new Float32Array(h);
+  const pick = (ink: Float32Array) => {
+    const empty: number[] = [];
+    ink.forEach((v, i) => {
+      if (v === 0) empty.push(i);
+    });
+    return empty.length === 0 ? 0 : empty[Math.floor(Math.random() * empty.length)];
+  };
+  for (let i = 0; i < b; i++) {
+    const base = i * h * w;
+    colInk.fill(0);
+    rowInk.fill(0);
+    for (let y = 0; y < h; y++) {
+      for (let c = 0; c < w; c++) {
+        const v = data[base + y * w + c];
+        colInk[c] += v;
+        rowInk[y] += v;
+      }
+    }
+    const dx = pick(colInk);
+    const dy = pick(rowInk);
+    for (let y = 0; y < h; y++) {
+      const from = base + ((y + dy) % h) * w;
+      const to = base + y * w;
+      out.set(data.subarray(from + dx, from + w), to);
+      out.set(data.subarray(from, from + dx), to + w - dx);
+    }
+  }
+  return tf.tensor4d(out, x.shape);
+}
+
+/** SumNet's recipe for `runExperiment`: MNIST pretraining, then a short cosine run on the sums. */
+export const SUMNET_RECIPE: TrainingRecipe = {
+  epochs: 5,
+  learningRate: 2e-3,
+  shuffleEachEpoch: true,
+  augment: rollAtGaps,
+  schedule: ({ epoch, batch, numBatches, epochs, learningRate }) =>
+    cosineSchedule(learningRate, (epoch - 1) * numBatches + batch, epochs * numBatches),
+  prepare: async (model, context) => {
+    await pretrainSumNet(model, context);
+  },
+};
+
+/**
+ * The sums-only variant (`sumnet-scratch`): the same network and schedule without MNIST, trained
+ * on the composites' sums alone for as many images as the shipped recipe's two stages together.
+ */
+export const SUMNET_SCRATCH_RECIPE: TrainingRecipe = {
+  epochs: 7,
+  learningRate: 2e-3,
+  shuffleEachEpoch: true,
+  augment: rollAtGaps,
+  schedule: SUMNET_RECIPE.schedule,
+};
+
+/** One digit SumNet reads in an image. */
+export interface DigitReading {
+  /** The digit, 0..9. */
+  digit: number;
+  /** Index of the 8 px cell its centre lies in, 0..20. */
+  cell: number;
+  /** Centre column of that cell (the digit's centre, to +-4 px). */
+  centre: number;
+  /** Columns `[start, end)` of the cell. */
+  columns: [number, number];
+  /** The network's probability that this cell holds this digit. */
+  probability: number;
+  /** The network's probability that a digit (any) is centred in this cell. */
+  presence: number;
+  /** The most likely other reading of the cell: a digit, or `null` for "nothing". */
+  runnerUp: { digit: number | null; probability: number };
+}
+
+/** SumNet's explanation of one image. */
+export interface Explanation {
+  /** Predicted sum (argmax of the sum distribution). */
+  sum: number;
+  /** Its probability. */
+  sumProbability: number;
+  /** `[37]` P(sum = s). */
+  sumDistribution: Float32Array;
+  /**
+   * The four digits, left to right: the most likely reading with exactly four digits that adds up
+   * to {@linkcode Explanation.sum} (so the read-out always agrees with the predicted sum).
+   */
+  digits: DigitReading[];
+  /** `[21, 11]` per-cell probabilities (digits 0..9, then nothing), row-major. */
+  cells: Float32Array;
+}
+
+/**
+ * Most likely assignment of the cells (digit or nothing) with exactly `count` digits adding up to
+ * `target`, by dynamic programming over (cell, digits so far, partial sum) on log-probabilities.
+ *
+ * @param cells `[L, 11]` probabilities, row-major
+ * @param count number of digits
+ * @param target required sum
+ * @returns per cell the chosen class (0..9 or 10 = nothing), or null when no assignment exists
+ */
+export function bestReading(cells: Float32Array, count: number, target: number): Int8Array | null {
+  const cellCount = cells.length / NUM_CELL_CLASSES;
+  const sums = MAX_DIGIT * count + 1;
+  if (!(target >= 0 && target < sums)) return null;
+  const states = (count + 1) * sums;
+  // score[l][k * sums + s]: best log-probability of cells 0..l-1 with k digits summing to s.
+  let score = new Float64Array(states).fill(-Infinity);
+  score[0] = 0;
+  const choice = new Int8Array(cellCount * states).fill(-1);
+  for (let l = 0; l < cellCount; l++) {
+    const next = new Float64Array(states).fill(-Infinity);
+    const logp = Array.from(
+      { length: NUM_CELL_CLASSES },
+      (_, c) => Math.log(Math.max(cells[l * NUM_CELL_CLASSES + c], 1e-30)),
+    );
+    for (let k = 0; k <= count; k++) {
+      for (let s = 0; s < sums; s++) {
+        const here = score[k * sums + s];
+        if (here === -Infinity) continue;
+        const keep = here + logp[NOTHING];
+        if (keep > next[k * sums + s]) {
+          next[k * sums + s] = keep;
+          choice[l * states + k * sums + s] = NOTHING;
+        }
+        if (k === count) continue;
+        for (let d = 0; d <= MAX_DIGIT && s + d < sums; d++) {
+          const to = (k + 1) * sums + s + d;
+          const value = here + logp[d];
+          if (value > next[to]) {
+            next[to] = value;
+            choice[l * states + to] = d;
+          }
+        }
+      }
+    }
+    score = next;
+  }
+  if (score[count * sums + target] === -Infinity) return null;
+  const out = new Int8Array(cellCount);
+  let k = count;
+  let s = target;
+  for (let l = cellCount - 1; l >= 0; l--) {
+    const c = choice[l * states + k * sums + s];
+    out[l] = c;
+    if (c !== NOTHING) {
+      k -= 1;
+      s -= c;
+    }
+  }
+  return out;
+}
+
+/**
+ * Per-cell probabilities and sum distributions of a batch (inference mode).
+ *
+ * @param model a SumNet
+ * @param x `[b, 40, 168, 1]` float32 in [0, 1]
+ * @returns `cells` `[b, 21, 11]` and `sums` `[b, 37]`, flattened
+ */
+export function predictCells(
+  model: tf.LayersModel,
+  x: tf.Tensor4D,
+): { cells: Float32Array; sums: Float32Array } {
+  const logitsLayer = model.getLayer(CELL_LOGITS_LAYER);
+  const combine = model.layers[model.layers.length - 1];
+  const probe = tf.model({ inputs: model.inputs, outputs: logitsLayer.output });
+  const [cells, sums] = tf.tidy(() => {
+    const logits = probe.predict(x) as tf.Tensor; // [b, 1, 21, 11]
+    const logSums = combine.apply(logits) as tf.Tensor; // [b, 37]
+    return [logits.reshape([x.shape[0], -1, NUM_CELL_CLASSES]).softmax(), logSums.exp()];
+  });
+  const out = {
+    cells: cells.dataSync() as Float32Array,
+    sums: sums.dataSync() as Float32Array,
+  };
+  tf.dispose([cells, sums]);
+  return out;
+}
+
+/** Builds the explanation of one image from its cell probabilities and sum distribution. */
+function explainFrom(cells: Float32Array, sums: Float32Array): Explanation {
+  let sum = 0;
+  for (let s = 1; s < sums.length; s++) if (sums[s] > sums[sum]) sum = s;
+  const reading = bestReading(cells, NUM_DIGITS, sum);
+  const digits: DigitReading[] = [];
+  reading?.forEach((c, cell) => {
+    if (c === NOTHING) return;
+    const row = cells.subarray(cell * NUM_CELL_CLASSES, (cell + 1) * NUM_CELL_CLASSES);
+    let runner: number = c === 0 ? 1 : 0;
+    for (let k = 0; k < NUM_CELL_CLASSES; k++) if (k !== c && row[k] > row[runner]) runner = k;
+    digits.push({
+      digit: c,
+      cell,
+      centre: cell * CELL_WIDTH + CELL_WIDTH / 2,
+      columns: [cell * CELL_WIDTH, (cell + 1) * CELL_WIDTH],
+      probability: row[c],
+      presence: 1 - row[NOTHING],
+      runnerUp: { digit: runner === NOTHING ? null : runner, probability: row[runner] },
+    });
+  });
+  return { sum, sumProbability: sums[sum], sumDistribution: sums, digits, cells };
+}
+
+/**
+ * What SumNet sees in each image of a batch: the predicted sum, its distribution, and the four
+ * digits with their places and probabilities.
+ *
+ * @param model a SumNet (trained)
+ * @param x `[b, 40, 168, 1]` float32 in [0, 1]
+ * @returns one explanation per image
+ */
+export function explainBatch(model: tf.LayersModel, x: tf.Tensor4D): Explanation[] {
+  const b = x.shape[0];
+  const { cells, sums } = predictCells(model, x);
+  const per = NUM_CELLS * NUM_CELL_CLASSES;
+  return Array.from(
+    { length: b },
+    (_, i) =>
+      explainFrom(
+        cells.slice(i * per, (i + 1) * per),
+        sums.slice(i * NUM_SUMS_OUT, (i + 1) * NUM_SUMS_OUT),
+      ),
+  );
+}
+
+/**
+ * What SumNet sees in one image (see {@linkcode explainBatch}).
+ *
+ * @param model a SumNet (trained)
+ * @param image `[40, 168]` uint8 pixels (0..255) or float32 in [0, 1]
+ * @returns the explanation
+ */
+export function explainImage(model: tf.LayersModel, image: Uint8Array | Float32Array): Explanation {
+  if (image.length !== IMAGE_SIZE) {
+    throw new Error(
+      `explainImage(): expected ${IMAGE_HEIGHT} x ${IMAGE_WIDTH} = ${IMAGE_SIZE} pixels, got ${image.length}`,
+    );
+  }
+  const x = tf.tidy(() => {
+    const t = tf.tensor4d(Float32Array.from(image), [1, IMAGE_HEIGHT, IMAGE_WIDTH, 1]);
+    return image instanceof Uint8Array ? t.div(255) : t;
+  }) as tf.Tensor4D;
+  try {
+    return explainBatch(model, x)[0];
+  } finally {
+    x.dispose();
+  }
+}

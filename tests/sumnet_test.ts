@@ -1,0 +1,305 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../lib/backend.ts";
+import { loadCheckpoint, saveCheckpoint } from "../lib/checkpoint.ts";
+import { IMAGE_SIZE } from "../lib/constants.ts";
+import { loadTestLoader } from "../lib/data.ts";
+import { exists } from "../lib/fsutil.ts";
+import { loadMnist } from "../lib/generate.ts";
+import { NOTHING, NUM_CELLS, StripLoader, synthesizeStrips } from "../lib/mnist.ts";
+import { buildModel, modelInfo } from "../lib/models.ts";
+import { seedEverything } from "../lib/seed.ts";
+import {
+  bestReading,
+  buildSumNet,
+  cellLoss,
+  cellModel,
+  combineCellProbabilities,
+  explainBatch,
+  explainImage,
+  rollAtGaps,
+  SumCombine,
+} from "../lib/sumnet.ts";
+import { evaluateAccuracy, predictBatch } from "../lib/train.ts";
+
+await initBackend("wasm", { quiet: true });
+
+/** The shipped checkpoint. */
+const SHIPPED = new URL("../trained_models/sumnet", import.meta.url).pathname;
+/** The held-out test split (generated from MNIST's test digits when absent). */
+const DATA_DIR = new URL("../data", import.meta.url).pathname;
+
+/** Random probability rows `[b, L, 11]` (seeded). */
+function randomCells(b: number, cells: number, seed: number): tf.Tensor3D {
+  return tf.tidy(() =>
+    tf.randomNormal([b, cells, 11], 0, 2, "float32", seed).softmax() as tf.Tensor3D
+  );
+}
+
+/** P(sum | exactly `count` digits) by enumerating every assignment of the cells. */
+function bruteForceSums(rows: number[][], count: number): number[] {
+  const out = new Array(9 * count + 1).fill(0);
+  const visit = (cell: number, digits: number, sum: number, p: number) => {
+    if (cell === rows.length) {
+      if (digits === count) out[sum] += p;
+      return;
+    }
+    for (let c = 0; c < 11; c++) {
+      const isDigit = c !== NOTHING;
+      visit(cell + 1, digits + (isDigit ? 1 : 0), sum + (isDigit ? c : 0), p * rows[cell][c]);
+    }
+  };
+  visit(0, 0, 0, 1);
+  const total = out.reduce((a, v) => a + v, 0);
+  return out.map((v) => v / total);
+}
+
+Deno.test("combineCellProbabilities() equals brute-force enumeration", () => {
+  for (const [cells, count] of [[3, 2], [4, 3], [5, 1]]) {
+    const p = randomCells(2, cells, 7 + cells);
+    const got = combineCellProbabilities(p, count);
+    assert.deepEqual(got.shape, [2, 9 * count + 1]);
+    const rows = p.arraySync();
+    const values = got.arraySync();
+    for (let b = 0; b < 2; b++) {
+      const want = bruteForceSums(rows[b], count);
+      want.forEach((w, s) => assert.ok(Math.abs(w - values[b][s]) < 1e-5, `s=${s}`));
+    }
+    tf.dispose([p, got]);
+  }
+});
+
+Deno.test("combineCellProbabilities() of certain cells is the certain sum", () => {
+  // Four cells hold 9, 0, 7, 3 for sure, the rest nothing: the sum is 19 with probability 1.
+  const rows = Array.from({ length: NUM_CELLS }, () => {
+    const r = new Array(11).fill(0);
+    r[NOTHING] = 1;
+    return r;
+  });
+  for (const [cell, digit] of [[2, 9], [5, 0], [11, 7], [17, 3]]) {
+    rows[cell].fill(0);
+    rows[cell][digit] = 1;
+  }
+  const p = tf.tensor3d([rows]);
+  const got = combineCellProbabilities(p, 4).arraySync()[0];
+  assert.equal(got.length, 37);
+  assert.ok(Math.abs(got[19] - 1) < 1e-6);
+  p.dispose();
+});
+
+Deno.test("SumCombine outputs 37 log-probabilities that sum to 1", () => {
+  const layer = new SumCombine({ count: 4 });
+  const logits = tf.randomNormal([3, 1, NUM_CELLS, 11], 0, 3, "float32", 1);
+  const out = layer.apply(logits) as tf.Tensor;
+  assert.deepEqual(out.shape, [3, 37]);
+  for (const row of out.exp().arraySync() as number[][]) {
+    assert.ok(Math.abs(row.reduce((a, v) => a + v, 0) - 1) < 1e-4);
+  }
+  tf.dispose([logits, out]);
+});
+
+Deno.test("buildSumNet() maps [b, 40, 168, 1] to 37 sums and 21 x 11 cell logits", async () => {
+  seedEverything(1);
+  const model = await buildModel("sumnet");
+  assert.equal(modelInfo("sumnet").task, "classification");
+  const x = tf.randomUniform([2, 40, 168, 1]);
+  const out = model.predict(x) as tf.Tensor;
+  assert.deepEqual(out.shape, [2, 37]);
+  const cells = cellModel(model).predict(x) as tf.Tensor;
+  assert.deepEqual(cells.shape, [2, 1, NUM_CELLS, 11]);
+  assert.throws(() => buildSumNet({ inputWidth: 100 }), /SumNet needs 40 x 168 inputs/);
+  tf.dispose([x, out, cells]);
+  model.dispose();
+});
+
+Deno.test("SumNet survives a checkpoint round trip", async () => {
+  seedEverything(2);
+  const model = buildSumNet();
+  const dir = await Deno.makeTempDir();
+  try {
+    await saveCheckpoint(join(dir, "sumnet"), model, { kind: "sumnet" });
+    const { model: loaded, meta } = await loadCheckpoint(join(dir, "sumnet"));
+    assert.equal(meta.kind, "sumnet");
+    const x = tf.randomUniform([2, 40, 168, 1], 0, 1, "float32", 3);
+    const a = model.predict(x) as tf.Tensor;
+    const b = loaded.predict(x) as tf.Tensor;
+    assert.deepEqual(a.arraySync(), b.arraySync());
+    tf.dispose([x, a, b]);
+    loaded.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    model.dispose();
+  }
+});
+
+Deno.test("bestReading() is the most likely 4-digit reading with the given sum", () => {
+  const cellCount = 6;
+  const p = randomCells(1, cellCount, 11);
+  const rows = p.arraySync()[0];
+  p.dispose();
+  const flat = Float32Array.from(rows.flat());
+  for (const target of [0, 7, 18, 30]) {
+    const got = bestReading(flat, 4, target);
+    // Brute force over all 11^6 assignments.
+    let best = -Infinity;
+    let bestAssignment: number[] = [];
+    const visit = (cell: number, chosen: number[], digits: number, sum: number, lp: number) => {
+      if (digits > 4 || sum > target) return;
+      if (cell === cellCount) {
+        if (digits === 4 && sum === target && lp > best) {
+          best = lp;
+          bestAssignment = [...chosen];
+        }
+        return;
+      }
+      for (let c = 0; c < 11; c++) {
+        chosen.push(c);
+        const isDigit = c !== NOTHING;
+        visit(
+          cell + 1,
+          chosen,
+          digits + (isDigit ? 1 : 0),
+          sum + (isDigit ? c : 0),
+          lp + Math.log(rows[cell][c]),
+        );
+        chosen.pop();
+      }
+    };
+    visit(0, [], 0, 0, 0);
+    assert.deepEqual(got && [...got], bestAssignment, `target ${target}`);
+  }
+  assert.equal(bestReading(flat, 4, 40), null);
+});
+
+Deno.test("rollAtGaps() rolls each image at an empty column and an empty row", () => {
+  seedEverything(4);
+  const h = 40, w = 168;
+  const images = new Float32Array(3 * h * w);
+  // Blobs ("digits") in each image; image 2 is blank.
+  for (const [n, x0, y0] of [[0, 5, 3], [0, 60, 20], [0, 150, 10], [1, 0, 0], [1, 100, 25]]) {
+    for (let y = y0; y < y0 + 12; y++) {
+      for (let x = x0; x < Math.min(w, x0 + 15); x++) images[n * h * w + y * w + x] = (x + y) / 300;
+    }
+  }
+  const x = tf.tensor4d(images, [3, h, w, 1]);
+  const rolled = rollAtGaps(x);
+  const out = rolled.dataSync();
+  for (let n = 0; n < 3; n++) {
+    const at = (a: ArrayLike<number>, y: number, c: number) => a[n * h * w + y * w + c];
+    let found = false;
+    for (let dy = 0; dy < h && !found; dy++) {
+      for (let dx = 0; dx < w && !found; dx++) {
+        let same = true;
+        for (let y = 0; y < h && same; y++) {
+          for (let c = 0; c < w && same; c++) {
+            same = at(out, y, c) === at(images, (y + dy) % h, (c + dx) % w);
+          }
+        }
+        if (!same) continue;
+        found = true;
+        // The cuts run through empty pixels only.
+        for (let y = 0; y < h; y++) assert.equal(at(images, y, dx), 0, `image ${n} column ${dx}`);
+        for (let c = 0; c < w; c++) assert.equal(at(images, dy, c), 0, `image ${n} row ${dy}`);
+      }
+    }
+    assert.ok(found, `image ${n} is a cyclic roll of the original`);
+  }
+  tf.dispose([x, rolled]);
+});
+
+Deno.test("synthesizeStrips() labels the cell of every pasted digit", async () => {
+  const mnist = await loadMnist("train");
+  const strips = synthesizeStrips(mnist, { count: 200, seed: 5 });
+  assert.equal(strips.images.length, 200 * IMAGE_SIZE);
+  assert.equal(strips.targets.length, 200 * NUM_CELLS);
+  const again = synthesizeStrips(mnist, { count: 200, seed: 5 });
+  assert.deepEqual(again.images, strips.images);
+  for (let n = 0; n < 200; n++) {
+    const row = strips.targets.subarray(n * NUM_CELLS, (n + 1) * NUM_CELLS);
+    const digits = row.filter((t) => t !== NOTHING).length;
+    assert.ok(digits >= 2 && digits <= 5, `strip ${n} has ${digits} digits`);
+    // Every labelled cell has ink within a digit's half-width of its centre.
+    row.forEach((t, cell) => {
+      if (t === NOTHING) return;
+      let ink = 0;
+      for (let y = 0; y < 40; y++) {
+        for (let x = Math.max(0, cell * 8 - 8); x < Math.min(168, cell * 8 + 16); x++) {
+          ink += strips.images[n * IMAGE_SIZE + y * 168 + x];
+        }
+      }
+      assert.ok(ink > 0, `strip ${n} cell ${cell} has no ink`);
+    });
+  }
+  assert.throws(
+    () => synthesizeStrips(mnist, { count: 1, seed: 1, layout: { centreGapMin: 4 } }),
+    /invalid layout/,
+  );
+});
+
+Deno.test("cellLoss() falls when SumNet's cells train on MNIST strips", async () => {
+  seedEverything(3);
+  const mnist = await loadMnist("train");
+  const model = buildSumNet();
+  const cells = cellModel(model);
+  const loader = new StripLoader(mnist, { size: 16, batchSize: 16, seed: 1 });
+  const [{ x, y }] = [...loader.batches()];
+  const optimizer = tf.train.adam(3e-3);
+  const losses: number[] = [];
+  for (let step = 0; step < 6; step++) {
+    const loss = optimizer.minimize(
+      () => cellLoss(cells.apply(x, { training: true }) as tf.Tensor, y),
+      true,
+    )!;
+    losses.push(loss.dataSync()[0]);
+    loss.dispose();
+  }
+  assert.ok(losses[5] < losses[0] * 0.8, `losses ${losses.map((l) => l.toFixed(3))}`);
+  tf.dispose([x, y]);
+  optimizer.dispose();
+  model.dispose();
+});
+
+Deno.test({
+  name: "the shipped SumNet scores >= 97% on the first 1000 test images and explains them",
+  ignore: !(await exists(join(SHIPPED, "model.json"))),
+  fn: async () => {
+    const { model, meta } = await loadCheckpoint(SHIPPED);
+    assert.equal(meta.kind, "sumnet");
+    const test = await loadTestLoader(100, { dataDir: DATA_DIR });
+    const first = {
+      name: "test[0:1000]",
+      size: 1000,
+      numBatches: 10,
+      *batches() {
+        let i = 0;
+        for (const batch of test.batches()) {
+          if (i++ === 10) {
+            tf.dispose([batch.x, batch.y]);
+            return;
+          }
+          yield batch;
+        }
+      },
+    };
+    const result = evaluateAccuracy(model, first, "classification");
+    assert.equal(result.total, 1000);
+    assert.ok(result.accuracy >= 97, `accuracy ${result.accuracy}%`);
+
+    // The read-out agrees with the prediction: four digits adding up to the predicted sum.
+    const [{ x, y }] = [...first.batches()].slice(0, 1);
+    const explanations = explainBatch(model, x);
+    const predicted = predictBatch(model, x, "classification");
+    explanations.forEach((e, i) => {
+      assert.equal(e.sum, predicted[i]);
+      assert.equal(e.digits.length, 4);
+      assert.equal(e.digits.reduce((a, d) => a + d.digit, 0), e.sum);
+      for (let k = 1; k < 4; k++) assert.ok(e.digits[k].centre > e.digits[k - 1].centre);
+    });
+    const one = explainImage(model, test.imageAt(0));
+    assert.equal(one.sum, explanations[0].sum);
+    assert.throws(() => explainImage(model, new Uint8Array(10)), /expected 40 x 168/);
+    tf.dispose([x, y]);
+    model.dispose();
+  },
+});
