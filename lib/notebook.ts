@@ -42,7 +42,7 @@ import {
 import { saveCheckpoint } from "./checkpoint.ts";
 import { Loader, loadTestLoader, readImageSet } from "./data.ts";
 import { ensureDataset, TEST_FILES } from "./generate.ts";
-import type { RunConfig, SplitAccuracy } from "./experiment.ts";
+import { type RunConfig, type SplitAccuracy, studyConfig } from "./experiment.ts";
 import { modelInfo } from "./models.ts";
 import { encodePng } from "./png.ts";
 import { jupyter, ProgressBar } from "./progress.ts";
@@ -175,6 +175,21 @@ export function describeSettings(settings: NotebookSettings): string {
     `batch ${settings.batchSize}, Adam lr ${settings.learningRate}, seed ${settings.seed}).`,
     `Set ${QUICK_ENV}=1 before starting Jupyter for a quick smoke run.`,
   ].join("\n");
+}
+
+/**
+ * The configuration `deno task train --model <kind>` would use, with this notebook's seed, data
+ * and backend: a model's own recipe (epochs, learning rate) in full mode, and
+ * {@link QUICK_EPOCHS} epoch on {@link QUICK_LIMIT} images in quick mode.
+ */
+export function modelRunConfig(model: string, settings: NotebookSettings): RunConfig {
+  return studyConfig(model, {
+    seed: settings.seed,
+    limit: settings.limit,
+    backend: settings.backend,
+    dataDir: settings.dataDir,
+    ...(settings.quick ? { epochs: settings.epochs } : {}),
+  });
 }
 
 /**
