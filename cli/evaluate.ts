@@ -11,6 +11,7 @@ import { BATCH_SIZE } from "../lib/constants.ts";
 import { loadNpyPairLoader } from "../lib/data.ts";
 import { modelInfo, type Task } from "../lib/models.ts";
 import { evaluateAccuracy } from "../lib/train.ts";
+import { runMain } from "../lib/cli.ts";
 
 const USAGE =
   `Usage: deno task evaluate --model DIR --images X.npy --labels Y.npy [--backend NAME]`;
@@ -55,12 +56,4 @@ async function main(): Promise<void> {
   console.log(`accuracy=${result.accuracy.toFixed(2)}`);
 }
 
-if (import.meta.main) {
-  try {
-    await main();
-    Deno.exit(0);
-  } catch (error) {
-    console.error(`error: ${(error as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("evaluate", main);

@@ -32,6 +32,7 @@ import {
 } from "../lib/generate.ts";
 import { readNpy } from "../lib/npy.ts";
 import { encodePng } from "../lib/png.ts";
+import { runMain } from "../lib/cli.ts";
 
 /** Usage text. */
 const USAGE = `Usage: deno task generate [options]
@@ -128,11 +129,4 @@ async function main(args: string[]): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (error) {
-    console.error(`generate: ${error instanceof Error ? error.message : error}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("generate", () => main(Deno.args));

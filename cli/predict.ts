@@ -22,6 +22,7 @@ import { readNpy } from "../lib/npy.ts";
 import { decodePng, pngToGray } from "../lib/png.ts";
 import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../lib/sumnet.ts";
 import { predictBatch } from "../lib/train.ts";
+import { runMain } from "../lib/cli.ts";
 
 /** Checkpoint used when `--model` is not given. */
 export const DEFAULT_MODEL_DIR = "trained_models/sumnet";
@@ -328,12 +329,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  try {
-    await main();
-    Deno.exit(0);
-  } catch (error) {
-    console.error(`error: ${(error as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("predict", main);

@@ -37,6 +37,7 @@ import {
   type SweepConfig,
   sweepGrid,
 } from "../lib/sweep.ts";
+import { runMain } from "../lib/cli.ts";
 
 const USAGE = `Usage: deno task sweep [options]
        deno task sweep --merge DIR... --out DIR
@@ -410,11 +411,4 @@ async function main(): Promise<number> {
   return summary.failed.length ? 1 : 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (error) {
-    console.error(`error: ${(error as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("sweep", main);

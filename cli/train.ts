@@ -10,6 +10,7 @@ import { DEFAULT_MODELS_DIR } from "../lib/constants.ts";
 import { runExperiment, studyConfig } from "../lib/experiment.ts";
 import { modelInfo, modelKinds } from "../lib/models.ts";
 import { formatDuration } from "../lib/progress.ts";
+import { runMain } from "../lib/cli.ts";
 
 const USAGE = `Usage: deno task train --model <kind> [options]
 
@@ -76,12 +77,4 @@ async function main(): Promise<void> {
   );
 }
 
-if (import.meta.main) {
-  try {
-    await main();
-    Deno.exit(0);
-  } catch (error) {
-    console.error(`error: ${(error as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runMain("train", main);
