@@ -237,6 +237,6 @@ Deno.test("deno task predict fails with a clear message on a bad input", async (
     await Deno.writeTextFile(bad, "garbage");
     const { code, err } = await runPredict([bad]);
     assert.equal(code, 1);
-    assert.match(err, /^error: Cannot read .*bad\.npy: /m);
+    assert.match(err, /^predict: Cannot read .*bad\.npy: /m);
   });
 });
