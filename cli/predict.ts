@@ -224,8 +224,7 @@ function taskOf(kind: string, model: tf.LayersModel): Task {
 /** One explanation as printed lines (after the sum line). */
 export function formatExplanation(explanation: Explanation): string[] {
   const lines = [
-    `  digits: ${explanation.digits.map((d) => d.digit).join(" + ")} = ${explanation.sum}` +
-    ` (P(sum) ${explanation.sumProbability.toFixed(3)})`,
+    `  digits: ${explanation.digits.map((d) => d.digit).join(" + ")} = ${explanation.sum}`,
   ];
   for (const d of explanation.digits) {
     const other = d.runnerUp.digit === null ? "nothing" : String(d.runnerUp.digit);

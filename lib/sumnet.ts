@@ -45,7 +45,8 @@ const NUM_SUMS_OUT = MAX_DIGIT * NUM_DIGITS + 1;
  * Cell `l` independently holds digit `d` with probability `p[b, l, d]` (d = 0..9) or nothing with
  * `p[b, l, 10]`. The state `[b, count + 1, 9 * count + 1]` holds P(k digits so far, partial sum s);
  * each cell moves mass from (k, s) to (k + 1, s + d) or keeps it. Mass past `count` digits is
- * dropped. The result is P(sum = s | exactly `count` digits), renormalised.
+ * dropped, and the state is rescaled to total mass 1 after each cell (against underflow). The
+ * result is P(sum = s | exactly `count` digits).
  *
  * @param cells `[b, L, 11]` probabilities (rows summing to 1)
  * @param count number of digits (4 for the task)
@@ -73,6 +74,9 @@ export function combineCellProbabilities(cells: tf.Tensor3D, count: number): tf.
       const below = state.slice([0, 0, 0], [b, count, sums]).reshape([b * count, sums]);
       const moved = tf.matMul(below, shift).reshape([b, count, 10, sums]).mul(pDigits).sum(2);
       state = state.mul(pNothing).add(tf.concat([zeroRow, moved], 1)) as tf.Tensor3D;
+      // Rescale to total mass 1 (the result is normalised anyway): no underflow however sure
+      // the cells are, e.g. when every cell says "digit" and four digits become very unlikely.
+      state = state.div(state.sum([1, 2], true));
     }
     const last = state.slice([0, count, 0], [b, 1, sums]).reshape([b, sums]);
     return last.div(last.sum(1, true)) as tf.Tensor2D;

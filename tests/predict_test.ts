@@ -206,8 +206,8 @@ async function runPredict(args: string[]): Promise<{ code: number; out: string; 
 
 Deno.test({
   name: "deno task predict prints a sum per image and explains it with --explain",
-  ignore: !(await exists(join(SHIPPED, "model.json"))),
   fn: async () => {
+    assert.ok(await exists(join(SHIPPED, "model.json")), `${SHIPPED} is missing`);
     await withTempDir(async (dir) => {
       const { readNpy } = await import("../lib/npy.ts");
       const test = await readNpy(join(ROOT, "data", "test_data.npy")).catch(() => null);
