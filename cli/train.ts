@@ -18,6 +18,7 @@ const USAGE = `Usage: deno task train --model <kind> [options]
   --seed N            random seed (default 42)
   --epochs N          epochs (default 15; a model's own recipe may differ, e.g. sumnet)
   --limit N           train on the first N training images only (quick runs)
+  --test-limit N      score only the first N held-out test images (default all 10,000)
   --batch-size N      batch size (default 64)
   --lr X              Adam learning rate (default 1e-3, or the model's recipe)
   --backend NAME      auto|tensorflow|webgpu|wasm|cpu (default: $DIGITSUM_BACKEND or auto)
@@ -41,6 +42,7 @@ async function main(): Promise<void> {
       seed: { type: "string" },
       epochs: { type: "string" },
       limit: { type: "string" },
+      "test-limit": { type: "string" },
       "batch-size": { type: "string" },
       lr: { type: "string" },
       backend: { type: "string" },
@@ -65,7 +67,10 @@ async function main(): Promise<void> {
   });
   const checkpointDir = join(values.out ?? DEFAULT_MODELS_DIR, `${info.prefix}_${config.seed}`);
   console.log(`Config: ${JSON.stringify(config)}`);
-  const result = await runExperiment(config, { checkpointDir });
+  const result = await runExperiment(config, {
+    checkpointDir,
+    testLimit: intFlag(values["test-limit"], "test-limit"),
+  });
   const rate = result.history.length
     ? result.history.reduce((n, r) => n + r.trainImagesPerSecond, 0) / result.history.length
     : 0;

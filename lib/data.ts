@@ -376,7 +376,7 @@ export async function loadNpyPairLoader(
  */
 export async function loadTestLoader(
   batchSize: number = BATCH_SIZE,
-  options: { dataDir?: string; log?: (line: string) => void } = {},
+  options: { dataDir?: string; log?: (line: string) => void; limit?: number } = {},
 ): Promise<Loader> {
   const dataDir = options.dataDir ?? DEFAULT_DATA_DIR;
   await ensureDataset(dataDir, { log: options.log ?? console.log });
@@ -384,7 +384,8 @@ export async function loadTestLoader(
     join(dataDir, TEST_FILES.images),
     join(dataDir, TEST_FILES.labels),
   ]]);
-  const order = new Int32Array(set.count);
-  for (let i = 0; i < set.count; i++) order[i] = i;
+  const count = Math.min(set.count, options.limit ?? set.count);
+  const order = new Int32Array(count);
+  for (let i = 0; i < count; i++) order[i] = i;
   return new Loader("test", set, order, { batchSize });
 }

@@ -21,7 +21,7 @@ import {
 import { getLoaders, loadTestLoader } from "./data.ts";
 import { exists } from "./fsutil.ts";
 import { buildModel, type ModelInfo, modelInfo } from "./models.ts";
-import { ProgressBar } from "./progress.ts";
+import { formatDuration, ProgressBar } from "./progress.ts";
 import { restoreRngState, type RngState, rngState, seedEverything } from "./seed.ts";
 import {
   type AccuracyResult,
@@ -107,8 +107,10 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** Show a per-epoch progress bar (default true). */
   progress?: boolean;
-  /** Evaluate on the held-out test split too (default true when its files exist). */
+  /** Evaluate on the held-out test split too (default true). */
   test?: boolean;
+  /** Evaluate only the first N held-out test images (default: all 10,000). */
+  testLimit?: number;
   /** Called after each epoch (after the state is saved). */
   onEpochEnd?: (record: EpochRecord) => void | Promise<void>;
   /** Stop after the current epoch when this returns true (the state stays resumable). */
@@ -154,6 +156,19 @@ export async function runExperiment(
     shuffleEachEpoch: info.recipe?.shuffleEachEpoch,
   });
   let model = await buildModel(config.model, { weightsPath: Deno.env.get("DIGITSUM_VGG_WEIGHTS") });
+  if (info.estimateSeconds) {
+    const evalImages = train.size + val.size +
+      (options.test === false ? 0 : options.testLimit ?? 10_000);
+    const seconds = await info.estimateSeconds({
+      trainImages: config.epochs * train.size,
+      evalImages: config.epochs * val.size + evalImages,
+      backend: backend.name,
+    });
+    log(
+      `Estimated time for ${info.title} on ${backend.name}: about ${formatDuration(seconds)} ` +
+        `(${config.epochs} epoch(s) of ${train.size} images); a GPU backend is much faster`,
+    );
+  }
   let history: EpochRecord[] = [];
   let optimizer: TorchAdam | undefined;
   let previousSeconds = 0;
@@ -267,9 +282,15 @@ export async function runExperiment(
   log(formatOverallLine(info.noun, "Training", trainResult.accuracy));
   let test: SplitAccuracy | undefined;
   if (options.test !== false) {
-    const testLoader = await loadTestLoader(config.batchSize, { dataDir: config.dataDir });
+    const testLoader = await loadTestLoader(config.batchSize, {
+      dataDir: config.dataDir,
+      limit: options.testLimit,
+    });
     test = summary(evaluateAccuracy(model, testLoader, info.task));
-    log(formatOverallLine(info.noun, "Held-out Test", test.accuracy));
+    const label = options.testLimit === undefined
+      ? "Held-out Test"
+      : `Held-out Test (first ${test.total})`;
+    log(formatOverallLine(info.noun, label, test.accuracy));
   }
   const seconds = previousSeconds + (performance.now() - started) / 1000;
   if (options.checkpointDir) {

@@ -26,6 +26,10 @@ export interface ModelInfo {
   task: Task;
   /** Part of the original study (false for digitsum's own models). */
   study: boolean;
+  /** Rough wall-time estimate of a run on a backend, printed before heavy runs start. */
+  estimateSeconds?: (
+    work: { trainImages: number; evalImages: number; backend: string },
+  ) => Promise<number>;
   /** How this kind trains where it differs from the study (digitsum's own models). */
   recipe?: TrainingRecipe;
 }
@@ -205,6 +209,11 @@ registerModel(
     prefix: "vggregressor",
     task: "regression",
     study: true,
+    estimateSeconds: async ({ trainImages, evalImages, backend }) => {
+      const { estimateVggSeconds } = await import("./vgg.ts");
+      return estimateVggSeconds(trainImages, backend) +
+        estimateVggSeconds(evalImages, backend, { training: false });
+    },
   },
   async (options) => {
     const { buildVggRegressor } = await import("./vgg.ts");

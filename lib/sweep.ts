@@ -45,9 +45,7 @@ import { parseBackendName } from "./backend.ts";
 import { ensureDir, exists, writeJsonAtomic } from "./fsutil.ts";
 import { modelInfo, modelKinds } from "./models.ts";
 import { formatDuration, ProgressBar } from "./progress.ts";
-import { Loader, readImageSet } from "./data.ts";
-import { ensureDataset, TEST_FILES } from "./generate.ts";
-import { type EpochRecord, evaluateAccuracy, formatOverallLine } from "./train.ts";
+import type { EpochRecord } from "./train.ts";
 import { estimateVggSeconds, VGG_WEIGHTS_COMMAND, vggWeightsPath } from "./vgg.ts";
 
 /** What a sweep trains: the grid and the training setup shared by all its runs. */
@@ -470,23 +468,6 @@ async function stateHistory(dir: string): Promise<EpochRecord[]> {
   return meta?.history ?? [];
 }
 
-/**
- * Accuracy on the first `count` held-out test images (for quick sweeps; full sweeps let
- * {@link runExperiment} evaluate all of them).
- */
-async function evaluateTestSubset(result: RunResult, count: number): Promise<StoredAccuracy> {
-  const { dataDir, batchSize } = result.config;
-  await ensureDataset(dataDir);
-  const set = await readImageSet([[
-    join(dataDir, TEST_FILES.images),
-    join(dataDir, TEST_FILES.labels),
-  ]]);
-  const order = Int32Array.from({ length: Math.min(count, set.count) }, (_, i) => i);
-  const loader = new Loader("test", set, order, { batchSize });
-  const { correct, total, accuracy } = evaluateAccuracy(result.model, loader, result.info.task);
-  return { correct, total, accuracy };
-}
-
 /** A rough time estimate for VGG runs, which train ~25x slower than the CNNs on a CPU. */
 function vggWarning(config: SweepConfig, runs: number): string {
   const backend = config.backend === "auto" ? "wasm" : config.backend;
@@ -631,7 +612,7 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
         stateDir: join(run.dir, RUN_FILES.state),
         log: runLog,
         progress,
-        test: config.testLimit === null,
+        testLimit: config.testLimit ?? undefined,
         shouldStop: options.shouldStop,
         onEpochEnd: async (record) => {
           history = [...history.filter((r) => r.epoch < record.epoch), record];
@@ -648,14 +629,6 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
         },
       });
       try {
-        if (config.testLimit !== null) {
-          result.accuracy.test = await evaluateTestSubset(result, config.testLimit);
-          runLog(formatOverallLine(
-            info.noun,
-            `Held-out Test (first ${result.accuracy.test.total})`,
-            result.accuracy.test.accuracy,
-          ));
-        }
         await writeJsonAtomic(join(run.dir, RUN_FILES.history), {
           model: run.model,
           seed: run.seed,
