@@ -441,5 +441,11 @@ Deno.test({
     assert.match(text, /Overall Accuracy of Model on Held-out Test Split: \d+\.\d\d%/);
     assert.match(text, /Epoch 1\/1, Train Loss: /, "the training demo did not run");
     assert.ok(countImages(cells) >= 5, "beyond.ipynb lacks its figures");
+    if (text.includes("Loaded trained_models/sumnet")) {
+      // The analysis ran on the shipped model: it must read sums far above the study's models.
+      const lines = [...text.matchAll(/Overall Accuracy of Model on Validation Split: ([\d.]+)%/g)];
+      const shipped = Number(lines.at(-1)![1]);
+      assert.ok(shipped >= 80, `the shipped SumNet scored ${shipped}% on validation images`);
+    }
   },
 });
