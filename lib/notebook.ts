@@ -40,8 +40,7 @@ import {
   svgToPng,
 } from "./charts.ts";
 import { saveCheckpoint } from "./checkpoint.ts";
-import { Loader, loadTestLoader, readImageSet } from "./data.ts";
-import { ensureDataset, TEST_FILES } from "./generate.ts";
+import { type Loader, loadTestLoader } from "./data.ts";
 import { type RunConfig, type SplitAccuracy, studyConfig } from "./experiment.ts";
 import { modelInfo } from "./models.ts";
 import { encodePng } from "./png.ts";
@@ -478,17 +477,10 @@ export interface SplitScores {
  * mode (generated from MNIST's test digits when absent).
  */
 export async function notebookTestLoader(settings: NotebookSettings): Promise<Loader> {
-  if (!settings.quick) {
-    return await loadTestLoader(settings.batchSize, { dataDir: settings.dataDir });
-  }
-  await ensureDataset(settings.dataDir);
-  const set = await readImageSet([[
-    join(settings.dataDir, TEST_FILES.images),
-    join(settings.dataDir, TEST_FILES.labels),
-  ]]);
-  const count = Math.min(set.count, QUICK_TEST_LIMIT);
-  const order = Int32Array.from({ length: count }, (_, i) => i);
-  return new Loader("test", set, order, { batchSize: settings.batchSize });
+  return await loadTestLoader(settings.batchSize, {
+    dataDir: settings.dataDir,
+    limit: settings.quick ? QUICK_TEST_LIMIT : undefined,
+  });
 }
 
 /**
