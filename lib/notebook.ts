@@ -111,21 +111,13 @@ export function isQuickMode(env?: Record<string, string | undefined>): boolean {
   throw new Error(`${QUICK_ENV} must be 1 (quick) or 0 (full), got '${raw}'`);
 }
 
-/** Everything a notebook needs to know about the run it is part of. */
-export interface NotebookSettings {
+/**
+ * Everything a notebook needs to know about the run it is part of: the run configuration shared
+ * by every model of the notebook (`dataDir` absolute), plus the notebook's own paths.
+ */
+export interface NotebookSettings extends Omit<RunConfig, "model"> {
   /** Quick mode: a small subset and {@link QUICK_EPOCHS} epoch(s) per run. */
   quick: boolean;
-  seed: number;
-  epochs: number;
-  batchSize: number;
-  learningRate: number;
-  trainFraction: number;
-  /** Cap on training images; `undefined` = all 24,000. */
-  limit?: number;
-  /** Backend asked for (env `DIGITSUM_BACKEND`, default `auto`). */
-  backend: string;
-  /** Absolute data directory (env `DIGITSUM_DATA_DIR`, default `<repo>/data`). */
-  dataDir: string;
   /** Absolute checkpoint directory (`<repo>/trained_models`; a scratch one in quick mode). */
   modelsDir: string;
   /** Absolute path of the sweep's `results.json`. */
