@@ -6,24 +6,14 @@
  */
 import { parseArgs } from "node:util";
 import { initBackend } from "../lib/backend.ts";
-import { loadCheckpoint } from "../lib/checkpoint.ts";
+import { checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
 import { BATCH_SIZE } from "../lib/constants.ts";
 import { loadNpyPairLoader } from "../lib/data.ts";
-import { modelInfo, type Task } from "../lib/models.ts";
 import { evaluateAccuracy } from "../lib/train.ts";
 import { runMain } from "../lib/cli.ts";
 
 const USAGE =
   `Usage: deno task evaluate --model DIR --images X.npy --labels Y.npy [--backend NAME]`;
-
-/** The task of a loaded checkpoint: from its metadata, else from its output width. */
-function taskOf(kind: string, outputUnits: number): Task {
-  try {
-    return modelInfo(kind).task;
-  } catch {
-    return outputUnits === 1 ? "regression" : "classification";
-  }
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -42,8 +32,7 @@ async function main(): Promise<void> {
   }
   await initBackend(values.backend as never);
   const { model, meta } = await loadCheckpoint(values.model);
-  const outputShape = model.outputs[0].shape;
-  const task = taskOf(meta.kind, outputShape[outputShape.length - 1] ?? 1);
+  const task = checkpointTask(meta.kind, model);
   const loader = await loadNpyPairLoader(
     values.images,
     values.labels,

@@ -15,9 +15,9 @@ import { parseArgs } from "node:util";
 import { basename, extname } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend.ts";
-import { loadCheckpoint } from "../lib/checkpoint.ts";
+import { checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
 import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../lib/constants.ts";
-import { modelInfo, type Task } from "../lib/models.ts";
+import type { Task } from "../lib/models.ts";
 import { readNpy } from "../lib/npy.ts";
 import { decodePng, pngToGray } from "../lib/png.ts";
 import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../lib/sumnet.ts";
@@ -211,16 +211,6 @@ export async function readInput(path: string): Promise<InputImages> {
   throw new Error(`Cannot use ${path}: expected a .png image or a .npy file of images`);
 }
 
-/** The task of a checkpoint: from its kind, else from its output width. */
-function taskOf(kind: string, model: tf.LayersModel): Task {
-  try {
-    return modelInfo(kind).task;
-  } catch {
-    const shape = model.outputs[0].shape;
-    return shape[shape.length - 1] === 1 ? "regression" : "classification";
-  }
-}
-
 /** One explanation as printed lines (after the sum line). */
 export function formatExplanation(explanation: Explanation): string[] {
   const lines = [
@@ -307,7 +297,7 @@ async function main(): Promise<void> {
   await initBackend(values.backend);
   const dir = values.model ?? DEFAULT_MODEL_DIR;
   const { model, meta } = await loadCheckpoint(dir);
-  const task = taskOf(meta.kind, model);
+  const task = checkpointTask(meta.kind, model);
   if (values.explain && !hasCells(model)) {
     throw new Error(`--explain needs a SumNet checkpoint; ${dir} is a ${meta.kind} model`);
   }

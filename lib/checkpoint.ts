@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { dirname, join } from "node:path";
 import { ensureDir, exists } from "./fsutil.ts";
-import { registerCustomLayers } from "./models.ts";
+import { modelInfo, registerCustomLayers, type Task } from "./models.ts";
 import type { AdamState, TorchAdam } from "./train.ts";
 
 /** Metadata stored beside the weights. */
@@ -196,4 +196,17 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
     optimizerState = { step: info.step, m: arrays.slice(0, half), v: arrays.slice(half) };
   }
   return { model, meta, optimizerState };
+}
+
+/**
+ * The task of a loaded model: from its recorded kind, else from its output width (one output is
+ * a regressor, several are logits), for tfjs models that digitsum did not write.
+ */
+export function checkpointTask(kind: string, model: tf.LayersModel): Task {
+  try {
+    return modelInfo(kind).task;
+  } catch {
+    const shape = model.outputs[0].shape;
+    return shape[shape.length - 1] === 1 ? "regression" : "classification";
+  }
 }
