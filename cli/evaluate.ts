@@ -38,7 +38,7 @@ async function main(): Promise<void> {
     values.labels,
     Number(values["batch-size"] ?? BATCH_SIZE),
   );
-  const result = evaluateAccuracy(model, loader, task);
+  const result = await evaluateAccuracy(model, loader, task);
   console.log(`Model: ${values.model} (${meta.kind}, ${task})`);
   console.log(`Images: ${values.images} (${result.total})`);
   console.log(`Correct: ${result.correct}/${result.total}`);

@@ -241,11 +241,11 @@ export interface PredictOptions {
  * @param pixels the images
  * @returns sums, and explanations when asked for (SumNet only)
  */
-export function predictImages(
+export async function predictImages(
   model: tf.LayersModel,
   pixels: Uint8Array,
   options: PredictOptions & { task: Task },
-): { sums: number[]; explanations?: Explanation[] } {
+): Promise<{ sums: number[]; explanations?: Explanation[] }> {
   const count = pixels.length / IMAGE_SIZE;
   const batchSize = options.batchSize ?? BATCH_SIZE;
   const sums: number[] = [];
@@ -260,11 +260,11 @@ export function predictImages(
     ) as tf.Tensor4D;
     try {
       if (options.explain) {
-        const batch = explainBatch(model, x);
+        const batch = await explainBatch(model, x);
         explanations.push(...batch);
         sums.push(...batch.map((e) => e.sum));
       } else {
-        sums.push(...predictBatch(model, x, options.task));
+        sums.push(...(await predictBatch(model, x, options.task)));
       }
     } finally {
       x.dispose();
@@ -304,7 +304,7 @@ async function main(): Promise<void> {
   console.log(`Model: ${dir} (${meta.kind})`);
   for (const input of inputs) {
     for (const note of input.notes) console.log(`note: ${note}`);
-    const { sums, explanations } = predictImages(model, input.pixels, {
+    const { sums, explanations } = await predictImages(model, input.pixels, {
       task,
       explain: values.explain,
     });

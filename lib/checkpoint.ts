@@ -88,7 +88,7 @@ export async function saveCheckpoint(
       },
     });
     if (options.optimizer) {
-      const state = options.optimizer.getState();
+      const state = await options.optimizer.getState();
       const tensors = [...state.m, ...state.v];
       const bytes = concatBuffers(tensors.map((a) => a.slice().buffer as ArrayBuffer));
       await Deno.writeFile(join(tmp, "optimizer.bin"), bytes);

@@ -26,7 +26,6 @@ import { restoreRngState, type RngState, rngState, seedEverything } from "./seed
 import {
   type AccuracyResult,
   type BatchProgress,
-  type BatchSource,
   type EpochRecord,
   evaluateAccuracy,
   formatOverallLine,
@@ -227,22 +226,8 @@ export async function runExperiment(
     });
   }
   const schedule = recipe?.schedule;
-  const augment = recipe?.augment;
-  const trainSource: BatchSource = augment
-    ? {
-      name: train.name,
-      size: train.size,
-      numBatches: train.numBatches,
-      *batches(options) {
-        for (const batch of train.batches(options)) {
-          const x = augment(batch.x);
-          if (x !== batch.x) batch.x.dispose();
-          yield { ...batch, x };
-        }
-      },
-    }
-    : train;
-  const result = await trainModel(model, { train: trainSource, val }, {
+  const result = await trainModel(model, { train, val }, {
+    augment: recipe?.augment,
     task: info.task,
     epochs: config.epochs,
     learningRate: config.learningRate,
@@ -276,8 +261,8 @@ export async function runExperiment(
     );
   }
 
-  const valResult = evaluateAccuracy(model, val, info.task);
-  const trainResult = evaluateAccuracy(model, train, info.task);
+  const valResult = await evaluateAccuracy(model, val, info.task);
+  const trainResult = await evaluateAccuracy(model, train, info.task);
   log(formatOverallLine(info.noun, "Validation", valResult.accuracy));
   log(formatOverallLine(info.noun, "Training", trainResult.accuracy));
   let test: SplitAccuracy | undefined;
@@ -286,7 +271,7 @@ export async function runExperiment(
       dataDir: config.dataDir,
       limit: options.testLimit,
     });
-    test = summary(evaluateAccuracy(model, testLoader, info.task));
+    test = summary(await evaluateAccuracy(model, testLoader, info.task));
     const label = options.testLimit === undefined
       ? "Held-out Test"
       : `Held-out Test (first ${test.total})`;

@@ -51,7 +51,7 @@ export interface TrainingRecipe {
     learningRate: number;
   }) => number;
   /** Applied to the images of every training batch (not validation): data augmentation. */
-  augment?: (x: tf.Tensor4D) => tf.Tensor4D;
+  augment?: (x: tf.Tensor4D) => tf.Tensor4D | Promise<tf.Tensor4D>;
   /** A stage run once on the freshly built model before training (e.g. pretraining). */
   prepare?: (model: tf.LayersModel, context: PrepareContext) => Promise<void>;
 }

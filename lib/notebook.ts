@@ -483,21 +483,21 @@ export async function notebookTestLoader(settings: NotebookSettings): Promise<Lo
  * @param splits Loaders of each split.
  * @param options `log`: line printer (default `console.log`).
  */
-export function overallAccuracies(
+export async function overallAccuracies(
   run: NotebookRun,
   splits: { val: BatchSource; train: BatchSource; test?: BatchSource },
   options: { log?: (line: string) => void } = {},
-): SplitScores {
+): Promise<SplitScores> {
   const log = options.log ?? console.log;
   const info = modelInfo(run.kind);
-  const score = (loader: BatchSource, label: string): SplitAccuracy => {
-    const { correct, total, accuracy } = evaluateAccuracy(run.model, loader, info.task);
+  const score = async (loader: BatchSource, label: string): Promise<SplitAccuracy> => {
+    const { correct, total, accuracy } = await evaluateAccuracy(run.model, loader, info.task);
     log(formatOverallLine(info.noun, label, accuracy));
     return { correct, total, accuracy };
   };
-  const val = score(splits.val, "Validation");
-  const train = score(splits.train, "Training");
-  const test = splits.test ? score(splits.test, "Held-out Test") : undefined;
+  const val = await score(splits.val, "Validation");
+  const train = await score(splits.train, "Training");
+  const test = splits.test ? await score(splits.test, "Held-out Test") : undefined;
   return { train, val, test };
 }
 
@@ -1318,7 +1318,7 @@ export async function probeDigits(
     const end = Math.min(count, start + batchSize);
     const x = imagesToTensor(probe.images.subarray(start * IMAGE_SIZE, end * IMAGE_SIZE));
     try {
-      explainBatch(model, x).forEach((e, i) => {
+      (await explainBatch(model, x)).forEach((e, i) => {
         explanations.push(e);
         read.push(e.digits.map((d) => d.digit));
         const n = probe.digits.length / count;

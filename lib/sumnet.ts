@@ -83,6 +83,167 @@ export function combineCellProbabilities(cells: tf.Tensor3D, count: number): tf.
   });
 }
 
+/** Backends whose tensors can be read synchronously (the fused host path needs `dataSync`). */
+const SYNC_BACKENDS = new Set(["wasm", "cpu", "tensorflow"]);
+
+/** Forward pass of the host dynamic programme, kept for the backward pass. */
+interface HostForward {
+  /** `[b, L + 1, count + 1, sums]` rescaled states before each cell (and after the last). */
+  alpha: Float64Array;
+  /** `[b, L]` rescaling factor of each cell's step. */
+  scale: Float64Array;
+  /** `[b, sums]` P(sum = s | count digits), unclipped. */
+  probs: Float64Array;
+}
+
+/**
+ * {@linkcode combineCellProbabilities} as one host loop per image (forward, and backward as the
+ * matching backward recursion), returning log-probabilities clipped at 1e-30. On wasm this
+ * replaces about 250 small kernels per forward pass (and twice that backward) with a few
+ * milliseconds of plain arithmetic.
+ */
+function hostCombineForward(p: Float32Array, b: number, cellCount: number, count: number) {
+  const sums = MAX_DIGIT * count + 1;
+  const states = (count + 1) * sums;
+  const alpha = new Float64Array(b * (cellCount + 1) * states);
+  const scale = new Float64Array(b * cellCount);
+  const probs = new Float64Array(b * sums);
+  for (let i = 0; i < b; i++) {
+    const base = i * (cellCount + 1) * states;
+    alpha[base] = 1;
+    for (let l = 0; l < cellCount; l++) {
+      const pc = (i * cellCount + l) * NUM_CELL_CLASSES;
+      const from = base + l * states;
+      const to = from + states;
+      const pNothing = p[pc + NOTHING];
+      for (let k = 0; k <= count; k++) {
+        for (let s = 0; s < sums; s++) {
+          const a = alpha[from + k * sums + s];
+          if (a === 0) continue;
+          alpha[to + k * sums + s] += a * pNothing;
+          if (k === count) continue;
+          const up = to + (k + 1) * sums + s;
+          for (let d = 0; d <= MAX_DIGIT && s + d < sums; d++) alpha[up + d] += a * p[pc + d];
+        }
+      }
+      let total = 0;
+      for (let j = 0; j < states; j++) total += alpha[to + j];
+      scale[i * cellCount + l] = total;
+      for (let j = 0; j < states; j++) alpha[to + j] /= total;
+    }
+    const last = base + cellCount * states + count * sums;
+    let z = 0;
+    for (let s = 0; s < sums; s++) z += alpha[last + s];
+    for (let s = 0; s < sums; s++) probs[i * sums + s] = alpha[last + s] / z;
+  }
+  return { alpha, scale, probs } satisfies HostForward;
+}
+
+/** Gradient of `sum(dy * log(max(probs, 1e-30)))` with respect to the cell probabilities. */
+function hostCombineBackward(
+  p: Float32Array,
+  dy: Float32Array,
+  forward: HostForward,
+  shape: { b: number; cellCount: number; count: number },
+): Float32Array {
+  const { b, cellCount, count } = shape;
+  const sums = MAX_DIGIT * count + 1;
+  const states = (count + 1) * sums;
+  const dp = new Float32Array(b * cellCount * NUM_CELL_CLASSES);
+  let beta = new Float64Array(states);
+  let previous = new Float64Array(states);
+  for (let i = 0; i < b; i++) {
+    const base = i * (cellCount + 1) * states;
+    const last = base + cellCount * states + count * sums;
+    let z = 0;
+    for (let s = 0; s < sums; s++) z += forward.alpha[last + s];
+    // h = d/du log(max(u, eps)); w = d/dq of the loss through u = q / sum(q).
+    let hu = 0;
+    const h = new Float64Array(sums);
+    for (let s = 0; s < sums; s++) {
+      const u = forward.probs[i * sums + s];
+      h[s] = u > 1e-30 ? dy[i * sums + s] / u : 0;
+      hu += h[s] * u;
+    }
+    beta.fill(0);
+    for (let s = 0; s < sums; s++) beta[count * sums + s] = (h[s] - hu) / z;
+    for (let l = cellCount - 1; l >= 0; l--) {
+      const pc = (i * cellCount + l) * NUM_CELL_CLASSES;
+      const a = base + l * states;
+      const r = forward.scale[i * cellCount + l];
+      const pNothing = p[pc + NOTHING];
+      previous.fill(0);
+      let gNothing = 0;
+      for (let k = 0; k <= count; k++) {
+        for (let s = 0; s < sums; s++) {
+          const j = k * sums + s;
+          const stay = beta[j];
+          gNothing += forward.alpha[a + j] * stay;
+          let acc = pNothing * stay;
+          if (k < count) {
+            const up = (k + 1) * sums + s;
+            const al = forward.alpha[a + j];
+            for (let d = 0; d <= MAX_DIGIT && s + d < sums; d++) {
+              const bu = beta[up + d];
+              acc += p[pc + d] * bu;
+              dp[pc + d] += (al * bu) / r;
+            }
+          }
+          previous[j] = acc / r;
+        }
+      }
+      dp[pc + NOTHING] += gNothing / r;
+      [beta, previous] = [previous, beta];
+    }
+  }
+  return dp;
+}
+
+/**
+ * log P(sum = s | exactly `count` digits), clipped at 1e-30: the log of
+ * {@linkcode combineCellProbabilities}, differentiable. On backends that read synchronously
+ * (wasm, cpu, native) it runs as a host loop with a hand-written backward pass; elsewhere (webgpu)
+ * as tensor ops.
+ *
+ * @param cells `[b, L, 11]` probabilities (rows summing to 1)
+ * @param count number of digits
+ * @returns `[b, 9 * count + 1]` log-probabilities
+ */
+export function logSumDistribution(
+  cells: tf.Tensor3D,
+  count: number,
+  options: { host?: boolean } = {},
+): tf.Tensor2D {
+  const host = options.host ?? SYNC_BACKENDS.has(tf.getBackend());
+  if (!host) {
+    return tf.tidy(() =>
+      combineCellProbabilities(cells, count).maximum(1e-30).log() as tf.Tensor2D
+    );
+  }
+  const [b, cellCount] = cells.shape;
+  const sums = MAX_DIGIT * count + 1;
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const p = x.dataSync() as Float32Array;
+    const forward = hostCombineForward(p, b, cellCount, count);
+    save([x]);
+    const logs = Float32Array.from(forward.probs, (u) => Math.log(Math.max(u, 1e-30)));
+    return {
+      value: tf.tensor2d(logs, [b, sums]),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const dp = hostCombineBackward(
+          saved[0].dataSync() as Float32Array,
+          dy.dataSync() as Float32Array,
+          forward,
+          { b, cellCount, count },
+        );
+        return tf.tensor3d(dp, [b, cellCount, NUM_CELL_CLASSES]);
+      },
+    };
+  });
+  return op(cells) as tf.Tensor2D;
+}
+
 /** Config of {@linkcode SumCombine}. */
 export interface SumCombineConfig {
   /** Digits per image (default 4). */
@@ -116,8 +277,7 @@ export class SumCombine extends tf.layers.Layer {
       const [b] = logits.shape;
       const cells = logits.reshape([b, -1, NUM_CELL_CLASSES]).softmax()
         .mul(1 - CELL_PROBABILITY_FLOOR * NUM_CELL_CLASSES).add(CELL_PROBABILITY_FLOOR);
-      const sums = combineCellProbabilities(cells as tf.Tensor3D, this.count);
-      return sums.maximum(1e-30).log();
+      return logSumDistribution(cells as tf.Tensor3D, this.count);
     });
   }
 
@@ -142,8 +302,8 @@ export interface SumNetWidths {
 
 /** The shipped widths. */
 export const DEFAULT_WIDTHS: Readonly<SumNetWidths> = Object.freeze({
-  stages: [16, 32, 64] as [number, number, number],
-  features: 128,
+  stages: [16, 32, 96] as [number, number, number],
+  features: 192,
 });
 
 /** Whether the 3 x 3 stages use batch normalisation. */
@@ -320,7 +480,8 @@ export async function pretrainSumNet(
     loss: (output, labels) => cellLoss(output, labels, { digitWeight: options.digitWeight }),
     learningRateAt: (epoch, batch) =>
       cosineSchedule(options.learningRate, (epoch - 1) * loader.numBatches + batch, total),
-    validate: () => evaluateAccuracy(model, context.val, "classification").batchMeanAccuracy,
+    validate: async () =>
+      (await evaluateAccuracy(model, context.val, "classification")).batchMeanAccuracy,
     log: (line) => log(`  pretraining ${line}`),
     onBatchEnd: context.onBatchEnd,
   });
@@ -337,9 +498,9 @@ export async function pretrainSumNet(
  * @param x `[b, 40, 168, 1]` images (background exactly 0)
  * @returns a new tensor of the same shape
  */
-export function rollAtGaps(x: tf.Tensor4D): tf.Tensor4D {
+export async function rollAtGaps(x: tf.Tensor4D): Promise<tf.Tensor4D> {
   const [b, h, w] = x.shape;
-  const data = x.dataSync();
+  const data = await x.data();
   const out = new Float32Array(data.length);
   const colInk = new Float32Array(w);
   const rowInk = new Float32Array(h);
@@ -375,7 +536,7 @@ export function rollAtGaps(x: tf.Tensor4D): tf.Tensor4D {
 
 /** SumNet's recipe for `runExperiment`: MNIST pretraining, then a short cosine run on the sums. */
 export const SUMNET_RECIPE: TrainingRecipe = {
-  epochs: 5,
+  epochs: 6,
   learningRate: 2e-3,
   shuffleEachEpoch: true,
   augment: rollAtGaps,
@@ -501,10 +662,10 @@ export function bestReading(cells: Float32Array, count: number, target: number):
  * @param x `[b, 40, 168, 1]` float32 in [0, 1]
  * @returns `cells` `[b, 21, 11]` and `sums` `[b, 37]`, flattened
  */
-export function predictCells(
+export async function predictCells(
   model: tf.LayersModel,
   x: tf.Tensor4D,
-): { cells: Float32Array; sums: Float32Array } {
+): Promise<{ cells: Float32Array; sums: Float32Array }> {
   const logitsLayer = model.getLayer(CELL_LOGITS_LAYER);
   const combine = model.layers[model.layers.length - 1];
   const probe = tf.model({ inputs: model.inputs, outputs: logitsLayer.output });
@@ -513,12 +674,14 @@ export function predictCells(
     const logSums = combine.apply(logits) as tf.Tensor; // [b, 37]
     return [logits.reshape([x.shape[0], -1, NUM_CELL_CLASSES]).softmax(), logSums.exp()];
   });
-  const out = {
-    cells: cells.dataSync() as Float32Array,
-    sums: sums.dataSync() as Float32Array,
-  };
-  tf.dispose([cells, sums]);
-  return out;
+  try {
+    return {
+      cells: await cells.data() as Float32Array,
+      sums: await sums.data() as Float32Array,
+    };
+  } finally {
+    tf.dispose([cells, sums]);
+  }
 }
 
 /** Builds the explanation of one image from its cell probabilities and sum distribution. */
@@ -553,9 +716,12 @@ function explainFrom(cells: Float32Array, sums: Float32Array): Explanation {
  * @param x `[b, 40, 168, 1]` float32 in [0, 1]
  * @returns one explanation per image
  */
-export function explainBatch(model: tf.LayersModel, x: tf.Tensor4D): Explanation[] {
+export async function explainBatch(
+  model: tf.LayersModel,
+  x: tf.Tensor4D,
+): Promise<Explanation[]> {
   const b = x.shape[0];
-  const { cells, sums } = predictCells(model, x);
+  const { cells, sums } = await predictCells(model, x);
   const per = NUM_CELLS * NUM_CELL_CLASSES;
   return Array.from(
     { length: b },
@@ -574,7 +740,10 @@ export function explainBatch(model: tf.LayersModel, x: tf.Tensor4D): Explanation
  * @param image `[40, 168]` uint8 pixels (0..255) or float32 in [0, 1]
  * @returns the explanation
  */
-export function explainImage(model: tf.LayersModel, image: Uint8Array | Float32Array): Explanation {
+export async function explainImage(
+  model: tf.LayersModel,
+  image: Uint8Array | Float32Array,
+): Promise<Explanation> {
   if (image.length !== IMAGE_SIZE) {
     throw new Error(
       `explainImage(): expected ${IMAGE_HEIGHT} x ${IMAGE_WIDTH} = ${IMAGE_SIZE} pixels, got ${image.length}`,
@@ -585,7 +754,7 @@ export function explainImage(model: tf.LayersModel, image: Uint8Array | Float32A
     return image instanceof Uint8Array ? t.div(255) : t;
   }) as tf.Tensor4D;
   try {
-    return explainBatch(model, x)[0];
+    return (await explainBatch(model, x))[0];
   } finally {
     x.dispose();
   }

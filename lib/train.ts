@@ -72,9 +72,11 @@ export interface AdamState {
  * `p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)`. Its whole state is the step count and the
  * moments, so a run resumed from {@link TorchAdam.getState} continues bit for bit.
  *
- * The update runs as one fused loop per variable over host arrays: one pass instead of a dozen
- * tensor ops, and no tensor-sized temporaries inside the backend (VGG's 103M-weight head would
- * not fit the wasm heap otherwise). The moments live in host memory.
+ * On wasm (the default backend) the update runs as one fused loop per variable over the backend's
+ * heap, with the moments in host memory: one pass instead of a dozen tensor ops, and no
+ * tensor-sized temporaries inside the backend (VGG's 103M-weight head would not fit the wasm heap
+ * otherwise). On every other backend (webgpu, native, cpu) the moments are tensors on that
+ * backend and the update is a handful of tensor ops per variable: nothing crosses to the host.
  */
 export class TorchAdam {
   /** Current learning rate (a schedule may change it between steps). */
@@ -83,8 +85,10 @@ export class TorchAdam {
   readonly beta2: number;
   readonly epsilon: number;
   step = 0;
-  #m: Float32Array[];
-  #v: Float32Array[];
+  /** Moments on the host (wasm), or `undefined` when they live on the backend. */
+  #host?: { m: Float32Array[]; v: Float32Array[] };
+  /** Moments as backend tensors (every backend but wasm). */
+  #device?: { m: tf.Tensor[]; v: tf.Tensor[] };
 
   /** @param variables the trainable variables, in a fixed order. */
   constructor(readonly variables: tf.Variable[], options: AdamOptions = {}) {
@@ -92,8 +96,26 @@ export class TorchAdam {
     this.beta1 = options.beta1 ?? 0.9;
     this.beta2 = options.beta2 ?? 0.999;
     this.epsilon = options.epsilon ?? 1e-8;
-    this.#m = variables.map((v) => new Float32Array(v.size));
-    this.#v = variables.map((v) => new Float32Array(v.size));
+    this.#setMoments(
+      variables.map((v) => new Float32Array(v.size)),
+      variables.map((v) => new Float32Array(v.size)),
+    );
+  }
+
+  /** Where the moments live: `host` (the fused wasm update) or `device` (tensor ops). */
+  get placement(): "host" | "device" {
+    return this.#host ? "host" : "device";
+  }
+
+  #setMoments(m: Float32Array[], v: Float32Array[]): void {
+    this.dispose();
+    if (wasmHeap()) {
+      this.#host = { m, v };
+    } else {
+      const upload = (a: Float32Array, i: number) =>
+        tf.keep(tf.tensor(a, this.variables[i].shape, "float32"));
+      this.#device = { m: m.map(upload), v: v.map(upload) };
+    }
   }
 
   /** Apply one update; `grads[i]` belongs to `variables[i]`. Does not dispose `grads`. */
@@ -104,33 +126,58 @@ export class TorchAdam {
     const sqrtBc2 = Math.sqrt(1 - Math.pow(beta2, this.step));
     const c1 = 1 - beta1;
     const c2 = 1 - beta2;
+    const device = this.#device;
+    if (device) {
+      tf.tidy(() => {
+        this.variables.forEach((variable, i) => {
+          const g = grads[i];
+          const m = device.m[i].mul(beta1).add(g.mul(c1));
+          const v = device.v[i].mul(beta2).add(g.square().mul(c2));
+          variable.assign(variable.sub(m.div(v.sqrt().div(sqrtBc2).add(epsilon)).mul(stepSize)));
+          device.m[i].dispose();
+          device.v[i].dispose();
+          device.m[i] = tf.keep(m);
+          device.v[i] = tf.keep(v);
+        });
+      });
+      return;
+    }
+    const host = this.#host!;
     const heap = wasmHeap();
+    if (!heap) throw new Error("TorchAdam: built on the wasm backend, which is no longer active");
     this.variables.forEach((variable, i) => {
-      const m = this.#m[i];
-      const v = this.#v[i];
+      const m = host.m[i];
+      const v = host.v[i];
       const n = variable.size;
-      // On wasm, read and write the backend's heap directly (no copies); elsewhere use host copies.
-      const output = heap ? heap.backend.makeOutput(variable.shape, "float32") : undefined;
-      const p = heap ? heap.f32(variable.dataId, n) : (variable.dataSync() as Float32Array);
-      const g = heap ? heap.f32(grads[i].dataId, n) : (grads[i].dataSync() as Float32Array);
-      const out = output ? heap!.f32(output.dataId, n) : new Float32Array(n);
+      // Read and write the backend's heap directly (no copies).
+      const output = heap.backend.makeOutput(variable.shape, "float32");
+      const p = heap.f32(variable.dataId, n);
+      const g = heap.f32(grads[i].dataId, n);
+      const out = heap.f32(output.dataId, n);
       for (let j = 0; j < n; j++) {
         const gj = g[j];
         m[j] = beta1 * m[j] + c1 * gj;
         v[j] = beta2 * v[j] + c2 * gj * gj;
         out[j] = p[j] - stepSize * m[j] / (Math.sqrt(v[j]) / sqrtBc2 + epsilon);
       }
-      const next = output
-        ? tf.engine().makeTensorFromTensorInfo(output)
-        : tf.tensor(out, variable.shape, "float32");
+      const next = tf.engine().makeTensorFromTensorInfo(output);
       variable.assign(next);
       next.dispose();
     });
   }
 
-  /** Copy of the state. */
-  getState(): AdamState {
-    return { step: this.step, m: this.#m.map((a) => a.slice()), v: this.#v.map((a) => a.slice()) };
+  /** Copy of the state (read asynchronously: the moments may live on a GPU). */
+  async getState(): Promise<AdamState> {
+    if (this.#host) {
+      return {
+        step: this.step,
+        m: this.#host.m.map((a) => a.slice()),
+        v: this.#host.v.map((a) => a.slice()),
+      };
+    }
+    const read = (ts: tf.Tensor[]) =>
+      Promise.all(ts.map(async (t) => (await t.data() as Float32Array).slice()));
+    return { step: this.step, m: await read(this.#device!.m), v: await read(this.#device!.v) };
   }
 
   /** Restore a state from {@link getState}; sizes must match the variables. */
@@ -146,14 +193,14 @@ export class TorchAdam {
       }
     });
     this.step = state.step;
-    this.#m = state.m.map((a) => a.slice());
-    this.#v = state.v.map((a) => a.slice());
+    this.#setMoments(state.m.map((a) => a.slice()), state.v.map((a) => a.slice()));
   }
 
   /** Release the moments. */
   dispose(): void {
-    this.#m = [];
-    this.#v = [];
+    if (this.#device) tf.dispose([...this.#device.m, ...this.#device.v]);
+    this.#host = undefined;
+    this.#device = undefined;
   }
 }
 
@@ -232,12 +279,18 @@ export function countCorrect(predictions: ArrayLike<number>, labels: ArrayLike<n
   return correct;
 }
 
-/** Predicted sums for one batch (inference mode). */
-export function predictBatch(model: tf.LayersModel, x: tf.Tensor4D, task: Task): Int32Array {
+/** Predicted sums for one batch (inference mode). Reads asynchronously: works on every backend. */
+export async function predictBatch(
+  model: tf.LayersModel,
+  x: tf.Tensor4D,
+  task: Task,
+): Promise<Int32Array> {
   const out = tf.tidy(() => squeezeOutput(model.apply(x, { training: false }) as tf.Tensor, task));
-  const values = out.dataSync() as Float32Array;
-  out.dispose();
-  return predictionsFromOutput(values, x.shape[0], task);
+  try {
+    return predictionsFromOutput(await out.data() as Float32Array, x.shape[0], task);
+  } finally {
+    out.dispose();
+  }
 }
 
 /** Accuracy of a model over a whole loader. */
@@ -255,19 +308,19 @@ export interface AccuracyResult {
 }
 
 /** Evaluate a model on every batch of a loader. */
-export function evaluateAccuracy(
+export async function evaluateAccuracy(
   model: tf.LayersModel,
   loader: BatchSource,
   task: Task,
-): AccuracyResult {
+): Promise<AccuracyResult> {
   const predictions = new Int32Array(loader.size);
   const labels = new Int32Array(loader.size);
   let offset = 0;
   let batchPercentSum = 0;
   let batches = 0;
   for (const { x, y } of loader.batches()) {
-    const preds = predictBatch(model, x, task);
-    const ys = y.dataSync();
+    const preds = await predictBatch(model, x, task);
+    const ys = await y.data();
     predictions.set(preds, offset);
     for (let i = 0; i < ys.length; i++) labels[offset + i] = Math.round(ys[i]);
     batchPercentSum += countCorrect(preds, ys) * 100 / ys.length;
@@ -318,8 +371,13 @@ export interface TrainOptions {
   loss?: (output: tf.Tensor, labels: tf.Tensor1D) => tf.Scalar;
   /** Learning rate for each training batch (a schedule); `epoch` 1-based, `batch` 0-based. */
   learningRateAt?: (epoch: number, batch: number) => number;
+  /**
+   * Data augmentation: replaces the images of every training batch (not validation); may read
+   * them asynchronously. The batch's original images are disposed when a new tensor comes back.
+   */
+  augment?: (x: tf.Tensor4D) => tf.Tensor4D | Promise<tf.Tensor4D>;
   /** Replaces the per-epoch validation metric (default: the study's batch-mean accuracy on `val`). */
-  validate?: (model: tf.LayersModel) => number;
+  validate?: (model: tf.LayersModel) => number | Promise<number>;
 }
 
 /** What {@link trainModel} returns. */
@@ -347,14 +405,17 @@ export async function trainModel(
     const start = performance.now();
     let lossSum = 0;
     let seen = 0;
-    for (const { x, y, index } of loaders.train.batches({ epoch })) {
+    for (const batch of loaders.train.batches({ epoch })) {
+      const { y, index } = batch;
+      const x = options.augment ? await options.augment(batch.x) : batch.x;
+      if (x !== batch.x) batch.x.dispose();
       if (options.learningRateAt) optimizer.learningRate = options.learningRateAt(epoch, index);
       const { value, grads } = tf.variableGrads(() => {
         const output = model.apply(x, { training: true }) as tf.Tensor;
         return options.loss ? options.loss(output, y) : lossFor(output, y, task);
       }, variables);
       optimizer.apply(variables.map((v) => grads[v.name]));
-      const loss = value.dataSync()[0];
+      const loss = (await value.data())[0];
       tf.dispose([value, grads, x, y]);
       lossSum += loss;
       seen += x.shape[0];
@@ -369,8 +430,8 @@ export async function trainModel(
     }
     const trainSeconds = (performance.now() - start) / 1000;
     const valAccuracy = options.validate
-      ? options.validate(model)
-      : evaluateAccuracy(model, loaders.val, task).batchMeanAccuracy;
+      ? await options.validate(model)
+      : (await evaluateAccuracy(model, loaders.val, task)).batchMeanAccuracy;
     const record: EpochRecord = {
       epoch,
       trainLoss: lossSum / loaders.train.numBatches,

@@ -27,7 +27,7 @@ Deno.test("saveCheckpoint() and loadCheckpoint() round-trip weights, predictions
   assert.equal(loaded.meta.kind, "cnn-classifier");
   assert.equal(loaded.meta.seed, 1);
   assert.equal(loaded.optimizerState?.step, 1);
-  assert.deepEqual(loaded.optimizerState?.m[0], adam.getState().m[0]);
+  assert.deepEqual(loaded.optimizerState?.m[0], (await adam.getState()).m[0]);
   // No temporary directories are left behind.
   assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["ck"]);
   // Saving again replaces the checkpoint in place.

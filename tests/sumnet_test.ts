@@ -183,7 +183,7 @@ Deno.test("bestReading() is the most likely 4-digit reading with the given sum",
   assert.equal(bestReading(flat, 4, 40), null);
 });
 
-Deno.test("rollAtGaps() rolls each image at an empty column and an empty row", () => {
+Deno.test("rollAtGaps() rolls each image at an empty column and an empty row", async () => {
   seedEverything(4);
   const h = 40, w = 168;
   const images = new Float32Array(3 * h * w);
@@ -194,7 +194,7 @@ Deno.test("rollAtGaps() rolls each image at an empty column and an empty row", (
     }
   }
   const x = tf.tensor4d(images, [3, h, w, 1]);
-  const rolled = rollAtGaps(x);
+  const rolled = await rollAtGaps(x);
   const out = rolled.dataSync();
   for (let n = 0; n < 3; n++) {
     const at = (a: ArrayLike<number>, y: number, c: number) => a[n * h * w + y * w + c];
@@ -297,23 +297,23 @@ Deno.test({
         }
       },
     };
-    const result = evaluateAccuracy(model, first, "classification");
+    const result = await evaluateAccuracy(model, first, "classification");
     assert.equal(result.total, 1000);
     assert.ok(result.accuracy >= SHIPPED_MIN_ACCURACY, `accuracy ${result.accuracy}%`);
 
     // The read-out agrees with the prediction: four digits adding up to the predicted sum.
     const [{ x, y }] = [...first.batches()].slice(0, 1);
-    const explanations = explainBatch(model, x);
-    const predicted = predictBatch(model, x, "classification");
+    const explanations = await explainBatch(model, x);
+    const predicted = await predictBatch(model, x, "classification");
     explanations.forEach((e, i) => {
       assert.equal(e.sum, predicted[i]);
       assert.equal(e.digits.length, 4);
       assert.equal(e.digits.reduce((a, d) => a + d.digit, 0), e.sum);
       for (let k = 1; k < 4; k++) assert.ok(e.digits[k].centre > e.digits[k - 1].centre);
     });
-    const one = explainImage(model, test.imageAt(0));
+    const one = await explainImage(model, test.imageAt(0));
     assert.equal(one.sum, explanations[0].sum);
-    assert.throws(() => explainImage(model, new Uint8Array(10)), /expected 40 x 168/);
+    await assert.rejects(() => explainImage(model, new Uint8Array(10)), /expected 40 x 168/);
     tf.dispose([x, y]);
     model.dispose();
   },

@@ -75,7 +75,7 @@ Deno.test("predictionsFromOutput() rounds regressions and takes the argmax of lo
   assert.deepEqual([...predictionsFromOutput(logits, 2, "classification")], [1, 0]);
 });
 
-Deno.test("countCorrect() and the two accuracies follow the study's arithmetic", () => {
+Deno.test("countCorrect() and the two accuracies follow the study's arithmetic", async () => {
   assert.equal(countCorrect([1, 2, 3, 4], [1, 0, 3, 0]), 2);
   // 3 images in two batches of 2 and 1: per-batch mean differs from the overall accuracy.
   const model = tf.sequential({
@@ -86,7 +86,7 @@ Deno.test("countCorrect() and the two accuracies follow the study's arithmetic",
   });
   const xs = new Float32Array([24.5, 7, 3]); // outputs equal inputs; 24.5 rounds to 24
   const ys = new Float32Array([24, 8, 3]);
-  const result = evaluateAccuracy(model, arraySource(xs, ys, [1, 1, 1], 2), "regression");
+  const result = await evaluateAccuracy(model, arraySource(xs, ys, [1, 1, 1], 2), "regression");
   assert.equal(result.correct, 2);
   assert.equal(result.total, 3);
   assert.ok(Math.abs(result.accuracy - 200 / 3) < 1e-9);
@@ -119,31 +119,50 @@ Deno.test("lossFor() is MSE for regression and cross entropy for classification"
   assert.ok(Math.abs(ce.dataSync()[0] + Math.log(0.75)) < 1e-6);
 });
 
-Deno.test("TorchAdam follows PyTorch's update rule step by step", () => {
-  // Reference computed by hand in double precision from torch.optim.Adam's formula.
-  const p = tf.variable(tf.tensor1d([1, -2]));
-  const adam = new TorchAdam([p], { learningRate: 0.1 });
-  let m = [0, 0], v = [0, 0];
-  let ref = [1, -2];
-  const grads = [[0.5, -1], [0.25, 2], [-1, 0.1]];
-  for (let t = 1; t <= grads.length; t++) {
-    const g = grads[t - 1];
-    adam.apply([tf.tensor1d(g)]);
-    m = m.map((mi, i) => 0.9 * mi + 0.1 * g[i]);
-    v = v.map((vi, i) => 0.999 * vi + 0.001 * g[i] * g[i]);
-    const bc1 = 1 - 0.9 ** t, bc2 = 1 - 0.999 ** t;
-    ref = ref.map((r, i) => r - (0.1 / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + 1e-8));
-  }
-  const got = p.dataSync();
-  for (let i = 0; i < 2; i++) assert.ok(Math.abs(got[i] - ref[i]) < 1e-5, `${got[i]} vs ${ref[i]}`);
-  // State round trip: a fresh optimiser given the state continues identically.
-  const q = tf.variable(p.clone());
-  const other = new TorchAdam([q], { learningRate: 0.1 });
-  other.setState(adam.getState());
-  adam.apply([tf.tensor1d([0.3, 0.3])]);
-  other.apply([tf.tensor1d([0.3, 0.3])]);
-  assert.deepEqual([...q.dataSync()], [...p.dataSync()]);
-});
+for (const backend of ["wasm", "cpu"] as const) {
+  const placement = backend === "wasm" ? "host" : "device";
+  Deno.test(`TorchAdam follows PyTorch's update rule step by step (${backend}, moments on the ${placement})`, async () => {
+    await initBackend(backend, { quiet: true });
+    try {
+      // Reference computed by hand in double precision from torch.optim.Adam's formula.
+      const p = tf.variable(tf.tensor1d([1, -2]));
+      const adam = new TorchAdam([p], { learningRate: 0.1 });
+      assert.equal(adam.placement, placement);
+      let m = [0, 0], v = [0, 0];
+      let ref = [1, -2];
+      const grads = [[0.5, -1], [0.25, 2], [-1, 0.1]];
+      for (let t = 1; t <= grads.length; t++) {
+        const g = grads[t - 1];
+        adam.apply([tf.tensor1d(g)]);
+        m = m.map((mi, i) => 0.9 * mi + 0.1 * g[i]);
+        v = v.map((vi, i) => 0.999 * vi + 0.001 * g[i] * g[i]);
+        const bc1 = 1 - 0.9 ** t, bc2 = 1 - 0.999 ** t;
+        ref = ref.map((r, i) => r - (0.1 / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + 1e-8));
+      }
+      const got = p.dataSync();
+      for (let i = 0; i < 2; i++) {
+        assert.ok(Math.abs(got[i] - ref[i]) < 1e-5, `${got[i]} vs ${ref[i]}`);
+      }
+      // The state holds PyTorch's moments; a fresh optimiser given it continues identically.
+      const state = await adam.getState();
+      assert.equal(state.step, 3);
+      for (let i = 0; i < 2; i++) {
+        assert.ok(Math.abs(state.m[0][i] - m[i]) < 1e-6);
+        assert.ok(Math.abs(state.v[0][i] - v[i]) < 1e-6);
+      }
+      const q = tf.variable(p.clone());
+      const other = new TorchAdam([q], { learningRate: 0.1 });
+      other.setState(state);
+      adam.apply([tf.tensor1d([0.3, 0.3])]);
+      other.apply([tf.tensor1d([0.3, 0.3])]);
+      assert.deepEqual([...q.dataSync()], [...p.dataSync()]);
+      adam.dispose();
+      other.dispose();
+    } finally {
+      await initBackend("wasm", { quiet: true });
+    }
+  });
+}
 
 Deno.test("trainModel() lowers the loss of a small conv net and reports every epoch", async () => {
   const n = 96;
