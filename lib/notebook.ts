@@ -1167,15 +1167,15 @@ export function imagesToTensor(images: Uint8Array | readonly Uint8Array[]): tf.T
  * The first `count` images of a loader as gray bytes (`[40 * 168]` each, 0..255) with their
  * labels, in loader order.
  */
-export function loaderSample(
+export async function loaderSample(
   loader: BatchSource,
   count: number,
-): { images: Uint8Array[]; labels: number[] } {
+): Promise<{ images: Uint8Array[]; labels: number[] }> {
   const images: Uint8Array[] = [];
   const labels: number[] = [];
   for (const { x, y } of loader.batches()) {
-    const pixels = x.dataSync(); // [b, 40, 168, 1]
-    const sums = y.dataSync();
+    const pixels = await x.data(); // [b, 40, 168, 1]
+    const sums = await y.data();
     const size = pixels.length / x.shape[0];
     for (let i = 0; i < x.shape[0] && images.length < count; i++) {
       images.push(
