@@ -28,7 +28,7 @@ import {
   StripLoader,
 } from "./mnist.ts";
 import type { BuildOptions, PrepareContext, TrainingRecipe } from "./models.ts";
-import { type EpochRecord, evaluateAccuracy, trainModel } from "./train.ts";
+import { type BatchSource, type EpochRecord, evaluateAccuracy, trainModel } from "./train.ts";
 
 /** Name of the layer that outputs the per-cell logits `[b, 1, 21, 11]`. */
 export const CELL_LOGITS_LAYER = "cell_logits";
@@ -286,25 +286,142 @@ export class SumCombine extends tf.layers.Layer {
   }
 }
 
+/**
+ * Rolls every image of `x` cyclically by about `shift` px (right when positive): by the smallest
+ * `k >= |shift|` whose seam column is empty, so no digit is cut; not at all when no such column
+ * lies within 40 px. Tensor ops only (any backend).
+ *
+ * @param x `[b, h, w, 1]` images (background exactly 0)
+ * @param shift signed shift in px
+ * @returns a new `[b, h, w, 1]` tensor
+ */
+export function rollAtEmptyColumn(x: tf.Tensor4D, shift: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [b, , w] = x.shape;
+    const sign = shift < 0 ? -1 : 1;
+    const candidates = 40;
+    const ks = Array.from({ length: candidates }, (_, i) => Math.abs(shift) + i);
+    // After rolling by d, new column 0 holds old column (w - d) mod w: that column must be empty.
+    const seams = tf.tensor1d(ks.map((k) => (((w - sign * k) % w) + w) % w), "int32");
+    const empty = x.sum([1, 3]).equal(0).toFloat(); // [b, w]
+    const emptyAt = tf.gather(empty, seams, 1); // [b, candidates]
+    const first = emptyAt.mul(tf.range(candidates, 0, -1)).argMax(1); // [b]
+    const found = emptyAt.max(1).greater(0);
+    const d = tf.where(found, first.add(Math.abs(shift)).mul(sign), tf.zerosLike(first)); // [b]
+    // Source column of output column c: (c - d) mod w, as a row of the [b * w, h] column matrix
+    // (one plain gather: batched gathers are wrong on wasm in tfjs 4.22).
+    const h = x.shape[1];
+    const source = tf.range(0, w, 1, "int32").expandDims(0).sub(d.toInt().expandDims(1))
+      .add(w).mod(w).toInt(); // [b, w]
+    const rows = source.add(tf.range(0, b * w, w, "int32").expandDims(1)).reshape([-1]).toInt();
+    const columns = x.reshape([b, h, w]).transpose([0, 2, 1]).reshape([b * w, h]);
+    return tf.gather(columns, rows as tf.Tensor1D).reshape([b, w, h]).transpose([0, 2, 1])
+      .reshape([b, h, w, 1]) as tf.Tensor4D;
+  });
+}
+
+/** Config of {@linkcode TestViews} and {@linkcode MeanOverViews}. */
+export interface TestViewsConfig {
+  /** Horizontal shifts (px) of the views at inference, the first normally 0. */
+  shifts?: number[];
+  name?: string;
+}
+
+/**
+ * Layer: at inference, stacks each image with copies of itself rolled at empty columns by the
+ * given shifts (`[b, ...]` -> `[views * b, ...]`, view-major); in training it passes the batch
+ * through. With {@linkcode MeanOverViews} at the end this is test-time augmentation inside the
+ * model: `evaluate`, `predict` and the sweep all get it.
+ */
+export class TestViews extends tf.layers.Layer {
+  /** Class name for serialisation. */
+  static className = "TestViews";
+  readonly shifts: number[];
+
+  constructor(config: TestViewsConfig = {}) {
+    super({ name: config.name });
+    this.shifts = config.shifts ?? [0];
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
+    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    if (kwargs?.training || this.shifts.length <= 1) return x.clone();
+    return tf.tidy(() =>
+      tf.concat(this.shifts.map((s) => (s === 0 ? x.clone() : rollAtEmptyColumn(x, s))), 0)
+    );
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), shifts: this.shifts };
+  }
+}
+
+/**
+ * Layer: at inference, averages the log-probabilities of the views made by {@linkcode TestViews}
+ * (`[views * b, k]` -> `[b, k]`) and renormalises them (a geometric mean); in training, identity.
+ */
+export class MeanOverViews extends tf.layers.Layer {
+  /** Class name for serialisation. */
+  static className = "MeanOverViews";
+  readonly shifts: number[];
+
+  constructor(config: TestViewsConfig = {}) {
+    super({ name: config.name });
+    this.shifts = config.shifts ?? [0];
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs; // [views * b, k]
+    const views = this.shifts.length;
+    if (kwargs?.training || views <= 1) return x.clone();
+    return tf.tidy(() => {
+      const [n, k] = x.shape;
+      const mean = x.reshape([views, n / views, k]).mean(0); // [b, k]
+      return mean.sub(mean.logSumExp(1, true));
+    });
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), shifts: this.shifts };
+  }
+}
+
 /** Register SumNet's serialisable classes (called through `registerCustomLayers()`). */
 export function registerLayers(): void {
   tf.serialization.registerClass(SumCombine);
+  tf.serialization.registerClass(TestViews);
+  tf.serialization.registerClass(MeanOverViews);
 }
 registerLayers();
 
-/** Width of SumNet's convolutional stages. */
+/** Shape of SumNet's convolutional trunk. */
 export interface SumNetWidths {
   /** Channels of the three 3 x 3 stages. */
   stages: [number, number, number];
   /** Channels of the cell feature layer (a 5 x 3 convolution over the last stage). */
   features: number;
+  /** 3 x 3 convolutions in the last stage (at 10 x 42, before its pooling): 1 or 2. */
+  lastStageConvs: number;
+  /**
+   * Start with a 2 x 2 space-to-depth step (`[40, 168, 1]` -> `[20, 84, 4]`, no pooling after the
+   * first stage) instead of a first stage at full resolution.
+   */
+  spaceToDepth: boolean;
 }
 
-/** The shipped widths. */
+/** The shipped widths (chosen on the validation split; see docs/BEYOND.md). */
 export const DEFAULT_WIDTHS: Readonly<SumNetWidths> = Object.freeze({
   stages: [16, 32, 96] as [number, number, number],
   features: 192,
+  lastStageConvs: 1,
+  spaceToDepth: true,
 });
+
+/**
+ * The shipped test-time views: the image, and the image rolled by half a cell (4 px) each way,
+ * so each digit is also read from the neighbouring cell's point of view.
+ */
+export const DEFAULT_TEST_SHIFTS: readonly number[] = Object.freeze([0, 4, -4]);
 
 /** Whether the 3 x 3 stages use batch normalisation. */
 const DEFAULT_BATCH_NORM = false;
@@ -321,7 +438,12 @@ function heInit(): ReturnType<typeof tf.initializers.heUniform> {
  * @returns the model; its layer {@linkcode CELL_LOGITS_LAYER} gives the per-cell logits
  */
 export function buildSumNet(
-  options: BuildOptions & { widths?: Partial<SumNetWidths>; batchNorm?: boolean } = {},
+  options: BuildOptions & {
+    widths?: Partial<SumNetWidths>;
+    batchNorm?: boolean;
+    /** Test-time views (default {@linkcode DEFAULT_TEST_SHIFTS}; `[0]` for none). */
+    testShifts?: readonly number[];
+  } = {},
 ): tf.LayersModel {
   const h = options.inputHeight ?? IMAGE_HEIGHT;
   const w = options.inputWidth ?? IMAGE_WIDTH;
@@ -330,26 +452,42 @@ export function buildSumNet(
   }
   const widths = { ...DEFAULT_WIDTHS, ...options.widths };
   const input = tf.input({ shape: [h, w, 1], name: "image" }); // [b, 40, 168, 1]
-  let x: tf.SymbolicTensor = input;
+  const shifts = [...(options.testShifts ?? DEFAULT_TEST_SHIFTS)];
+  // [views * b, 40, 168, 1] at inference, [b, 40, 168, 1] in training
+  let x = new TestViews({ shifts, name: "test_views" }).apply(input) as tf.SymbolicTensor;
   const batchNorm = options.batchNorm ?? DEFAULT_BATCH_NORM;
+  const last = widths.stages.length - 1;
+  if (widths.spaceToDepth) {
+    x = tf.layers.reshape({ targetShape: [h / 2, 2, w / 2, 2], name: "s2d_split" })
+      .apply(x) as tf.SymbolicTensor; // [b, 20, 2, 84, 2]
+    x = tf.layers.permute({ dims: [1, 3, 2, 4], name: "s2d_permute" })
+      .apply(x) as tf.SymbolicTensor; // [b, 20, 84, 2, 2]
+    x = tf.layers.reshape({ targetShape: [h / 2, w / 2, 4], name: "s2d" })
+      .apply(x) as tf.SymbolicTensor; // [b, 20, 84, 4]
+  }
   widths.stages.forEach((filters, i) => {
-    x = tf.layers.conv2d({
-      filters,
-      kernelSize: 3,
-      padding: "same",
-      activation: batchNorm ? "linear" : "relu",
-      useBias: !batchNorm,
-      kernelInitializer: heInit(),
-      name: `conv${i + 1}`,
-    }).apply(x) as tf.SymbolicTensor;
-    if (batchNorm) {
-      x = tf.layers.batchNormalization({ axis: -1, momentum: 0.9, name: `bn${i + 1}` })
-        .apply(x) as tf.SymbolicTensor;
-      x = tf.layers.reLU({ name: `relu${i + 1}` }).apply(x) as tf.SymbolicTensor;
+    const convs = i === last ? widths.lastStageConvs : 1;
+    for (let k = 0; k < convs; k++) {
+      const suffix = k === 0 ? "" : String.fromCharCode(97 + k); // conv3, conv3b
+      x = tf.layers.conv2d({
+        filters,
+        kernelSize: 3,
+        padding: "same",
+        activation: batchNorm ? "linear" : "relu",
+        useBias: !batchNorm,
+        kernelInitializer: heInit(),
+        name: `conv${i + 1}${suffix}`,
+      }).apply(x) as tf.SymbolicTensor;
+      if (batchNorm) {
+        x = tf.layers.batchNormalization({ axis: -1, momentum: 0.9, name: `bn${i + 1}${suffix}` })
+          .apply(x) as tf.SymbolicTensor;
+        x = tf.layers.reLU({ name: `relu${i + 1}${suffix}` }).apply(x) as tf.SymbolicTensor;
+      }
     }
+    if (i === 0 && widths.spaceToDepth) return;
     x = tf.layers.maxPooling2d({ poolSize: 2, strides: 2, name: `pool${i + 1}` })
       .apply(x) as tf.SymbolicTensor;
-  }); // [b, 5, 21, 64]
+  }); // [b, 5, 21, 96]
   x = tf.layers.zeroPadding2d({ padding: [[0, 0], [1, 1]], name: "pad_cells" })
     .apply(x) as tf.SymbolicTensor; // [b, 5, 23, 64]
   x = tf.layers.conv2d({
@@ -365,8 +503,10 @@ export function buildSumNet(
     kernelSize: 1,
     name: CELL_LOGITS_LAYER,
   }).apply(x) as tf.SymbolicTensor; // [b, 1, 21, 11]
-  const output = new SumCombine({ count: NUM_DIGITS, name: "sum_distribution" })
-    .apply(logits) as tf.SymbolicTensor; // [b, 37]
+  const sums = new SumCombine({ count: NUM_DIGITS, name: "sum_distribution" })
+    .apply(logits) as tf.SymbolicTensor; // [views * b, 37]
+  const output = new MeanOverViews({ shifts, name: "mean_over_views" })
+    .apply(sums) as tf.SymbolicTensor; // [b, 37]
   return tf.model({ inputs: input, outputs: output, name: "sumnet" });
 }
 
@@ -434,16 +574,41 @@ export interface PretrainOptions {
   digitWeight: number;
   /** Strips per batch. */
   batchSize: number;
+  /** Validation images scored after each pretraining epoch (the first ones of the split). */
+  validationImages: number;
 }
 
 /** The shipped pretraining stage (measured on the validation split; see docs/BEYOND.md). */
 export const PRETRAIN_DEFAULTS: Readonly<PretrainOptions> = Object.freeze({
   strips: 9600,
-  epochs: 6,
+  epochs: 10,
   learningRate: 1e-2,
   digitWeight: 12,
   batchSize: 64,
+  validationImages: 1024,
 });
+
+/** The batches of `loader` that hold its first `count` images (whole batches). */
+export function firstImages(loader: BatchSource, count: number): BatchSource {
+  if (count >= loader.size) return loader;
+  const perBatch = Math.ceil(loader.size / loader.numBatches);
+  const numBatches = Math.max(1, Math.ceil(count / perBatch));
+  return {
+    name: `${loader.name} (first ${numBatches * perBatch})`,
+    size: Math.min(loader.size, numBatches * perBatch),
+    numBatches,
+    *batches(options) {
+      let i = 0;
+      for (const batch of loader.batches(options)) {
+        if (i++ === numBatches) {
+          tf.dispose([batch.x, batch.y]);
+          return;
+        }
+        yield batch;
+      }
+    },
+  };
+}
 
 /**
  * Stage 1 of the recipe: trains SumNet's cell classifier on strips of MNIST training digits
@@ -481,7 +646,12 @@ export async function pretrainSumNet(
     learningRateAt: (epoch, batch) =>
       cosineSchedule(options.learningRate, (epoch - 1) * loader.numBatches + batch, total),
     validate: async () =>
-      (await evaluateAccuracy(model, context.val, "classification")).batchMeanAccuracy,
+      (await evaluateAccuracy(
+        model,
+        firstImages(context.val, options.validationImages),
+        "classification",
+      ))
+        .batchMeanAccuracy,
     log: (line) => log(`  pretraining ${line}`),
     onBatchEnd: context.onBatchEnd,
   });
@@ -536,7 +706,7 @@ export async function rollAtGaps(x: tf.Tensor4D): Promise<tf.Tensor4D> {
 
 /** SumNet's recipe for `runExperiment`: MNIST pretraining, then a short cosine run on the sums. */
 export const SUMNET_RECIPE: TrainingRecipe = {
-  epochs: 6,
+  epochs: 7,
   learningRate: 2e-3,
   shuffleEachEpoch: true,
   augment: rollAtGaps,
@@ -656,7 +826,8 @@ export function bestReading(cells: Float32Array, count: number, target: number):
 }
 
 /**
- * Per-cell probabilities and sum distributions of a batch (inference mode).
+ * Per-cell probabilities (of the unshifted view) and sum distributions (over all test-time views)
+ * of a batch, in inference mode.
  *
  * @param model a SumNet
  * @param x `[b, 40, 168, 1]` float32 in [0, 1]
@@ -666,13 +837,17 @@ export async function predictCells(
   model: tf.LayersModel,
   x: tf.Tensor4D,
 ): Promise<{ cells: Float32Array; sums: Float32Array }> {
+  const b = x.shape[0];
   const logitsLayer = model.getLayer(CELL_LOGITS_LAYER);
-  const combine = model.layers[model.layers.length - 1];
-  const probe = tf.model({ inputs: model.inputs, outputs: logitsLayer.output });
+  const probe = tf.model({
+    inputs: model.inputs,
+    outputs: [logitsLayer.output as tf.SymbolicTensor, model.outputs[0]],
+  });
   const [cells, sums] = tf.tidy(() => {
-    const logits = probe.predict(x) as tf.Tensor; // [b, 1, 21, 11]
-    const logSums = combine.apply(logits) as tf.Tensor; // [b, 37]
-    return [logits.reshape([x.shape[0], -1, NUM_CELL_CLASSES]).softmax(), logSums.exp()];
+    // logits: [views * b, 1, 21, 11], view-major (the unshifted image first); sums: [b, 37]
+    const [logits, logSums] = probe.predict(x) as tf.Tensor[];
+    const first = logits.slice([0, 0, 0, 0], [b, 1, NUM_CELLS, NUM_CELL_CLASSES]);
+    return [first.reshape([b, -1, NUM_CELL_CLASSES]).softmax(), logSums.exp()];
   });
   try {
     return {

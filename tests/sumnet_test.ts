@@ -18,8 +18,13 @@ import {
   combineCellProbabilities,
   explainBatch,
   explainImage,
+  firstImages,
+  logSumDistribution,
+  MeanOverViews,
+  rollAtEmptyColumn,
   rollAtGaps,
   SumCombine,
+  TestViews,
 } from "../lib/sumnet.ts";
 import { evaluateAccuracy, predictBatch } from "../lib/train.ts";
 
@@ -99,6 +104,90 @@ Deno.test("combineCellProbabilities() stays finite when four digits are very unl
   p.dispose();
 });
 
+Deno.test("logSumDistribution() host loop matches the tensor ops in value and gradient", () => {
+  for (const b of [1, 4]) {
+    const logits = tf.randomNormal([b, NUM_CELLS, 11], 0, 3, "float32", 10 + b);
+    const weights = tf.randomNormal([b, 37], 0, 1, "float32", 20 + b);
+    const f = (host: boolean) => (x: tf.Tensor) =>
+      logSumDistribution(x.softmax() as tf.Tensor3D, 4, { host }).mul(weights).sum();
+    const [hostValue, tensorValue] = [f(true)(logits), f(false)(logits)];
+    assert.ok(Math.abs(hostValue.dataSync()[0] - tensorValue.dataSync()[0]) < 1e-3);
+    const hostGrad = tf.grad(f(true))(logits).dataSync();
+    const tensorGrad = tf.grad(f(false))(logits).dataSync();
+    const scale = Math.max(...tensorGrad.map(Math.abs));
+    assert.ok(scale > 0.01, "the gradient is not trivially zero");
+    hostGrad.forEach((g, i) =>
+      assert.ok(Math.abs(g - tensorGrad[i]) < 1e-4 * Math.max(1, scale), `grad[${i}]`)
+    );
+    tf.dispose([logits, weights, hostValue, tensorValue]);
+  }
+});
+
+Deno.test("rollAtEmptyColumn() rolls at the nearest empty seam and never cuts a digit", () => {
+  const h = 40, w = 168;
+  const images = new Float32Array(3 * h * w);
+  const ink = (n: number, c0: number, c1: number) => {
+    for (let c = c0; c < c1; c++) images[(n * h + 5) * w + c] = 1;
+  };
+  ink(0, 10, 20); // empty right border: a plain 4 px shift
+  ink(1, 0, 30); // ink on column 0 ...
+  ink(1, 162, 168); // ... and on the last 6 columns: the seam moves to column 161 (shift 7)
+  ink(2, 0, w); // no empty column at all: unchanged
+  const x = tf.tensor4d(images, [3, h, w, 1]);
+  const right = rollAtEmptyColumn(x, 4).dataSync();
+  const left = rollAtEmptyColumn(x, -4).dataSync();
+  const row = (a: ArrayLike<number>, n: number) =>
+    Array.from({ length: w }, (_, c) => a[(n * h + 5) * w + c]);
+  const rolled = (n: number, d: number) => {
+    const src = row(images, n);
+    return Array.from({ length: w }, (_, c) => src[(((c - d) % w) + w) % w]);
+  };
+  assert.deepEqual(row(right, 0), rolled(0, 4));
+  assert.deepEqual(row(right, 1), rolled(1, 7));
+  assert.deepEqual(row(right, 2), row(images, 2));
+  assert.deepEqual(row(left, 0), rolled(0, -4));
+  assert.deepEqual(row(left, 1), rolled(1, -30)); // first empty seam to the left: column 30
+  x.dispose();
+});
+
+Deno.test("TestViews and MeanOverViews average the views at inference only", () => {
+  const shifts = [0, 4, -4];
+  const input = tf.input({ shape: [40, 168, 1] });
+  const views = new TestViews({ shifts }).apply(input) as tf.SymbolicTensor;
+  const flat = tf.layers.flatten().apply(views) as tf.SymbolicTensor;
+  const logits = tf.layers.dense({ units: 37, kernelInitializer: "glorotNormal" })
+    .apply(flat) as tf.SymbolicTensor;
+  const logProbs = tf.layers.activation({ activation: "softmax" }).apply(logits);
+  const logged = new SumLog().apply(logProbs) as tf.SymbolicTensor;
+  const output = new MeanOverViews({ shifts }).apply(logged) as tf.SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: output });
+  const x = tf.randomUniform([2, 40, 168, 1], 0, 1, "float32", 5)
+    .mul(tf.randomUniform([2, 40, 168, 1], 0, 1, "float32", 6).greater(0.9)) as tf.Tensor4D;
+  const trained = model.apply(x, { training: true }) as tf.Tensor;
+  const inferred = model.apply(x, { training: false }) as tf.Tensor;
+  assert.deepEqual(trained.shape, [2, 37]);
+  assert.deepEqual(inferred.shape, [2, 37]);
+  // Expected: the normalised mean of each view's log-probabilities through the same weights.
+  const single = tf.model({ inputs: input, outputs: logged });
+  const perView = shifts.map((s) =>
+    single.apply(s === 0 ? x : rollAtEmptyColumn(x, s), { training: true }) as tf.Tensor
+  );
+  const mean = tf.stack(perView).mean(0);
+  const expected = mean.sub(mean.logSumExp(1, true));
+  const got = inferred.dataSync();
+  expected.dataSync().forEach((v, i) => assert.ok(Math.abs(v - got[i]) < 1e-4, `[${i}]`));
+  assert.deepEqual([...trained.dataSync()], [...perView[0].dataSync()]);
+  tf.dispose([x, trained, inferred, mean, expected, ...perView]);
+});
+
+/** Natural log as a layer (test helper). */
+class SumLog extends tf.layers.Layer {
+  static className = "TestSumLog";
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return (Array.isArray(inputs) ? inputs[0] : inputs).log();
+  }
+}
+
 Deno.test("SumCombine outputs 37 log-probabilities that sum to 1", () => {
   const layer = new SumCombine({ count: 4 });
   const logits = tf.randomNormal([3, 1, NUM_CELLS, 11], 0, 3, "float32", 1);
@@ -117,7 +206,8 @@ Deno.test("buildSumNet() maps [b, 40, 168, 1] to 37 sums and 21 x 11 cell logits
   const x = tf.randomUniform([2, 40, 168, 1]);
   const out = model.predict(x) as tf.Tensor;
   assert.deepEqual(out.shape, [2, 37]);
-  const cells = cellModel(model).predict(x) as tf.Tensor;
+  // In training the cell model sees the batch as it is; at inference every test-time view.
+  const cells = cellModel(model).apply(x, { training: true }) as tf.Tensor;
   assert.deepEqual(cells.shape, [2, 1, NUM_CELLS, 11]);
   assert.throws(() => buildSumNet({ inputWidth: 100 }), /SumNet needs 40 x 168 inputs/);
   tf.dispose([x, out, cells]);
@@ -282,27 +372,13 @@ Deno.test({
     const { model, meta } = await loadCheckpoint(SHIPPED);
     assert.equal(meta.kind, "sumnet");
     const test = await loadTestLoader(100, { dataDir: DATA_DIR });
-    const first = {
-      name: "test[0:1000]",
-      size: 1000,
-      numBatches: 10,
-      *batches() {
-        let i = 0;
-        for (const batch of test.batches()) {
-          if (i++ === 10) {
-            tf.dispose([batch.x, batch.y]);
-            return;
-          }
-          yield batch;
-        }
-      },
-    };
+    const first = firstImages(test, 1000);
     const result = await evaluateAccuracy(model, first, "classification");
     assert.equal(result.total, 1000);
     assert.ok(result.accuracy >= SHIPPED_MIN_ACCURACY, `accuracy ${result.accuracy}%`);
 
     // The read-out agrees with the prediction: four digits adding up to the predicted sum.
-    const [{ x, y }] = [...first.batches()].slice(0, 1);
+    const [{ x, y }] = [...firstImages(test, 100).batches()];
     const explanations = await explainBatch(model, x);
     const predicted = await predictBatch(model, x, "classification");
     explanations.forEach((e, i) => {
