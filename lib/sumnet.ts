@@ -328,14 +328,10 @@ export interface TestViewsConfig {
 }
 
 /**
- * Layer: at inference, stacks each image with copies of itself rolled at empty columns by the
- * given shifts (`[b, ...]` -> `[views * b, ...]`, view-major); in training it passes the batch
- * through. With {@linkcode MeanOverViews} at the end this is test-time augmentation inside the
- * model: `evaluate`, `predict` and the sweep all get it.
+ * A layer that is the identity in training and, at inference, works on the test-time views given
+ * by `shifts` (one view: always the identity).
  */
-export class TestViews extends tf.layers.Layer {
-  /** Class name for serialisation. */
-  static className = "TestViews";
+abstract class ViewsLayer extends tf.layers.Layer {
   readonly shifts: number[];
 
   constructor(config: TestViewsConfig = {}) {
@@ -343,12 +339,13 @@ export class TestViews extends tf.layers.Layer {
     this.shifts = config.shifts ?? [0];
   }
 
+  /** What the layer does at inference with more than one view. */
+  protected abstract atInference(x: tf.Tensor): tf.Tensor;
+
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
-    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
     if (kwargs?.training || this.shifts.length <= 1) return x.clone();
-    return tf.tidy(() =>
-      tf.concat(this.shifts.map((s) => (s === 0 ? x.clone() : rollAtEmptyColumn(x, s))), 0)
-    );
+    return tf.tidy(() => this.atInference(x));
   }
 
   override getConfig(): tf.serialization.ConfigDict {
@@ -357,32 +354,34 @@ export class TestViews extends tf.layers.Layer {
 }
 
 /**
+ * Layer: at inference, stacks each image with copies of itself rolled at empty columns by the
+ * given shifts (`[b, ...]` -> `[views * b, ...]`, view-major); in training it passes the batch
+ * through. With {@linkcode MeanOverViews} at the end this is test-time augmentation inside the
+ * model: `evaluate`, `predict` and the sweep all get it.
+ */
+export class TestViews extends ViewsLayer {
+  /** Class name for serialisation. */
+  static className = "TestViews";
+
+  protected atInference(x: tf.Tensor): tf.Tensor {
+    const images = x as tf.Tensor4D;
+    return tf.concat(this.shifts.map((s) => s === 0 ? images : rollAtEmptyColumn(images, s)), 0);
+  }
+}
+
+/**
  * Layer: at inference, averages the log-probabilities of the views made by {@linkcode TestViews}
  * (`[views * b, k]` -> `[b, k]`) and renormalises them (a geometric mean); in training, identity.
  */
-export class MeanOverViews extends tf.layers.Layer {
+export class MeanOverViews extends ViewsLayer {
   /** Class name for serialisation. */
   static className = "MeanOverViews";
-  readonly shifts: number[];
 
-  constructor(config: TestViewsConfig = {}) {
-    super({ name: config.name });
-    this.shifts = config.shifts ?? [0];
-  }
-
-  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs; // [views * b, k]
+  protected atInference(x: tf.Tensor): tf.Tensor {
     const views = this.shifts.length;
-    if (kwargs?.training || views <= 1) return x.clone();
-    return tf.tidy(() => {
-      const [n, k] = x.shape;
-      const mean = x.reshape([views, n / views, k]).mean(0); // [b, k]
-      return mean.sub(mean.logSumExp(1, true));
-    });
-  }
-
-  override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), shifts: this.shifts };
+    const [n, k] = x.shape; // [views * b, k]
+    const mean = x.reshape([views, n / views, k]).mean(0); // [b, k]
+    return mean.sub(mean.logSumExp(1, true));
   }
 }
 
