@@ -275,13 +275,20 @@ export function validateConfig(config: SweepConfig): void {
   parseBackendName(config.backend); // throws, listing the known backends
 }
 
-/** The RunConfig of one model and seed under a sweep configuration. */
+/**
+ * The RunConfig of one model and seed under a sweep configuration. A model with its own recipe
+ * (SumNet) keeps the recipe's epochs and learning rate while the sweep has the study's (15 epochs,
+ * 1e-3); a sweep that changes them (`--epochs`, `--lr`, `--quick`) changes them for every model.
+ */
 export function runConfigFor(config: SweepConfig, model: string, seed: number): RunConfig {
+  const recipe = studyConfig(model);
   return studyConfig(model, {
     seed,
-    epochs: config.epochs,
+    epochs: config.epochs === SWEEP_DEFAULTS.epochs ? recipe.epochs : config.epochs,
     batchSize: config.batchSize,
-    learningRate: config.learningRate,
+    learningRate: config.learningRate === SWEEP_DEFAULTS.learningRate
+      ? recipe.learningRate
+      : config.learningRate,
     trainFraction: config.trainFraction,
     limit: config.limit ?? undefined,
     backend: config.backend,

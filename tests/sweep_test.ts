@@ -345,3 +345,18 @@ Deno.test("sweep CLI rejects bad flags with a clear message", async () => {
 Deno.test("cleanup: remove the sweep test folder", async () => {
   await Deno.remove(ROOT, { recursive: true });
 });
+
+Deno.test("runConfigFor() keeps a model's own recipe unless the sweep changes the study's values", async () => {
+  const { runConfigFor, SWEEP_DEFAULTS } = await import("../lib/sweep.ts");
+  const { SUMNET_RECIPE } = await import("../lib/sumnet.ts");
+  const study = runConfigFor(SWEEP_DEFAULTS, "cnn-regressor", 10);
+  assert.equal(study.epochs, 15);
+  assert.equal(study.learningRate, 1e-3);
+  assert.equal(study.seed, 10);
+  const sumnet = runConfigFor(SWEEP_DEFAULTS, "sumnet", 0);
+  assert.equal(sumnet.epochs, SUMNET_RECIPE.epochs);
+  assert.equal(sumnet.learningRate, SUMNET_RECIPE.learningRate);
+  const changed = runConfigFor({ ...SWEEP_DEFAULTS, epochs: 3, learningRate: 5e-4 }, "sumnet", 0);
+  assert.equal(changed.epochs, 3);
+  assert.equal(changed.learningRate, 5e-4);
+});
