@@ -19,3 +19,5 @@ export * from "./train.ts";
 export * from "./checkpoint.ts";
 export * from "./experiment.ts";
 export * from "./progress.ts";
+export * from "./mnist.ts";
+export * from "./sumnet.ts";
