@@ -844,7 +844,9 @@ export async function predictCells(
   });
   const [cells, sums] = tf.tidy(() => {
     // logits: [views * b, 1, 21, 11], view-major (the unshifted image first); sums: [b, 37]
-    const [logits, logSums] = probe.predict(x) as tf.Tensor[];
+    // One pass over the whole batch: `predict` would split it into batches of 32 and interleave
+    // the views of each.
+    const [logits, logSums] = probe.apply(x, { training: false }) as tf.Tensor[];
     const first = logits.slice([0, 0, 0, 0], [b, 1, NUM_CELLS, NUM_CELL_CLASSES]);
     return [first.reshape([b, -1, NUM_CELL_CLASSES]).softmax(), logSums.exp()];
   });

@@ -394,3 +394,15 @@ Deno.test({
     model.dispose();
   },
 });
+
+Deno.test("the shipped SumNet reads the digits of composites whose digits are known", async () => {
+  const { probeDigits } = await import("../lib/notebook.ts");
+  const { model } = await loadCheckpoint(SHIPPED);
+  // One batch of 100: more than `predict`'s default batch of 32, whose splitting once mixed up
+  // the test-time views of the read-out.
+  const { read, truth } = await probeDigits(model, { count: 100, batchSize: 100 });
+  let right = 0;
+  read.forEach((digits, i) => digits.forEach((d, k) => right += d === truth[i][k] ? 1 : 0));
+  assert.ok(right >= 0.95 * 400, `${right} of 400 digits read right`);
+  model.dispose();
+});
