@@ -28,7 +28,7 @@ import {
   StripLoader,
 } from "./mnist.ts";
 import type { BuildOptions, PrepareContext, TrainingRecipe } from "./models.ts";
-import { type BatchSource, type EpochRecord, evaluateAccuracy, trainModel } from "./train.ts";
+import { type EpochRecord, evaluateAccuracy, firstImages, trainModel } from "./train.ts";
 
 /** Name of the layer that outputs the per-cell logits `[b, 1, 21, 11]`. */
 export const CELL_LOGITS_LAYER = "cell_logits";
@@ -586,28 +586,6 @@ export const PRETRAIN_DEFAULTS: Readonly<PretrainOptions> = Object.freeze({
   batchSize: 64,
   validationImages: 1024,
 });
-
-/** The batches of `loader` that hold its first `count` images (whole batches). */
-export function firstImages(loader: BatchSource, count: number): BatchSource {
-  if (count >= loader.size) return loader;
-  const perBatch = Math.ceil(loader.size / loader.numBatches);
-  const numBatches = Math.max(1, Math.ceil(count / perBatch));
-  return {
-    name: `${loader.name} (first ${numBatches * perBatch})`,
-    size: Math.min(loader.size, numBatches * perBatch),
-    numBatches,
-    *batches(options) {
-      let i = 0;
-      for (const batch of loader.batches(options)) {
-        if (i++ === numBatches) {
-          tf.dispose([batch.x, batch.y]);
-          return;
-        }
-        yield batch;
-      }
-    },
-  };
-}
 
 /**
  * Stage 1 of the recipe: trains SumNet's cell classifier on strips of MNIST training digits

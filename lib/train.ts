@@ -27,6 +27,28 @@ export interface BatchSource {
   batches(options?: { epoch?: number }): Iterable<Batch>;
 }
 
+/** The batches of `loader` that hold its first `count` images (whole batches). */
+export function firstImages(loader: BatchSource, count: number): BatchSource {
+  if (count >= loader.size) return loader;
+  const perBatch = Math.ceil(loader.size / loader.numBatches);
+  const numBatches = Math.max(1, Math.ceil(count / perBatch));
+  return {
+    name: `${loader.name} (first ${numBatches * perBatch})`,
+    size: Math.min(loader.size, numBatches * perBatch),
+    numBatches,
+    *batches(options) {
+      let i = 0;
+      for (const batch of loader.batches(options)) {
+        if (i++ === numBatches) {
+          tf.dispose([batch.x, batch.y]);
+          return;
+        }
+        yield batch;
+      }
+    },
+  };
+}
+
 /** One epoch of training history. */
 export interface EpochRecord {
   /** 1-based epoch number. */

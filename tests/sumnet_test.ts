@@ -18,7 +18,6 @@ import {
   combineCellProbabilities,
   explainBatch,
   explainImage,
-  firstImages,
   logSumDistribution,
   MeanOverViews,
   rollAtEmptyColumn,
@@ -26,7 +25,7 @@ import {
   SumCombine,
   TestViews,
 } from "../lib/sumnet.ts";
-import { evaluateAccuracy, predictBatch } from "../lib/train.ts";
+import { evaluateAccuracy, firstImages, predictBatch } from "../lib/train.ts";
 
 await initBackend("wasm", { quiet: true });
 
@@ -210,6 +209,10 @@ Deno.test("buildSumNet() maps [b, 40, 168, 1] to 37 sums and 21 x 11 cell logits
   const cells = cellModel(model).apply(x, { training: true }) as tf.Tensor;
   assert.deepEqual(cells.shape, [2, 1, NUM_CELLS, 11]);
   assert.throws(() => buildSumNet({ inputWidth: 100 }), /SumNet needs 40 x 168 inputs/);
+  // Parameter counts of the variants measured in docs/BEYOND.md, equal to the PyTorch port's.
+  assert.equal(model.countParams(), 311_771);
+  assert.equal(buildSumNet({ widths: { spaceToDepth: false } }).countParams(), 311_339);
+  assert.equal(buildSumNet({ widths: { lastStageConvs: 2 } }).countParams(), 394_811);
   tf.dispose([x, out, cells]);
   model.dispose();
 });
