@@ -28,6 +28,7 @@ import {
   type BatchProgress,
   type EpochRecord,
   evaluateAccuracy,
+  firstImages,
   formatOverallLine,
   TorchAdam,
   trainableVariables,
@@ -226,7 +227,12 @@ export async function runExperiment(
     });
   }
   const schedule = recipe?.schedule;
+  const valProbe = recipe?.validationImages && !config.limit
+    ? firstImages(val, recipe.validationImages)
+    : undefined;
   const result = await trainModel(model, { train, val }, {
+    validate: valProbe &&
+      (async (m) => (await evaluateAccuracy(m, valProbe, info.task)).batchMeanAccuracy),
     augment: recipe?.augment,
     task: info.task,
     epochs: config.epochs,
@@ -262,9 +268,16 @@ export async function runExperiment(
   }
 
   const valResult = await evaluateAccuracy(model, val, info.task);
-  const trainResult = await evaluateAccuracy(model, train, info.task);
+  const trainScored = recipe?.trainAccuracyImages
+    ? firstImages(train, recipe.trainAccuracyImages)
+    : train;
+  const trainResult = await evaluateAccuracy(model, trainScored, info.task);
   log(formatOverallLine(info.noun, "Validation", valResult.accuracy));
-  log(formatOverallLine(info.noun, "Training", trainResult.accuracy));
+  log(formatOverallLine(
+    info.noun,
+    trainScored === train ? "Training" : `Training (first ${trainResult.total})`,
+    trainResult.accuracy,
+  ));
   let test: SplitAccuracy | undefined;
   if (options.test !== false) {
     const testLoader = await loadTestLoader(config.batchSize, {

@@ -54,6 +54,13 @@ export interface TrainingRecipe {
   augment?: (x: tf.Tensor4D) => tf.Tensor4D | Promise<tf.Tensor4D>;
   /** A stage run once on the freshly built model before training (e.g. pretraining). */
   prepare?: (model: tf.LayersModel, context: PrepareContext) => Promise<void>;
+  /**
+   * Validate after each epoch on the first this many validation images only (whole batches);
+   * the final validation figure still covers the whole split. Saves time when inference is dear.
+   */
+  validationImages?: number;
+  /** Score the final training-split accuracy on the first this many training images only. */
+  trainAccuracyImages?: number;
 }
 
 /** What a {@link TrainingRecipe}'s `prepare` stage gets. */

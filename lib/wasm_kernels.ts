@@ -419,9 +419,16 @@ function conv2DBackpropFilterLoop(
 // ---------------------------------------------------------------------------
 
 /**
- * For stride 1 (NHWC, float32): dx = valid-style `Conv2D` of dy, padded by (f - 1 - pad) on
- * each side, with the filter flipped in space and its channel axes swapped. XNNPACK does the
- * padding, so no padded copy of dy is made. Everything else goes to the original kernel.
+ * NHWC float32 only (everything else goes to the original kernel), by one of two paths:
+ *
+ * - `fast`, for stride 1 when dy is about as large as dx (`same` padding): dx = valid-style
+ *   `Conv2D` of dy, padded by (f - 1 - pad) on each side, with the filter flipped in space and
+ *   its channel axes swapped. XNNPACK does the padding, so no padded copy of dy is made.
+ * - `matmul`, for strides above 1, paddings wider than the filter, and whenever dx has at least
+ *   twice as many positions as dy (a `valid` convolution with a large filter, such as SumNet's
+ *   5 x 3 cell layer, where the padded convolution would multiply mostly zeros):
+ *   Z = dy [N, co] x W^T [co, fh*fw*ci] as one product, then each row of Z is added into the
+ *   fh x fw window of dx it came from (col2im).
  */
 function conv2DBackpropInput(args: KernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmBackend;
@@ -446,12 +453,16 @@ function conv2DBackpropInput(args: KernelArgs): tf.TensorInfo {
   const fh = info.filterHeight, fw = info.filterWidth;
   const { top, bottom, left, right } = info.padInfo;
   const pads = [fh - 1 - top, fh - 1 - bottom, fw - 1 - left, fw - 1 - right];
-  if (
-    info.dataFormat !== "channelsLast" || info.strideHeight !== 1 || info.strideWidth !== 1 ||
-    dy.dtype !== "float32" || filter.dtype !== "float32" || pads.some((p) => p < 0)
-  ) {
+  if (info.dataFormat !== "channelsLast" || dy.dtype !== "float32" || filter.dtype !== "float32") {
     count("Conv2DBackpropInput:original");
     return callKernel("Conv2DBackpropInput", args.inputs, args.attrs ?? {}, backend);
+  }
+  if (
+    info.strideHeight !== 1 || info.strideWidth !== 1 || pads.some((p) => p < 0) ||
+    info.inHeight * info.inWidth >= 2 * info.outHeight * info.outWidth
+  ) {
+    count("Conv2DBackpropInput:matmul");
+    return conv2DBackpropInputMatMul(backend, dy, filter, info);
   }
   count("Conv2DBackpropInput:fast");
   const ci = info.inChannels, co = info.outChannels;
@@ -476,6 +487,54 @@ function conv2DBackpropInput(args: KernelArgs): tf.TensorInfo {
   } as unknown as tf.NamedAttrMap, backend);
   dispose(backend, wT);
   return dx;
+}
+
+/** dx by one product and a col2im scatter (see {@link conv2DBackpropInput}); any stride/padding. */
+function conv2DBackpropInputMatMul(
+  backend: WasmBackend,
+  dy: tf.TensorInfo,
+  filter: tf.TensorInfo,
+  info: tf.backend_util.Conv2DInfo,
+): tf.TensorInfo {
+  const fh = info.filterHeight, fw = info.filterWidth;
+  const ci = info.inChannels, co = info.outChannels;
+  const H = info.inHeight, W = info.inWidth, oH = info.outHeight, oW = info.outWidth;
+  const sh = info.strideHeight, sw = info.strideWidth;
+  const { top, left } = info.padInfo;
+  const n = info.batchSize * oH * oW;
+  const k = fh * fw * ci;
+  const wT = transpose2D(backend, filter, k, co); // filter [fh, fw, ci, co] is [k, co]: -> [co, k]
+  const z = callKernel(
+    "BatchMatMul",
+    { a: asShape(dy, [1, n, co]), b: asShape(wT, [1, co, k]) },
+    { transposeA: false, transposeB: false },
+    backend,
+  ); // [1, n, k]: row (b, i, j), column (kh, kw, p)
+  dispose(backend, wT);
+  const out = backend.makeOutput([info.batchSize, H, W, ci], "float32");
+  const dx = heapF32(backend, out); // views taken after the last allocation
+  const zv = heapF32(backend, z);
+  dx.fill(0);
+  for (let b = 0; b < info.batchSize; b++) {
+    for (let i = 0; i < oH; i++) {
+      for (let j = 0; j < oW; j++) {
+        const row = ((b * oH + i) * oW + j) * k;
+        for (let kh = 0; kh < fh; kh++) {
+          const r = i * sh + kh - top;
+          if (r < 0 || r >= H) continue;
+          for (let kw = 0; kw < fw; kw++) {
+            const c = j * sw + kw - left;
+            if (c < 0 || c >= W) continue;
+            const to = ((b * H + r) * W + c) * ci;
+            const from = row + (kh * fw + kw) * ci;
+            for (let p = 0; p < ci; p++) dx[to + p] += zv[from + p];
+          }
+        }
+      }
+    }
+  }
+  dispose(backend, z);
+  return out;
 }
 
 // ---------------------------------------------------------------------------

@@ -241,9 +241,10 @@ Deno.test("Conv2DBackpropInput on wasm matches cpu, fast path and fallbacks", as
               { strides, pad, dataFormat: "NHWC", inputShape },
               `b${batch} c${inC}->${outC} f${f} s${strides} ${pad}`,
             );
-            const expectPath = strides === 1
+            // matmul: strides, or dx with at least twice the positions of dy (9 x 11 -> 5 x 7)
+            const expectPath = strides === 1 && !(f === 5 && pad === "valid")
               ? "Conv2DBackpropInput:fast"
-              : "Conv2DBackpropInput:original";
+              : "Conv2DBackpropInput:matmul";
             assert.deepEqual(Object.keys(paths), [expectPath]);
             for (const key of Object.keys(paths)) seen.add(key);
           }
@@ -251,7 +252,19 @@ Deno.test("Conv2DBackpropInput on wasm matches cpu, fast path and fallbacks", as
       }
     }
   }
-  // Explicit padding wider than the filter: the original kernel.
+  assert.deepEqual([...seen].sort(), ["Conv2DBackpropInput:fast", "Conv2DBackpropInput:matmul"]);
+  // SumNet's cell layer: a 5 x 3 `valid` filter that leaves one row.
+  const cells = checkKernel(
+    "Conv2DBackpropInput",
+    {
+      dy: randomInput(convOutSize([2, 5, 23, 6], [5, 3, 6, 7], 1, "valid", "NHWC"), 11),
+      filter: randomInput([5, 3, 6, 7], 12),
+    },
+    { strides: 1, pad: "valid", dataFormat: "NHWC", inputShape: [2, 5, 23, 6] },
+    "cell layer",
+  );
+  assert.deepEqual(Object.keys(cells), ["Conv2DBackpropInput:matmul"]);
+  // Explicit padding wider than the filter: the matmul path.
   const wide: Pad = [[0, 0], [3, 1], [0, 2], [0, 0]];
   const paths = checkKernel(
     "Conv2DBackpropInput",
@@ -262,7 +275,7 @@ Deno.test("Conv2DBackpropInput on wasm matches cpu, fast path and fallbacks", as
     { strides: 1, pad: wide, dataFormat: "NHWC", inputShape: [2, 6, 6, 3] },
     "wide pads",
   );
-  assert.deepEqual(Object.keys(paths), ["Conv2DBackpropInput:original"]);
+  assert.deepEqual(Object.keys(paths), ["Conv2DBackpropInput:matmul"]);
   // Explicit padding within the filter: fast.
   const narrow: Pad = [[0, 0], [2, 0], [1, 1], [0, 0]];
   const fast = checkKernel(
@@ -275,6 +288,17 @@ Deno.test("Conv2DBackpropInput on wasm matches cpu, fast path and fallbacks", as
     "narrow pads",
   );
   assert.deepEqual(Object.keys(fast), ["Conv2DBackpropInput:fast"]);
+  // Channels first: the original kernel.
+  const nchw = checkKernel(
+    "Conv2DBackpropInput",
+    {
+      dy: randomInput(convOutSize([2, 3, 6, 7], [3, 3, 3, 2], 1, "same", "NCHW"), 13),
+      filter: randomInput([3, 3, 3, 2], 14),
+    },
+    { strides: 1, pad: "same", dataFormat: "NCHW", inputShape: [2, 3, 6, 7] },
+    "NCHW",
+  );
+  assert.deepEqual(Object.keys(nchw), ["Conv2DBackpropInput:original"]);
 });
 
 Deno.test("MaxPoolGrad on wasm matches cpu, ties and overlapping windows included", async () => {
