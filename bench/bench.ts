@@ -5,6 +5,10 @@
  *
  * deno task bench [--backends wasm,cpu] [--models cnn-regressor,cnn-classifier]
  *                 [--batches N] [--warmup N] [--batch-size N] [--threads N] [--json] [--profile]
+ *                 [--wasm-tuning '{"inputGradMatMulRatio":0}']
+ *
+ * `--wasm-tuning` measures every model on wasm a second time, in the same run, with those
+ * settings of lib/wasm_kernels.ts (e.g. a kernel path switched off), and prints the ratio.
  *
  * The last line is always `train_img_s=<x> infer_img_s=<y>` for the CNN regressor on the first
  * backend (by default the one `initBackend("auto")` picks).
@@ -20,6 +24,7 @@ import { type BackendInfo, initBackend, parseBackendName, parseThreads } from ".
 import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "../lib/constants.ts";
 import { buildModel, modelInfo } from "../lib/models.ts";
 import { lossFor, TorchAdam, trainableVariables } from "../lib/train.ts";
+import { setWasmKernelTuning, type WasmKernelTuning } from "../lib/wasm_kernels.ts";
 
 /** Models benchmarked by default. */
 const DEFAULT_MODELS = ["cnn-regressor", "cnn-classifier"];
@@ -48,7 +53,7 @@ export interface BenchResult {
 function usage(): string {
   return "usage: deno task bench [--backends auto,wasm,cpu,webgpu,tensorflow] " +
     "[--models cnn-regressor,cnn-classifier] [--batches N] [--warmup N] [--batch-size N] " +
-    "[--threads N] [--json] [--profile] [--pytorch=auto|yes|no]";
+    "[--threads N] [--json] [--profile] [--pytorch=auto|yes|no] [--wasm-tuning JSON]";
 }
 
 function positiveInt(value: string | undefined, flag: string, fallback: number): number {
@@ -145,6 +150,21 @@ async function printProfile(step: () => Promise<void>, title: string): Promise<v
   }
 }
 
+/** `--wasm-tuning` as settings of lib/wasm_kernels.ts, or undefined when absent. */
+function parseTuning(value: string | undefined): Partial<WasmKernelTuning> | undefined {
+  if (value === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    throw new Error(`--wasm-tuning must be a JSON object, got '${value}'`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new Error(`--wasm-tuning must be a JSON object, got '${value}'`);
+  }
+  return parsed as Partial<WasmKernelTuning>;
+}
+
 function table(results: BenchResult[]): string {
   const header = [
     "backend",
@@ -186,6 +206,7 @@ async function main(args: string[]): Promise<void> {
       json: { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
       pytorch: { type: "string", default: "auto" },
+      "wasm-tuning": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -204,6 +225,7 @@ async function main(args: string[]): Promise<void> {
   const warmup = positiveInt(values.warmup, "warmup", DEFAULT_WARMUP);
   const batchSize = positiveInt(values["batch-size"], "batch-size", BATCH_SIZE);
   if (batches < 1 || batchSize < 1) throw new Error("--batches and --batch-size must be >= 1");
+  const tuning = parseTuning(values["wasm-tuning"]);
 
   const results: BenchResult[] = [];
   const notes: string[] = [];
@@ -230,6 +252,22 @@ async function main(args: string[]): Promise<void> {
         `${info.name} ${kind}: train ${result.trainImagesPerSecond.toFixed(1)} img/s, ` +
           `infer ${result.inferImagesPerSecond.toFixed(1)} img/s`,
       );
+      if (tuning && info.name === "wasm") {
+        const previous = setWasmKernelTuning(tuning);
+        let tuned: BenchResult;
+        try {
+          tuned = await measure(info, kind, settings);
+        } finally {
+          setWasmKernelTuning(previous);
+        }
+        tuned.model = `${kind} ${JSON.stringify(tuning)}`;
+        results.push(tuned);
+        console.log(
+          `${info.name} ${tuned.model}: train ${tuned.trainImagesPerSecond.toFixed(1)} img/s; ` +
+            `default settings train ` +
+            `${(result.trainImagesPerSecond / tuned.trainImagesPerSecond).toFixed(2)}x as fast`,
+        );
+      }
     }
   }
   const torch = values.pytorch === "no" ? undefined : await pytorchReference(models, {

@@ -423,8 +423,9 @@ export const DEFAULT_WIDTHS: Readonly<SumNetWidths> = Object.freeze({
 });
 
 /**
- * The shipped test-time views: the image, and the image rolled by half a cell (4 px) each way,
- * so each digit is also read from the neighbouring cell's point of view.
+ * The shipped test-time views: the image, and the image rolled by a quarter and by half a cell
+ * (2 and 4 px) each way, so each digit is read with its centre at several places relative to the
+ * cell borders (chosen on the validation split; see docs/BEYOND.md).
  */
 export const DEFAULT_TEST_SHIFTS: readonly number[] = Object.freeze([0, 2, -2, 4, -4]);
 

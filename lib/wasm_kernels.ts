@@ -27,6 +27,11 @@ export interface WasmKernelTuning {
   filterGradBatchGroup: number;
   /** Plain products with a new `b` of at least this many elements swap their operands. */
   swapMinWeights: number;
+  /**
+   * Stride-1 input gradients take the product + col2im path when dx has at least this many times
+   * the positions of dy (0: never; strides and wide pads always take it).
+   */
+  inputGradMatMulRatio: number;
 }
 
 /** The measured defaults (bench/bench.ts, study CNN, batch 64). */
@@ -34,6 +39,7 @@ export const DEFAULT_WASM_KERNEL_TUNING: Readonly<WasmKernelTuning> = {
   im2colMaxPatch: 16,
   filterGradBatchGroup: 16,
   swapMinWeights: 1 << 20,
+  inputGradMatMulRatio: 2,
 };
 
 const tuning: WasmKernelTuning = { ...DEFAULT_WASM_KERNEL_TUNING };
@@ -459,7 +465,8 @@ function conv2DBackpropInput(args: KernelArgs): tf.TensorInfo {
   }
   if (
     info.strideHeight !== 1 || info.strideWidth !== 1 || pads.some((p) => p < 0) ||
-    info.inHeight * info.inWidth >= 2 * info.outHeight * info.outWidth
+    (tuning.inputGradMatMulRatio > 0 &&
+      info.inHeight * info.inWidth >= tuning.inputGradMatMulRatio * info.outHeight * info.outWidth)
   ) {
     count("Conv2DBackpropInput:matmul");
     return conv2DBackpropInputMatMul(backend, dy, filter, info);

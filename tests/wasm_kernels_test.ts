@@ -264,6 +264,22 @@ Deno.test("Conv2DBackpropInput on wasm matches cpu, fast path and fallbacks", as
     "cell layer",
   );
   assert.deepEqual(Object.keys(cells), ["Conv2DBackpropInput:matmul"]);
+  // The same with the product path switched off: the padded convolution, same values.
+  const previous = setWasmKernelTuning({ inputGradMatMulRatio: 0 });
+  try {
+    const padded = checkKernel(
+      "Conv2DBackpropInput",
+      {
+        dy: randomInput(convOutSize([2, 5, 23, 6], [5, 3, 6, 7], 1, "valid", "NHWC"), 11),
+        filter: randomInput([5, 3, 6, 7], 12),
+      },
+      { strides: 1, pad: "valid", dataFormat: "NHWC", inputShape: [2, 5, 23, 6] },
+      "cell layer, no product path",
+    );
+    assert.deepEqual(Object.keys(padded), ["Conv2DBackpropInput:fast"]);
+  } finally {
+    setWasmKernelTuning(previous);
+  }
   // Explicit padding wider than the filter: the matmul path.
   const wide: Pad = [[0, 0], [3, 1], [0, 2], [0, 0]];
   const paths = checkKernel(
