@@ -253,32 +253,24 @@ Deno.test("Conv2DBackpropInput on wasm matches cpu, fast path and fallbacks", as
     }
   }
   assert.deepEqual([...seen].sort(), ["Conv2DBackpropInput:fast", "Conv2DBackpropInput:matmul"]);
-  // SumNet's cell layer: a 5 x 3 `valid` filter that leaves one row.
-  const cells = checkKernel(
-    "Conv2DBackpropInput",
-    {
-      dy: randomInput(convOutSize([2, 5, 23, 6], [5, 3, 6, 7], 1, "valid", "NHWC"), 11),
-      filter: randomInput([5, 3, 6, 7], 12),
-    },
-    { strides: 1, pad: "valid", dataFormat: "NHWC", inputShape: [2, 5, 23, 6] },
-    "cell layer",
-  );
-  assert.deepEqual(Object.keys(cells), ["Conv2DBackpropInput:matmul"]);
-  // The same with the product path switched off: the padded convolution, same values.
-  const previous = setWasmKernelTuning({ inputGradMatMulRatio: 0 });
-  try {
-    const padded = checkKernel(
-      "Conv2DBackpropInput",
-      {
-        dy: randomInput(convOutSize([2, 5, 23, 6], [5, 3, 6, 7], 1, "valid", "NHWC"), 11),
-        filter: randomInput([5, 3, 6, 7], 12),
-      },
-      { strides: 1, pad: "valid", dataFormat: "NHWC", inputShape: [2, 5, 23, 6] },
-      "cell layer, no product path",
-    );
-    assert.deepEqual(Object.keys(padded), ["Conv2DBackpropInput:fast"]);
-  } finally {
-    setWasmKernelTuning(previous);
+  // SumNet's cell layer: a 5 x 3 `valid` filter that leaves one row. By default the product path;
+  // with it switched off, the padded convolution (same values).
+  for (const [ratio, path] of [[2, "matmul"], [0, "fast"]] as const) {
+    const previous = setWasmKernelTuning({ inputGradMatMulRatio: ratio });
+    try {
+      const cells = checkKernel(
+        "Conv2DBackpropInput",
+        {
+          dy: randomInput(convOutSize([2, 5, 23, 6], [5, 3, 6, 7], 1, "valid", "NHWC"), 11),
+          filter: randomInput([5, 3, 6, 7], 12),
+        },
+        { strides: 1, pad: "valid", dataFormat: "NHWC", inputShape: [2, 5, 23, 6] },
+        `cell layer, inputGradMatMulRatio ${ratio}`,
+      );
+      assert.deepEqual(Object.keys(cells), [`Conv2DBackpropInput:${path}`]);
+    } finally {
+      setWasmKernelTuning(previous);
+    }
   }
   // Explicit padding wider than the filter: the matmul path.
   const wide: Pad = [[0, 0], [3, 1], [0, 2], [0, 0]];
