@@ -28,6 +28,7 @@ import {
   readJsonFile,
   readRunRecord,
   RUN_FILES,
+  runConfigFor,
   runDir,
   type RunRecord,
   type StoredAccuracy,
@@ -229,7 +230,7 @@ function rowOf(
     model,
     title: modelInfo(model).title,
     seed,
-    epochs: config.epochs,
+    epochs: runConfigFor(config, model, seed).epochs, // a model's recipe may set its own
     dir: dir.startsWith(out) ? dir.slice(out.length).replace(/^[\\/]+/, "") : dir,
   };
   if (!record) {
@@ -315,6 +316,15 @@ export function resultsMarkdown(results: SweepResults): string {
     `${c.testLimit === null ? "all test images" : `first ${c.testLimit} test images`}, ` +
     `data \`${c.dataDir}\`.`,
   ];
+  // Models whose recipe sets its own epochs or learning rate (the sweep keeps them by default).
+  const own = results.models.map((m) => ({ m, run: runConfigFor(c, m.kind, c.seeds[0] ?? 0) }))
+    .filter(({ run }) => run.epochs !== c.epochs || run.learningRate !== c.learningRate);
+  if (own.length) {
+    const which = own.map(({ m, run }) =>
+      `${m.title}: ${plural(run.epochs, "epoch")}, lr ${run.learningRate}`
+    );
+    lines.push("", `Own recipe (see docs/BEYOND.md): ${which.join("; ")}.`);
+  }
   const warning = setupWarning(c);
   if (warning) lines.push("", `> **Note:** ${warning}`);
   for (const split of SPLITS) {

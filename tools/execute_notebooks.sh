@@ -44,7 +44,9 @@ if ! command -v jupyter >/dev/null 2>&1 || ! jupyter nbconvert --version >/dev/n
   echo "  apt-get install jupyter-nbconvert python3-nbclient jupyter-client python3-ipykernel" >&2
   exit 1
 fi
-if ! jupyter kernelspec list 2>/dev/null | grep -qE '^\s+deno\s'; then
+# Read the list first: with pipefail, `grep -q` closing the pipe early can fail the check.
+kernels="$(jupyter kernelspec list 2>/dev/null || true)"
+if ! grep -qE '^\s+deno\s' <<<"$kernels"; then
   echo "execute_notebooks.sh: the Deno Jupyter kernel is not installed; run 'deno jupyter --install'" >&2
   exit 1
 fi
