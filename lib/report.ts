@@ -297,6 +297,23 @@ function setupWarning(config: SweepConfig): string | undefined {
     : undefined;
 }
 
+/**
+ * The line naming the models of a sweep that train with their own recipe's epochs or learning rate
+ * (the sweep keeps them unless it changes the study's values), or undefined when none does.
+ */
+export function ownRecipeLine(
+  config: SweepConfig,
+  models: ReadonlyArray<{ kind: string; title: string }>,
+): string | undefined {
+  const own = models.map((m) => ({ m, run: runConfigFor(config, m.kind, config.seeds[0] ?? 0) }))
+    .filter(({ run }) => run.epochs !== config.epochs || run.learningRate !== config.learningRate);
+  if (own.length === 0) return undefined;
+  const which = own.map(({ m, run }) =>
+    `${m.title}: ${plural(run.epochs, "epoch")}, lr ${run.learningRate}`
+  );
+  return `Own recipe (see docs/BEYOND.md): ${which.join("; ")}.`;
+}
+
 /** The whole `RESULTS.md`. */
 export function resultsMarkdown(results: SweepResults): string {
   const c = results.config;
@@ -316,15 +333,8 @@ export function resultsMarkdown(results: SweepResults): string {
     `${c.testLimit === null ? "all test images" : `first ${c.testLimit} test images`}, ` +
     `data \`${c.dataDir}\`.`,
   ];
-  // Models whose recipe sets its own epochs or learning rate (the sweep keeps them by default).
-  const own = results.models.map((m) => ({ m, run: runConfigFor(c, m.kind, c.seeds[0] ?? 0) }))
-    .filter(({ run }) => run.epochs !== c.epochs || run.learningRate !== c.learningRate);
-  if (own.length) {
-    const which = own.map(({ m, run }) =>
-      `${m.title}: ${plural(run.epochs, "epoch")}, lr ${run.learningRate}`
-    );
-    lines.push("", `Own recipe (see docs/BEYOND.md): ${which.join("; ")}.`);
-  }
+  const own = ownRecipeLine(c, results.models);
+  if (own) lines.push("", own);
   const warning = setupWarning(c);
   if (warning) lines.push("", `> **Note:** ${warning}`);
   for (const split of SPLITS) {

@@ -360,3 +360,22 @@ Deno.test("runConfigFor() keeps a model's own recipe unless the sweep changes th
   assert.equal(changed.epochs, 3);
   assert.equal(changed.learningRate, 5e-4);
 });
+
+Deno.test("ownRecipeLine() names the models that keep their own epochs, and only those", async () => {
+  const { SWEEP_DEFAULTS } = await import("../lib/sweep.ts");
+  const { ownRecipeLine } = await import("../lib/report.ts");
+  const models = [
+    { kind: "cnn-regressor", title: "CNN Regressor" },
+    { kind: "sumnet", title: "SumNet" },
+  ];
+  assert.equal(
+    ownRecipeLine(SWEEP_DEFAULTS, models),
+    "Own recipe (see docs/BEYOND.md): SumNet: 3 epochs, lr 0.001.",
+  );
+  assert.equal(ownRecipeLine(SWEEP_DEFAULTS, models.slice(0, 1)), undefined);
+  // A sweep that sets its own epochs and rate applies them to every model.
+  assert.equal(
+    ownRecipeLine({ ...SWEEP_DEFAULTS, epochs: 2, learningRate: 5e-4 }, models),
+    undefined,
+  );
+});
