@@ -505,7 +505,7 @@ export function buildSumNet(
     }).apply(x) as tf.SymbolicTensor; // [b, 5, 21, 96]
   }
   x = tf.layers.zeroPadding2d({ padding: [[0, 0], [1, 1]], name: "pad_cells" })
-    .apply(x) as tf.SymbolicTensor; // [b, 5, 23, 64]
+    .apply(x) as tf.SymbolicTensor; // [b, 5, 23, 96]
   x = tf.layers.conv2d({
     filters: widths.features,
     kernelSize: [IMAGE_HEIGHT / CELL_WIDTH, 3],
@@ -513,7 +513,7 @@ export function buildSumNet(
     activation: "relu",
     kernelInitializer: heInit(),
     name: "cell_features",
-  }).apply(x) as tf.SymbolicTensor; // [b, 1, 21, 128]
+  }).apply(x) as tf.SymbolicTensor; // [b, 1, 21, 192]
   const logits = tf.layers.conv2d({
     filters: NUM_CELL_CLASSES,
     kernelSize: 1,
