@@ -1,53 +1,62 @@
 /**
- * Opt-in: installs the native TensorFlow backend (`@tensorflow/tfjs-node`, or `-gpu` with
- * `--gpu`) so that `initBackend("auto")` picks it.
+ * Installs the native TensorFlow backend so that `initBackend("auto")` picks it: the N-API addon
+ * of `@tensorflow/tfjs-node` (listed in deno.json) built against a TensorFlow C library, with no
+ * internet needed when one can be found (lib/native_install.ts).
  *
- * deno task install-native [--gpu] [--dry-run]
+ * deno task install-native [--from WHEEL|DIR|TARBALL] [--tf-version 2.21.0] [--gpu] [--force]
  *
- * The package's install script downloads libtensorflow and a prebuilt addon from Google's
- * storage (or from `TFJS_NODE_CDN_STORAGE` when set). When that fails, deno.json and deno.lock
- * are restored and the half-installed package is unlinked, and the reason is printed.
+ * Where the library comes from, first match wins: `--from`; the TensorFlow that `python3` has
+ * installed; `pip download tensorflow-cpu==<version> --no-deps` from pip's configured index;
+ * last, the package's own install script (downloads from Google's storage). Any failure leaves
+ * the wasm backend as the default and says what to do.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { writeTextAtomic } from "../lib/fsutil.ts";
-
-/** The tfjs-node release matching the project's tfjs. */
-const TFJS_NODE_VERSION = "4.22.0";
-
-/** Host the install script downloads from unless `TFJS_NODE_CDN_STORAGE` says otherwise. */
-const DEFAULT_STORAGE = "https://storage.googleapis.com/";
+import { runMain } from "../lib/cli.ts";
+import {
+  DEFAULT_TF_VERSION,
+  describeSource,
+  installNative,
+  nativePackageDir,
+  runPackageInstallScript,
+  uninstallNative,
+} from "../lib/native_install.ts";
 
 function usage(): string {
-  return "usage: deno task install-native [--gpu] [--dry-run]";
+  return "usage: deno task install-native [--from WHEEL|DIR|TARBALL] [--tf-version VERSION] " +
+    "[--gpu] [--force]";
 }
 
-/** Explains an install failure from the install output (exported for tests). */
-export function explainFailure(output: string, pkg: string): string {
-  const storage = Deno.env.get("TFJS_NODE_CDN_STORAGE") ?? DEFAULT_STORAGE;
-  const url = output.match(/https:\/\/\S+\.tar\.gz/)?.[0];
-  if (/ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|getaddrinfo|network/i.test(output)) {
-    return `${pkg} was fetched from npm, but its install script could not download ` +
-      `libtensorflow${url ? ` (${url})` : ""} from ${storage}: this machine cannot reach it. ` +
-      "Run this task where that host is reachable, or set TFJS_NODE_CDN_STORAGE to a mirror.";
-  }
-  if (/failed to run scripts|script 'install'/.test(output)) {
-    return `${pkg} was fetched, but its install script failed (output above).`;
-  }
-  if (/npm|registry/i.test(output)) {
-    return `Could not fetch ${pkg}@${TFJS_NODE_VERSION} from the npm registry (output above).`;
-  }
-  return `deno install failed for ${pkg} (output above).`;
+/** Loads the backend in a fresh process; returns its `Backend: ...` line or throws. */
+async function checkLoads(root: string): Promise<string> {
+  const code = `import { initBackend } from ${JSON.stringify(`${root}lib/backend.ts`)};` +
+    `import * as tf from "@tensorflow/tfjs";` +
+    `await initBackend("tensorflow", { quiet: true }).then((info) => {` +
+    `const y = tf.matMul(tf.ones([2, 3]), tf.ones([3, 2])).dataSync();` +
+    `if (y[0] !== 3) throw new Error("matMul gave " + y[0]);` +
+    `console.log("Backend: tensorflow, TensorFlow " + info.versions.libtensorflow); });` +
+    `Deno.exit(0);`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--config", `${root}deno.json`, code],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  if (!out.success) throw new Error(`the backend does not load:\n${text.trim()}`);
+  return text.trim().split("\n").pop()!;
 }
 
-async function main(args: string[]): Promise<number> {
+async function main(): Promise<number> {
   const { values } = parseArgs({
-    args,
+    args: Deno.args,
     options: {
+      from: { type: "string" },
+      "tf-version": { type: "string", default: DEFAULT_TF_VERSION },
       gpu: { type: "boolean", default: false },
-      "dry-run": { type: "boolean", default: false },
+      force: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -55,77 +64,56 @@ async function main(args: string[]): Promise<number> {
     console.log(usage());
     return 0;
   }
-  const pkg = values.gpu ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node";
   const root = new URL("../", import.meta.url).pathname;
-  const command = [
-    "install",
-    `--allow-scripts=npm:${pkg}`,
-    `npm:${pkg}@${TFJS_NODE_VERSION}`,
-  ];
-  console.log(`$ deno ${command.join(" ")}   (in ${root})`);
-  if (values["dry-run"]) return 0;
-
-  const saved: Record<string, string | null> = {};
-  for (const name of ["deno.json", "deno.lock"]) {
-    try {
-      saved[name] = await Deno.readTextFile(`${root}${name}`);
-    } catch {
-      saved[name] = null;
-    }
-  }
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: command,
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const output = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
-  if (code !== 0) {
-    console.error(output.trim().split("\n").slice(-15).join("\n"));
-    for (const [name, text] of Object.entries(saved)) {
-      if (text != null) await writeTextAtomic(`${root}${name}`, text);
-    }
-    const link = `${root}node_modules/${pkg}`;
-    try {
-      const stat = await Deno.lstat(link);
-      await Deno.remove(link, { recursive: !stat.isSymlink });
-    } catch {
-      // nothing was linked
-    }
-    console.error(`\ninstall-native: ${explainFailure(output, pkg)}`);
-    console.error("deno.json and deno.lock were restored; the wasm backend stays the default.");
-    return 1;
-  }
-  // Check that the backend now loads, in a fresh process.
-  const check = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      "--config",
-      `${root}deno.json`,
-      `import { initBackend } from ${JSON.stringify(`${root}lib/backend.ts`)};` +
-      `await initBackend("tensorflow");`,
-    ],
-    cwd: root,
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
-  if (check.code !== 0) {
-    console.error(
-      `install-native: ${pkg} installed but does not load under Deno (see above; ` +
-        "tensorflow/tfjs#8579 describes the addon path workaround).",
-    );
-    return 1;
-  }
-  console.log(`install-native: ${pkg} works; \`auto\` now selects the tensorflow backend.`);
-  return 0;
-}
-
-if (import.meta.main) {
+  const pkg = values.gpu ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node";
   try {
-    Deno.exit(await main(Deno.args));
+    const result = await installNative({
+      from: values.from,
+      gpu: values.gpu,
+      tfVersion: values["tf-version"],
+      force: values.force,
+    });
+    console.log(await checkLoads(root));
+    console.log(
+      `install-native: ${pkg} works with TensorFlow ${result.library.version} from ` +
+        `${describeSource(result.source)}; addon ${result.built ? "built" : "reused"}; ` +
+        `${result.seconds.toFixed(1)} s. \`auto\` now selects the tensorflow backend.`,
+    );
+    return 0;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`install-native: ${message}`);
+    if (values.from) return fail(pkg, root);
+  }
+  // Last resort: the package's own download.
+  let packageDir: string;
+  try {
+    packageDir = nativePackageDir(pkg, root);
   } catch (error) {
     console.error(`install-native: ${error instanceof Error ? error.message : error}`);
-    console.error(usage());
-    Deno.exit(1);
+    return fail(pkg, root);
+  }
+  console.log(`install-native: trying ${describeSource("package-download")}...`);
+  try {
+    await runPackageInstallScript(packageDir);
+    console.log(await checkLoads(root));
+    console.log(`install-native: ${pkg} works (${describeSource("package-download")}).`);
+    return 0;
+  } catch (error) {
+    console.error(`install-native: ${error instanceof Error ? error.message : error}`);
+    await uninstallNative(packageDir);
+    return fail(pkg, root);
   }
 }
+
+function fail(pkg: string, root: string): number {
+  console.error(
+    `install-native: ${pkg} is not usable; the wasm backend stays the default.\n` +
+      "  To fix: pass a TensorFlow wheel, folder or libtensorflow tarball with --from, or make " +
+      "`pip download tensorflow-cpu==" + DEFAULT_TF_VERSION + " --no-deps` work " +
+      `(pip's index settings), then run \`deno task install-native\` again in ${root}.`,
+  );
+  return 1;
+}
+
+if (import.meta.main) runMain("install-native", main);

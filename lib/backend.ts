@@ -11,8 +11,11 @@
  */
 
 import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import nodeUtil from "node:util";
 import os from "node:os";
 import * as tf from "@tensorflow/tfjs";
+import { NAPI_BUILD_VERSION } from "./native_install.ts";
 
 /** Backends {@link initBackend} accepts (`auto` picks one of the others). */
 export const BACKEND_NAMES = ["auto", "tensorflow", "webgpu", "wasm", "cpu"] as const;
@@ -116,11 +119,14 @@ export async function initBackend(
   const name = parseBackendName(requested ?? readEnv(BACKEND_ENV) ?? "auto");
   const envThreads = readEnv(THREADS_ENV);
   const defaults = defaultWasmThreads();
-  const threads = options.threads != null
+  const explicit = options.threads != null
     ? parseThreads(options.threads)
     : envThreads != null
     ? parseThreads(envThreads, THREADS_ENV)
-    : defaults.threads;
+    : undefined;
+  const threads = explicit ?? defaults.threads;
+  // TensorFlow's own pool does not suffer from a busy machine the way wasm's does: every core.
+  const nativeThreads = explicit ?? coreCount();
   const threadNote = options.threads == null && envThreads == null ? defaults.note : undefined;
   while (pending != null) await pending.catch(() => {});
   if (
@@ -130,7 +136,7 @@ export async function initBackend(
     return current.info;
   }
   const log = options.quiet ? () => {} : (options.log ?? ((line: string) => console.log(line)));
-  pending = select(name, threads, log);
+  pending = select(name, { threads, nativeThreads, explicitThreads: explicit != null }, log);
   try {
     const info = await pending;
     if (threadNote && info.name === "wasm") info.notes.push(threadNote);
@@ -149,7 +155,7 @@ export async function initBackend(
  * other. Results do not depend on the thread count.
  */
 export function defaultWasmThreads(): { threads: number; note?: string } {
-  const cores = Math.max(1, navigator.hardwareConcurrency || os.cpus().length || 1);
+  const cores = coreCount();
   if (cores < 2) return { threads: 1 };
   const load = os.loadavg()[0];
   if (load > cores / 2) {
@@ -160,6 +166,11 @@ export function defaultWasmThreads(): { threads: number; note?: string } {
     };
   }
   return { threads: Math.min(cores, MAX_DEFAULT_WASM_THREADS) };
+}
+
+/** Logical cores of this machine (at least 1). */
+function coreCount(): number {
+  return Math.max(1, navigator.hardwareConcurrency || os.cpus().length || 1);
 }
 
 /** The {@link BackendInfo} of the last successful {@link initBackend}, or null. */
@@ -190,7 +201,13 @@ export function describe(info: BackendInfo): string {
   } else if (info.name === "cpu") {
     parts.push("pure JS, very slow for training");
   } else if (info.name === "tensorflow") {
-    parts.push(`native libtensorflow via ${info.versions["native-package"] ?? "tfjs-node"}`);
+    parts.push(`${info.threads} thread${info.threads === 1 ? "" : "s"}`);
+    if (info.kernels.length > 0) parts.push("digitsum training kernels");
+    const library = info.versions.libtensorflow;
+    parts.push(
+      `native TensorFlow${library ? ` ${library}` : ""} via ` +
+        (info.versions["native-package"] ?? "tfjs-node"),
+    );
   } else if (info.name === "webgpu") {
     parts.push(info.versions["webgpu-adapter"] ?? "WebGPU");
   }
@@ -199,17 +216,21 @@ export function describe(info: BackendInfo): string {
 
 async function select(
   name: BackendName,
-  threads: number,
+  { threads, nativeThreads, explicitThreads }: {
+    threads: number;
+    nativeThreads: number;
+    explicitThreads: boolean;
+  },
   log: (line: string) => void,
 ): Promise<BackendInfo> {
   const notes: string[] = [];
-  if (name === "tensorflow") return await startTensorflow(notes);
+  if (name === "tensorflow") return await startTensorflow(nativeThreads, explicitThreads, notes);
   if (name === "webgpu") return await startWebgpu(notes);
   if (name === "wasm") return await startWasm(threads, notes);
   if (name === "cpu") return await startCpu(notes);
   // auto
   try {
-    return await startTensorflow(notes);
+    return await startTensorflow(nativeThreads, explicitThreads, notes);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     notes.push(message);
@@ -242,7 +263,42 @@ async function activate(name: string): Promise<void> {
   await tf.ready();
 }
 
-async function startTensorflow(notes: string[]): Promise<BackendInfo> {
+/**
+ * What Deno's `node:util` lacks and `@tensorflow/tfjs-node` calls (`util.isNullOrUndefined`,
+ * removed from Node's util); installed once, before the package is loaded.
+ */
+function shimNodeUtil(): void {
+  const util = nodeUtil as unknown as Record<string, unknown>;
+  if (typeof util.isNullOrUndefined !== "function") {
+    util.isNullOrUndefined = (value: unknown) => value === null || value === undefined;
+  }
+}
+
+/** Whether `deno task install-native` put the package's N-API addon in place. */
+function nativeAddonBuilt(require: NodeJS.Require, pkg: string): boolean {
+  try {
+    const dir = dirname(require.resolve(`${pkg}/package.json`));
+    return Deno.statSync(join(dir, "lib", `napi-v${NAPI_BUILD_VERSION}`, "tfjs_binding.node"))
+      .isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** Sets an environment variable unless the user already did (TensorFlow reads them at load). */
+function defaultEnv(name: string, value: string): void {
+  try {
+    if (Deno.env.get(name) === undefined) Deno.env.set(name, value);
+  } catch {
+    // no --allow-env: TensorFlow keeps its own defaults
+  }
+}
+
+async function startTensorflow(
+  threads: number,
+  explicitThreads: boolean,
+  notes: string[],
+): Promise<BackendInfo> {
   const require = createRequire(import.meta.url);
   const failures: string[] = [];
   for (const pkg of NATIVE_PACKAGES) {
@@ -250,24 +306,41 @@ async function startTensorflow(notes: string[]): Promise<BackendInfo> {
     try {
       path = require.resolve(pkg);
     } catch {
-      continue; // not installed
+      continue; // not in node_modules
     }
+    // The package is always in node_modules (deno.json); its addon exists once install-native ran.
+    if (!nativeAddonBuilt(require, pkg)) continue;
     try {
+      shimNodeUtil();
+      // TensorFlow's C++ logging at INFO/WARNING (CPU feature notices) would interleave with ours.
+      defaultEnv("TF_CPP_MIN_LOG_LEVEL", "2");
+      // One intra-op pool of `threads` (an explicit digitsum setting wins over TensorFlow's own
+      // variable); inter-op parallelism only adds scheduling noise here.
+      if (explicitThreads) Deno.env.set("TF_NUM_INTRAOP_THREADS", String(threads));
+      else defaultEnv("TF_NUM_INTRAOP_THREADS", String(threads));
+      defaultEnv("TF_NUM_INTEROP_THREADS", "1");
       require(path);
+      const { registerNativeTrainingKernels } = await import("./native_kernels.ts");
+      const kernels = registerNativeTrainingKernels();
       await activate("tensorflow");
       const versions = baseVersions();
       versions["native-package"] = pkg;
-      let threads = navigator.hardwareConcurrency ?? 1;
       try {
         const json = require(`${pkg}/package.json`) as { version?: string };
         if (json.version) versions[pkg.replace("@tensorflow/", "")] = json.version;
       } catch {
         // version unknown
       }
-      threads = Math.max(1, threads);
-      return { name: "tensorflow", threads, kernels: [], versions, notes };
+      const binding = (tf.backend() as unknown as { binding?: { TF_Version?: string } }).binding;
+      if (binding?.TF_Version) versions.libtensorflow = binding.TF_Version;
+      const actual = Number(Deno.env.get("TF_NUM_INTRAOP_THREADS")) || threads;
+      return { name: "tensorflow", threads: actual, kernels, versions, notes };
     } catch (error) {
-      failures.push(`${pkg} is installed but does not load: ${error}`);
+      const message = error instanceof Error ? error.message : String(error);
+      const hint = /tfjs_binding\.node|libtensorflow/.test(message)
+        ? ` (its native addon is not built: ${NATIVE_HINT})`
+        : "";
+      failures.push(`${pkg} does not load: ${message}${hint}`);
     }
   }
   if (failures.length > 0) {

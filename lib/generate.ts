@@ -778,3 +778,65 @@ export function renderSampleGrid(
   }
   return { gray, width, height };
 }
+
+/** Which data a run was trained and tested on (stored in every run record). */
+export interface DataFingerprint {
+  /** `generated` (from MNIST by digitsum's generator) or `course` (files without a manifest). */
+  source: "generated" | "course";
+  /** {@linkcode GENERATOR_VERSION} and seed, for generated data. */
+  generator?: string;
+  seed?: number;
+  /** sha256 over the sorted `name:sha256` lines of the eight files: equal data, equal id. */
+  id: string;
+  /** sha256 of each file. */
+  files: Record<string, string>;
+}
+
+/**
+ * The fingerprint of the study's eight files in `dataDir`. Generated files take their hashes
+ * from MANIFEST.json (checked against each file's size); files without a manifest entry (the
+ * course's own) are hashed (about 1 s for the 270 MB).
+ *
+ * @throws Error naming the file when one is missing or differs from its manifest entry
+ */
+export async function dataFingerprint(
+  dataDir: string = DEFAULT_DATA_DIR,
+): Promise<DataFingerprint> {
+  const manifest = await readManifest(join(dataDir, MANIFEST_FILE));
+  const names = [
+    ...COURSE_IMAGE_FILES,
+    ...COURSE_LABEL_FILES,
+    TEST_FILES.images,
+    TEST_FILES.labels,
+  ];
+  const files: Record<string, string> = {};
+  let generated = manifest != null;
+  let seed: number | undefined;
+  for (const name of names) {
+    const path = join(dataDir, name);
+    const entry = manifest?.files[name];
+    let size: number;
+    try {
+      size = (await Deno.stat(path)).size;
+    } catch {
+      throw new Error(`Cannot fingerprint ${path}: no such file`);
+    }
+    if (entry?.status === "done" && entry.sha256 && entry.bytes === size) {
+      files[name] = entry.sha256;
+      seed ??= entry.seed;
+    } else {
+      if (
+        COURSE_IMAGE_FILES.includes(name as never) || COURSE_LABEL_FILES.includes(name as never)
+      ) {
+        generated = false;
+      }
+      files[name] = await sha256Hex(await Deno.readFile(path));
+    }
+  }
+  const lines = Object.entries(files).sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, hash]) => `${name}:${hash}\n`).join("");
+  const id = await sha256Hex(new TextEncoder().encode(lines));
+  return generated
+    ? { source: "generated", generator: manifest!.generator, seed, id, files }
+    : { source: "course", id, files };
+}

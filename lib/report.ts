@@ -25,6 +25,8 @@ import { ensureDir, exists, writeFileAtomic, writeJsonAtomic, writeTextAtomic } 
 import { modelInfo } from "./models.ts";
 import { formatDuration } from "./progress.ts";
 import {
+  assertSameData,
+  describeData,
   readJsonFile,
   readRunRecord,
   RUN_FILES,
@@ -36,6 +38,7 @@ import {
   type SweepConfig,
 } from "./sweep.ts";
 import type { EpochRecord } from "./train.ts";
+import type { DataFingerprint } from "./generate.ts";
 
 /** The splits of the result tables, in order. */
 export const SPLITS = ["val", "train", "test"] as const;
@@ -116,6 +119,8 @@ export interface SweepResults {
   tables: Record<Split, ResultTable>;
   /** Key of the run with the best validation accuracy, if any finished. */
   best?: string;
+  /** The data the finished runs were trained on (all the same, or collecting fails). */
+  data?: DataFingerprint;
 }
 
 /** Mean and sample standard deviation. */
@@ -188,16 +193,19 @@ export async function collectResults(out: string): Promise<SweepResults> {
   }
   const models = config.models.map((kind) => ({ kind, title: modelInfo(kind).title }));
   const runs: RunRow[] = [];
+  const records: RunRecord[] = [];
   for (const model of config.models) {
     for (const seed of config.seeds) {
       const dir = runDir(out, model, seed);
       const record = await readRunRecord(dir);
+      if (record?.status === "done") records.push(record);
       const historyFile = await readJsonFile<{ history: EpochRecord[] }>(
         join(dir, RUN_FILES.history),
       );
       runs.push(rowOf(model, seed, record, historyFile?.history ?? [], config, dir, out));
     }
   }
+  assertSameData(records, `the runs of ${out}`);
   const tables = Object.fromEntries(
     SPLITS.map((s) => [s, buildTable(runs, s, models, config.seeds)]),
   ) as Record<Split, ResultTable>;
@@ -213,6 +221,7 @@ export async function collectResults(out: string): Promise<SweepResults> {
     runs,
     tables,
     best: best?.key,
+    data: records[0]?.data,
   };
 }
 
@@ -331,7 +340,7 @@ export function resultsMarkdown(results: SweepResults): string {
       c.limit === null ? "all images" : `limit ${c.limit} training images`
     }, ` +
     `${c.testLimit === null ? "all test images" : `first ${c.testLimit} test images`}, ` +
-    `data \`${c.dataDir}\`.`,
+    `data \`${c.dataDir}\`` + (results.data ? `: ${describeData(results.data)}.` : "."),
   ];
   const own = ownRecipeLine(c, results.models);
   if (own) lines.push("", own);

@@ -307,7 +307,7 @@ export function rollAtEmptyColumn(x: tf.Tensor4D, shift: number): tf.Tensor4D {
     const emptyAt = tf.gather(empty, seams, 1); // [b, candidates]
     const first = emptyAt.mul(tf.range(candidates, 0, -1)).argMax(1); // [b]
     const found = emptyAt.max(1).greater(0);
-    const d = tf.where(found, first.add(Math.abs(shift)).mul(sign), tf.zerosLike(first)); // [b]
+    const d = tf.where(found, first.add(Math.abs(shift)).mul(sign), tf.zeros(first.shape)); // [b]
     // Source column of output column c: (c - d) mod w, as a row of the [b * w, h] column matrix
     // (one plain gather: batched gathers are wrong on wasm in tfjs 4.22).
     const h = x.shape[1];

@@ -47,6 +47,7 @@ import { modelInfo, modelKinds } from "./models.ts";
 import { formatDuration, ProgressBar } from "./progress.ts";
 import type { EpochRecord } from "./train.ts";
 import { estimateVggSeconds, VGG_WEIGHTS_COMMAND, vggWeightsPath } from "./vgg.ts";
+import { type DataFingerprint, dataFingerprint, ensureDataset } from "./generate.ts";
 
 /** What a sweep trains: the grid and the training setup shared by all its runs. */
 export interface SweepConfig {
@@ -156,8 +157,17 @@ export interface StoredAccuracy {
   accuracy: number;
 }
 
-/** The content of a run's `result.json`. */
+/** Format tag of a run record; a reader refuses records of another format. */
+export const RUN_RECORD_FORMAT = "digitsum-run/1";
+
+/**
+ * The one record of a run (its `result.json`): what was run (model, seed, config), on which data
+ * (fingerprint) and backend, how each epoch went, and the overall accuracies. Training writes it,
+ * the sweep merges it, the report, notebooks and README read it.
+ */
 export interface RunRecord {
+  /** {@link RUN_RECORD_FORMAT}. */
+  format: typeof RUN_RECORD_FORMAT;
   status: RunStatus;
   key: string;
   model: string;
@@ -177,8 +187,37 @@ export interface RunRecord {
   backend?: { name: string; [key: string]: unknown };
   /** Runtime and library versions. */
   versions?: Record<string, string>;
+  /** The data it was trained and tested on; records of different data are never mixed. */
+  data: DataFingerprint;
   /** ISO time the record was written. */
   finishedAt: string;
+}
+
+/**
+ * Throws when `records` were not all made from the same data (by fingerprint id), naming two
+ * that differ; `where` says what was being combined.
+ */
+export function assertSameData(records: readonly RunRecord[], where: string): void {
+  const first = records.find((r) => r.data);
+  for (const record of records) {
+    if (!record.data || !first) {
+      throw new Error(`Cannot combine ${where}: run ${record.key} records no data fingerprint`);
+    }
+    if (record.data.id !== first.data.id) {
+      throw new Error(
+        `Cannot combine ${where}: ${first.key} was trained on ${describeData(first.data)} but ` +
+          `${record.key} on ${describeData(record.data)}`,
+      );
+    }
+  }
+}
+
+/** `generated data (digitsum-mnist-composites/1, seed 1, id e81580f6)` or `course data (...)`. */
+export function describeData(data: DataFingerprint): string {
+  const id = data.id.slice(0, 8);
+  return data.source === "generated"
+    ? `generated data (${data.generator}, seed ${data.seed}, id ${id})`
+    : `the course's data files (id ${id})`;
 }
 
 /** Shard selection: the `index`-th (1-based) of `count` disjoint parts. */
@@ -339,6 +378,12 @@ export async function readRunRecord(dir: string): Promise<RunRecord | undefined>
     !record || typeof record !== "object" || !["done", "skipped", "failed"].includes(record.status)
   ) {
     throw new Error(`Cannot read ${path}: expected a run record with status done|skipped|failed`);
+  }
+  if (record.format !== RUN_RECORD_FORMAT) {
+    throw new Error(
+      `Cannot read ${path}: format ${JSON.stringify(record.format ?? null)}, expected ` +
+        `${RUN_RECORD_FORMAT} (a record from an older digitsum: re-run that sweep)`,
+    );
   }
   return record;
 }
@@ -535,9 +580,19 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
     seconds: 0,
   };
 
+  // The data every run of this directory is trained on; a finished run on other data refuses.
+  await ensureDataset(config.dataDir, { log });
+  const data = await dataFingerprint(config.dataDir);
   const todo: RunSpec[] = [];
   for (const run of selected) {
     const record = await readRunRecord(run.dir);
+    if (record?.status === "done" && record.data?.id !== data.id) {
+      throw new Error(
+        `Cannot resume in ${config.out}: ${run.key} was trained on ` +
+          `${record.data ? describeData(record.data) : "unrecorded data"}, but ${config.dataDir} ` +
+          `now holds ${describeData(data)}; use another --out`,
+      );
+    }
     if (record?.status === "done") {
       summary.alreadyDone.push(run.key);
       // A kill between result.json and the removal of state/ leaves state behind.
@@ -589,15 +644,20 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
       logFile.writeSync(encoder.encode(line + "\n"));
     };
     const writeRecord = async (
-      record: Omit<RunRecord, "key" | "model" | "title" | "seed" | "config" | "finishedAt">,
+      record: Omit<
+        RunRecord,
+        "format" | "key" | "model" | "title" | "seed" | "config" | "data" | "finishedAt"
+      >,
     ) => {
       const full: RunRecord = {
+        format: RUN_RECORD_FORMAT,
         key: run.key,
         model: run.model,
         title: info.title,
         seed: run.seed,
         config: run.config,
         ...record,
+        data,
         finishedAt: new Date().toISOString(),
       };
       await writeJsonAtomic(join(run.dir, RUN_FILES.result), full);
@@ -772,6 +832,10 @@ export async function mergeSweeps(
       `Cannot merge: the same run finished with different results:\n  ${conflicts.join("\n  ")}`,
     );
   }
+  assertSameData(
+    [...chosen.values()].map((c) => c.record).filter((r) => r.status === "done"),
+    `the runs of ${inputs.join(", ")}`,
+  );
   let merged: SweepConfig = { ...all[0].config, out };
   for (const { config } of all.slice(1)) merged = { ...merged, ...unionGrid(merged, config) };
   await ensureDir(join(out, "runs"));

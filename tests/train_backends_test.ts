@@ -2,9 +2,11 @@
  * The train loop on every backend it supports: the same small conv net, data and weights trained
  * in a fresh process per backend (tests/fixtures/train_on_backend.ts) must give the reference
  * `cpu` backend's numbers. webgpu runs where a WebGPU adapter exists (on Linux a Vulkan driver:
- * CI installs Debian's mesa-vulkan-drivers, a software adapter).
+ * CI installs Debian's mesa-vulkan-drivers, a software adapter); tensorflow where
+ * `deno task install-native` has run (required in CI, which runs it first).
  */
 import assert from "node:assert/strict";
+import { NAPI_BUILD_VERSION } from "../lib/native_install.ts";
 
 /** Whether WebGPU has an adapter here (asked in a child process: this one never opens a GPU). */
 async function webgpuAvailable(): Promise<boolean> {
@@ -17,6 +19,20 @@ async function webgpuAvailable(): Promise<boolean> {
   return new TextDecoder().decode(stdout).trim() === "true";
 }
 const hasAdapter = await webgpuAvailable();
+
+/** Whether `deno task install-native` has built the native backend here (CI does, first). */
+const hasNative = nativeAddonPresent();
+/** In CI the native backend must be tested: a missing install fails instead of skipping. */
+const inCi = Deno.env.get("CI") === "true";
+
+function nativeAddonPresent(): boolean {
+  const dir = new URL("../node_modules/@tensorflow/tfjs-node/lib/", import.meta.url).pathname;
+  try {
+    return Deno.statSync(`${dir}napi-v${NAPI_BUILD_VERSION}/tfjs_binding.node`).isFile;
+  } catch {
+    return false;
+  }
+}
 
 interface Trained {
   backend: string;
@@ -64,10 +80,15 @@ async function cpuReference(): Promise<Trained> {
   return reference;
 }
 
-for (const backend of ["wasm", "webgpu"]) {
+if (!hasNative && !inCi) {
+  console.log("skipping the tensorflow backend: not installed (deno task install-native)");
+}
+
+for (const backend of ["wasm", "webgpu", "tensorflow"]) {
   Deno.test({
     name: `trainModel() on ${backend} gives the cpu backend's losses, weights and predictions`,
-    ignore: backend === "webgpu" && !hasAdapter,
+    ignore: (backend === "webgpu" && !hasAdapter) ||
+      (backend === "tensorflow" && !hasNative && !inCi),
     async fn() {
       const expected = await cpuReference();
       const got = await trainOn(backend);
@@ -78,7 +99,7 @@ for (const backend of ["wasm", "webgpu"]) {
       assertClose(got.weights, expected.weights, 1e-4, "weights");
       assert.deepEqual(got.valAccuracy, expected.valAccuracy);
       assert.deepEqual(got.predictions, expected.predictions);
-      // SumNet's sum layer: host loop on wasm/cpu, tensor ops on webgpu; same values.
+      // SumNet's sum layer: host loop on wasm/cpu/tensorflow, tensor ops on webgpu; same values.
       assertClose(got.logSums, expected.logSums, 1e-4, "log P(sum)");
       assertClose(got.grad, expected.grad, 1e-3, "d log P(sum) / d cells");
     },
