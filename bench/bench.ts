@@ -53,7 +53,8 @@ export interface BenchResult {
 function usage(): string {
   return "usage: deno task bench [--backends auto,wasm,cpu,webgpu,tensorflow] " +
     "[--models cnn-regressor,cnn-classifier] [--batches N] [--warmup N] [--batch-size N] " +
-    "[--threads N] [--json] [--profile] [--pytorch=auto|yes|no] [--wasm-tuning JSON]";
+    "[--threads N] [--json] [--profile] [--pytorch=auto|yes|no] [--python PATH] " +
+    "[--wasm-tuning JSON]";
 }
 
 function positiveInt(value: string | undefined, flag: string, fallback: number): number {
@@ -206,6 +207,7 @@ async function main(args: string[]): Promise<void> {
       json: { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
       pytorch: { type: "string", default: "auto" },
+      python: { type: "string" },
       "wasm-tuning": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -275,19 +277,24 @@ async function main(args: string[]): Promise<void> {
     batches,
     warmup,
     required: values.pytorch === "yes",
+    python: values.python,
   });
   if (torch) results.push(...torch.results);
   else if (values.pytorch !== "no") notes.push(PYTORCH_MISSING);
   console.log("");
   console.log(table(results));
   if (torch) {
-    const ours = results.find((r) => r.model === "cnn-regressor" && r.backend !== "pytorch")!;
-    const ref = torch.results.find((r) => r.model === "cnn-regressor")!;
-    console.log(
-      `CNN regressor, ${ours.backend} vs PyTorch ${torch.version} (${ref.threads} threads), same run: ` +
-        `train ${(ours.trainImagesPerSecond / ref.trainImagesPerSecond).toFixed(2)}x, ` +
-        `infer ${(ours.inferImagesPerSecond / ref.inferImagesPerSecond).toFixed(2)}x`,
-    );
+    for (const ref of torch.results) {
+      for (const ours of results.filter((r) => r.model === ref.model && r !== ref)) {
+        if (ours.backend.startsWith("pytorch")) continue;
+        console.log(
+          `${ref.model}, ${ours.backend} (${ours.threads} threads) vs PyTorch ${torch.version} ` +
+            `(${ref.threads} threads), same run: ` +
+            `train ${(ours.trainImagesPerSecond / ref.trainImagesPerSecond).toFixed(2)}x, ` +
+            `infer ${(ours.inferImagesPerSecond / ref.inferImagesPerSecond).toFixed(2)}x`,
+        );
+      }
+    }
   }
   for (const note of notes) console.log(`note: ${note}`);
   if (values.json) {
@@ -306,22 +313,57 @@ async function main(args: string[]): Promise<void> {
   );
 }
 
-const PYTORCH_MISSING = "PyTorch reference skipped: /usr/bin/python3 has no torch " +
-  "(Debian: apt-get install python3-torch; --pytorch=no silences this)";
+const PYTORCH_MISSING = "PyTorch reference skipped: no python3 with torch found (pass " +
+  "--python PATH or set DIGITSUM_PYTHON, e.g. a venv with `pip install torch==2.13.0+cpu`; " +
+  "--pytorch=no silences this)";
+
+/** Environment variable naming the Python interpreter that runs the PyTorch reference. */
+export const PYTHON_ENV = "DIGITSUM_PYTHON";
+
+/** The first interpreter that imports torch: `--python`, `$DIGITSUM_PYTHON`, python3, Debian's. */
+async function findTorchPython(explicit?: string): Promise<string | undefined> {
+  const env = Deno.env.get(PYTHON_ENV);
+  const candidates = explicit ? [explicit] : env ? [env] : ["python3", "/usr/bin/python3"];
+  for (const python of candidates) {
+    try {
+      const out = await new Deno.Command(python, {
+        args: ["-c", "import torch"],
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      if (out.success) return python;
+    } catch {
+      // not there
+    }
+    if (explicit || env) throw new Error(`${python} cannot import torch`);
+  }
+  return undefined;
+}
 
 /**
- * Times the same networks in PyTorch (bench/pytorch_reference.py, Debian's python3-torch, 2
- * threads) in this run, so speed ratios come from one run on one machine state.
+ * Times the same networks in PyTorch (bench/pytorch_reference.py, every core) in this run, so
+ * speed ratios come from one run on one machine state.
  */
 async function pytorchReference(
   models: string[],
-  options: { batchSize: number; batches: number; warmup: number; required: boolean },
+  options: {
+    batchSize: number;
+    batches: number;
+    warmup: number;
+    required: boolean;
+    python?: string;
+  },
 ): Promise<{ version: string; results: BenchResult[] } | undefined> {
   const script = new URL("./pytorch_reference.py", import.meta.url).pathname;
   const kinds = models.filter((m) => m === "cnn-regressor" || m === "cnn-classifier");
   let output;
   try {
-    output = await new Deno.Command("/usr/bin/python3", {
+    const python = await findTorchPython(options.python);
+    if (!python) {
+      if (options.required) throw new Error("no python3 with torch found");
+      return undefined;
+    }
+    output = await new Deno.Command(python, {
       args: [
         script,
         "--json",
@@ -335,7 +377,11 @@ async function pytorchReference(
       stderr: "piped",
     }).output();
   } catch (error) {
-    if (options.required) throw new Error(`PyTorch reference failed: ${error}`);
+    if (options.required || options.python) {
+      throw new Error(
+        `PyTorch reference failed: ${error instanceof Error ? error.message : error}`,
+      );
+    }
     return undefined;
   }
   const text = new TextDecoder().decode(output.stdout);
@@ -355,6 +401,7 @@ async function pytorchReference(
         `infer ${r.inferImagesPerSecond.toFixed(1)} img/s`,
     );
   }
+  for (const r of parsed.results) r.backend = `pytorch ${parsed.versions.torch}`;
   return { version: parsed.versions.torch, results: parsed.results };
 }
 
