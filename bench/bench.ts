@@ -25,6 +25,9 @@ import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "../lib/constant
 import { buildModel, modelInfo } from "../lib/models.ts";
 import { lossFor, TorchAdam, trainableVariables } from "../lib/train.ts";
 import { setWasmKernelTuning, type WasmKernelTuning } from "../lib/wasm_kernels.ts";
+import { exists } from "../lib/fsutil.ts";
+import { encodeSafetensors, type SafeTensorInput } from "../lib/safetensors.ts";
+import { VGG11_FEATURE_SHAPES, vggWeightsPath } from "../lib/vgg.ts";
 
 /** Models benchmarked by default. */
 const DEFAULT_MODELS = ["cnn-regressor", "cnn-classifier"];
@@ -79,13 +82,40 @@ function randomBatch(batchSize: number): { x: tf.Tensor4D; y: tf.Tensor1D } {
   }));
 }
 
+/**
+ * The VGG regressor's frozen ImageNet features where they are installed, else random features of
+ * the same shapes in a temporary safetensors file (their values do not change the speed); the
+ * table says which.
+ */
+async function vggWeightsForBench(kind: string): Promise<string | undefined> {
+  if (kind !== "vgg-regressor") return undefined;
+  const real = vggWeightsPath();
+  if (await exists(real)) return real;
+  const tensors: Record<string, SafeTensorInput> = {};
+  let state = 1;
+  for (const [key, shape] of Object.entries(VGG11_FEATURE_SHAPES)) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const scale = key.endsWith(".weight") ? Math.sqrt(2 / (size / shape[0])) : 0.01;
+    const data = new Float32Array(size);
+    for (let i = 0; i < size; i++) {
+      state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+      data[i] = (state / 4294967296 - 0.5) * 2 * scale;
+    }
+    tensors[key] = { dtype: "F32", shape: [...shape], data };
+  }
+  const path = await Deno.makeTempFile({ prefix: "digitsum-bench-vgg-", suffix: ".safetensors" });
+  await Deno.writeFile(path, encodeSafetensors(tensors));
+  console.log(`vgg-regressor: ${real} not installed; timing random features of the same shapes`);
+  return path;
+}
+
 async function measure(
   info: BackendInfo,
   kind: string,
   options: { batchSize: number; batches: number; warmup: number; profile: boolean },
 ): Promise<BenchResult> {
   const task = modelInfo(kind).task;
-  const model = await buildModel(kind);
+  const model = await buildModel(kind, { weightsPath: await vggWeightsForBench(kind) });
   const variables = trainableVariables(model);
   const optimizer = new TorchAdam(variables, { learningRate: 1e-3 });
   const { x, y } = randomBatch(options.batchSize);

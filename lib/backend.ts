@@ -285,6 +285,46 @@ function nativeAddonBuilt(require: NodeJS.Require, pkg: string): boolean {
   }
 }
 
+/**
+ * Runs `fn` with file descriptor 2 pointed at /dev/null (Linux, through libc's dup/dup2), then
+ * restores it; runs `fn` plainly where that is not possible.
+ */
+function withStderrSilenced<T>(fn: () => T): T {
+  const symbols = {
+    open: { parameters: ["buffer", "i32"], result: "i32" },
+    close: { parameters: ["i32"], result: "i32" },
+    dup: { parameters: ["i32"], result: "i32" },
+    dup2: { parameters: ["i32", "i32"], result: "i32" },
+  } as const;
+  let libc: Deno.DynamicLibrary<typeof symbols> | undefined;
+  let saved = -1;
+  try {
+    if (Deno.build.os === "linux") {
+      libc = Deno.dlopen("libc.so.6", symbols);
+      const devNull = libc.symbols.open(new TextEncoder().encode("/dev/null\0"), 1); // O_WRONLY
+      if (devNull >= 0) {
+        saved = libc.symbols.dup(2);
+        if (saved >= 0 && libc.symbols.dup2(devNull, 2) < 0) {
+          libc.symbols.close(saved);
+          saved = -1;
+        }
+        libc.symbols.close(devNull);
+      }
+    }
+  } catch {
+    // no FFI permission or no libc: the lines will show
+  }
+  try {
+    return fn();
+  } finally {
+    if (libc && saved >= 0) {
+      libc.symbols.dup2(saved, 2);
+      libc.symbols.close(saved);
+    }
+    libc?.close();
+  }
+}
+
 /** Sets an environment variable unless the user already did (TensorFlow reads them at load). */
 function defaultEnv(name: string, value: string): void {
   try {
@@ -322,7 +362,9 @@ async function startTensorflow(
       if (explicitThreads) Deno.env.set("TF_NUM_INTRAOP_THREADS", String(threads));
       else defaultEnv("TF_NUM_INTRAOP_THREADS", String(threads));
       defaultEnv("TF_NUM_INTEROP_THREADS", "1");
-      require(path);
+      // Loading libtensorflow prints two lines to stderr (absl's pre-init warning and oneDNN's
+      // notice) that no environment variable silences: keep them out of every command's output.
+      withStderrSilenced(() => require(path));
       const { registerNativeTrainingKernels } = await import("./native_kernels.ts");
       const kernels = registerNativeTrainingKernels();
       await activate("tensorflow");
