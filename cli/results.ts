@@ -7,14 +7,17 @@
  *
  * @module
  */
+import { relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { runMain } from "../lib/cli.ts";
 import { writeTextAtomic } from "../lib/fsutil.ts";
 import {
+  buildTable,
   collectResults,
   readmeResultsMarkdown,
   readRecordsIn,
   replaceReadmeBlock,
+  SPLITS,
 } from "../lib/report.ts";
 import { assertSameData, describeData } from "../lib/sweep.ts";
 
@@ -28,7 +31,18 @@ const USAGE =
 
 /** The README block for the records in `studyDir` and `pytorchDir`. */
 export async function studyBlock(studyDir: string, pytorchDir: string): Promise<string> {
-  const study = await collectResults(studyDir);
+  const collected = await collectResults(studyDir);
+  // Only finished runs are committed: an unfinished one shows as not run yet, as in a clean clone.
+  const runs = collected.runs.map((r) =>
+    r.status === "running" ? { ...r, status: "pending" as const, history: [] } : r
+  );
+  const study = {
+    ...collected,
+    runs,
+    tables: Object.fromEntries(
+      SPLITS.map((s) => [s, buildTable(runs, s, collected.models, collected.seeds)]),
+    ) as typeof collected.tables,
+  };
   const pytorch = await readRecordsIn(pytorchDir);
   assertSameData(pytorch, `the records of ${pytorchDir}`);
   const other = pytorch.find((r) => study.data && r.data.id !== study.data.id);
@@ -38,7 +52,31 @@ export async function studyBlock(studyDir: string, pytorchDir: string): Promise<
         `${describeData(study.data)}, ${other.key} in ${pytorchDir} ${describeData(other.data)}`,
     );
   }
-  return readmeResultsMarkdown(study, pytorch, pytorchDir);
+  const root = new URL("../", import.meta.url).pathname;
+  const names = {
+    study: relative(root, resolve(studyDir)),
+    pytorch: relative(root, resolve(pytorchDir)),
+  };
+  return await formatMarkdown(readmeResultsMarkdown(study, pytorch, names));
+}
+
+/** `text` as `deno fmt` formats Markdown under this project's deno.json (so the README stays clean). */
+async function formatMarkdown(text: string): Promise<string> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--ext", "md", "-"],
+    cwd: new URL("../", import.meta.url).pathname,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) {
+    throw new Error(`deno fmt could not format the block: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout).trimEnd();
 }
 
 async function main(): Promise<number> {

@@ -815,18 +815,19 @@ export async function readRecordsIn(dir: string): Promise<RunRecord[]> {
  *
  * @param study From {@link collectResults} on the study's sweep folder.
  * @param pytorch Records written by tools/pytorch_study.py.
- * @param pytorchDir Where those records live (named in the text).
+ * @param names How the text names the two record folders (e.g. `results/study`).
  */
 export function readmeResultsMarkdown(
   study: SweepResults,
   pytorch: readonly RunRecord[],
-  pytorchDir: string,
+  names: { study: string; pytorch: string },
 ): string {
   const c = study.config;
+  const pytorchDir = names.pytorch;
   const done = study.runs.filter((r) => r.status === "done");
   const backends = [...new Set(done.map((r) => r.backend).filter(Boolean))].join(", ");
   const lines = [
-    `From the run records in \`${c.out}/runs/\` (${done.length} of ${study.runs.length} runs ` +
+    `From the run records in \`${names.study}/runs/\` (${done.length} of ${study.runs.length} runs ` +
     `finished; ${plural(c.epochs, "epoch")}, batch ${c.batchSize}, Adam lr ${c.learningRate}, ` +
     `the study's 24,000 / 6,000 split, ${
       study.data ? describeData(study.data) : "no finished run yet"
