@@ -877,6 +877,26 @@ export function readmeResultsMarkdown(
           `${three(record.accuracy)} | ${record.versions?.torch ?? "?"} |`,
       );
     }
+    for (const record of pytorch) {
+      const ours = study.runs.find((r) => r.key === record.key && r.status === "done");
+      if (!ours || !record.history) continue;
+      lines.push(
+        "",
+        `Per epoch, ${record.title} seed ${record.seed} (train loss, validation accuracy as the ` +
+          "study prints them):",
+        "",
+        "| Epoch | digitsum loss | digitsum val | PyTorch loss | PyTorch val |",
+        "|-------|---------------|--------------|--------------|-------------|",
+      );
+      for (const theirs of record.history) {
+        const mine = ours.history.find((h) => h.epoch === theirs.epoch);
+        lines.push(
+          `| ${theirs.epoch} | ${mine ? mine.trainLoss.toFixed(4) : "—"} | ` +
+            `${mine ? formatPercent(mine.valAccuracy) : "—"} | ${theirs.trainLoss.toFixed(4)} | ` +
+            `${formatPercent(theirs.valAccuracy)} |`,
+        );
+      }
+    }
   }
   return lines.join("\n");
 }
