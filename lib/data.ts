@@ -18,6 +18,7 @@ import {
   IMAGE_HEIGHT,
   IMAGE_SIZE,
   IMAGE_WIDTH,
+  NUM_SUMS,
   TRAIN_FRACTION,
 } from "./constants.ts";
 import { COURSE_IMAGE_FILES, COURSE_LABEL_FILES, ensureDataset, TEST_FILES } from "./generate.ts";
@@ -236,8 +237,13 @@ async function readPair(
   }
   const values = asFloat32(labels);
   for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i])) {
-      throw new Error(`Cannot read ${labelsPath}: label ${i} is ${values[i]}, not a finite number`);
+    // A sum of four digits: an integer 0..36 (int64 labels are checked before float rounding).
+    const value = labels.data instanceof BigInt64Array ? Number(labels.data[i]) : values[i];
+    if (!Number.isInteger(value) || value < 0 || value >= NUM_SUMS) {
+      throw new Error(
+        `Cannot read ${labelsPath}: label ${i} is ${value}, not a sum of four digits ` +
+          `(an integer 0..${NUM_SUMS - 1})`,
+      );
     }
   }
   return { images: images.data as Uint8Array, labels: values, count };

@@ -25,8 +25,10 @@ import { ensureDir, exists, writeFileAtomic, writeJsonAtomic, writeTextAtomic } 
 import { modelInfo } from "./models.ts";
 import { formatDuration } from "./progress.ts";
 import {
-  readJsonFile,
+  readRunHistory,
   readRunRecord,
+  readSweepConfig,
+  readValPredictions,
   RUN_FILES,
   runConfigFor,
   runDir,
@@ -180,7 +182,7 @@ export function buildTable(
  * @param out The sweep directory.
  */
 export async function collectResults(out: string): Promise<SweepResults> {
-  const config = await readJsonFile<SweepConfig>(join(out, "config.json"));
+  const config = await readSweepConfig(join(out, "config.json"));
   if (!config) {
     throw new Error(
       `Cannot report on ${out}: ${join(out, "config.json")} is missing (not a sweep directory)`,
@@ -192,10 +194,8 @@ export async function collectResults(out: string): Promise<SweepResults> {
     for (const seed of config.seeds) {
       const dir = runDir(out, model, seed);
       const record = await readRunRecord(dir);
-      const historyFile = await readJsonFile<{ history: EpochRecord[] }>(
-        join(dir, RUN_FILES.history),
-      );
-      runs.push(rowOf(model, seed, record, historyFile?.history ?? [], config, dir, out));
+      const history = await readRunHistory(dir);
+      runs.push(rowOf(model, seed, record, history, config, dir, out));
     }
   }
   const tables = Object.fromEntries(
@@ -453,9 +453,7 @@ export async function buildFigures(results: SweepResults, out: string): Promise<
   let samplesNote: string | undefined;
   const best = results.runs.find((r) => r.key === results.best);
   if (best) {
-    const predictionsFile = await readJsonFile<{ predictions: number[]; labels: number[] }>(
-      join(out, best.dir, RUN_FILES.predictions),
-    );
+    const predictionsFile = await readValPredictions(join(out, best.dir));
     if (predictionsFile) {
       const { predictions, labels } = predictionsFile;
       svgs.set("confusion_best", {

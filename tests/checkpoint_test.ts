@@ -48,7 +48,7 @@ Deno.test("loadCheckpoint() rejects missing, truncated and corrupt checkpoints b
   await saveCheckpoint(ck, model, { kind: "cnn-regressor" });
   const weights = await Deno.readFile(join(ck, "weights.bin"));
   await Deno.writeFile(join(ck, "weights.bin"), weights.subarray(0, weights.length - 8));
-  await assert.rejects(loadCheckpoint(ck), /weights hold \d+ bytes, model.json expects \d+/);
+  await assert.rejects(loadCheckpoint(ck), /weights.bin holds \d+ bytes, model.json expects \d+/);
   await Deno.remove(join(ck, "weights.bin"));
   await assert.rejects(loadCheckpoint(ck), /weights file weights.bin is missing/);
   await Deno.writeTextFile(join(ck, "model.json"), "{not json");
