@@ -9,7 +9,8 @@
  *
  * Case counts: `DIGITSUM_FUZZ=long` runs {@linkcode LONG_FACTOR} times as many random cases;
  * `DIGITSUM_FUZZ_SEED=N` draws another set (default 17); `DIGITSUM_FUZZ_VERBOSE=1` lists the most
- * frequent kinds of error message. Failures name the seed and the case.
+ * frequent kinds of error message and the slowest cases; `DIGITSUM_FUZZ_KEEP_GOING=1` runs every
+ * case and lists all failures instead of stopping at the first. Failures name the seed and case.
  *
  * @module
  */
@@ -429,6 +430,54 @@ function messageKind(message: string, root: string): string {
     .slice(0, 140);
 }
 
+/** Whether to run every case and list all failures (`DIGITSUM_FUZZ_KEEP_GOING=1`). */
+const KEEP_GOING = Deno.env.get("DIGITSUM_FUZZ_KEEP_GOING") === "1";
+
+/** Record one outcome in `stats`; returns why it fails the rules, or `undefined`. */
+function checkOutcome(
+  fuzzCase: FuzzCase,
+  outcome: FuzzOutcome & { baseline: number },
+  stats: FuzzStats,
+  root: string,
+): string | undefined {
+  if (outcome.summary === "hang") return `no answer after ${HANG_MS} ms`;
+  const external = outcome.external - outcome.baseline;
+  stats.peakExternalBytes = Math.max(stats.peakExternalBytes, external);
+  if (external > MAX_EXTERNAL_BYTES) {
+    return `${(external / 2 ** 20).toFixed(0)} MiB of buffers allocated`;
+  }
+  stats.totalMs += outcome.ms;
+  if (stats.slowest.length < 10 || outcome.ms > stats.slowest[9].ms) {
+    stats.slowest.push({ ms: outcome.ms, label: fuzzCase.label.slice(0, 120) });
+    stats.slowest.sort((a, b) => b.ms - a.ms).splice(10);
+  }
+  if (outcome.ms > stats.slowestMs) {
+    stats.slowestMs = outcome.ms;
+    stats.slowestLabel = fuzzCase.label;
+  }
+  if (outcome.ok) {
+    stats.results += 1;
+    return undefined;
+  }
+  stats.errors += 1;
+  const message = outcome.message ?? "";
+  if (
+    CRASH_CLASSES.has(outcome.summary) || outcome.summary === "uncaught" ||
+    outcome.summary === "non-error"
+  ) {
+    return `${outcome.summary}: ${message}`;
+  }
+  if (!message.includes(fuzzCase.target)) {
+    return `the error does not name ${fuzzCase.target}: ${message}`;
+  }
+  // TensorFlow.js' own words, quoted after "tfjs says:", are not ours to word.
+  const ours = message.replace(/\(tfjs says: [\s\S]*\)$/, "");
+  if (JUNK_MESSAGE.test(ours)) return `unclear error: ${message}`;
+  const kind = messageKind(message.split("\n")[0], root);
+  stats.messages.set(kind, (stats.messages.get(kind) ?? 0) + 1);
+  return undefined;
+}
+
 /**
  * Run every case through the format's reader and check each outcome; throws an AssertionError
  * naming the seed and the case at the first case that crashes, hangs or allocates too much.
@@ -457,52 +506,24 @@ export async function runFuzz(format: string, cases: Iterable<FuzzCase>): Promis
     peakExternalBytes: 0,
     messages: new Map(),
   };
+  const failures: string[] = [];
   try {
     for (const fuzzCase of cases) {
       const outcome = await worker.run(fuzzCase);
       stats.cases += 1;
       const where = `${format} case ${stats.cases} (seed ${FUZZ_SEED}): ${fuzzCase.label}`;
-      assert.notEqual(outcome.summary, "hang", `${where}: no answer after ${HANG_MS} ms`);
-      const external = outcome.external - outcome.baseline;
-      assert.ok(
-        external <= MAX_EXTERNAL_BYTES,
-        `${where}: ${(external / 2 ** 20).toFixed(0)} MiB of buffers allocated`,
-      );
-      stats.peakExternalBytes = Math.max(stats.peakExternalBytes, external);
-      stats.totalMs += outcome.ms;
-      if (stats.slowest.length < 10 || outcome.ms > stats.slowest[9].ms) {
-        stats.slowest.push({ ms: outcome.ms, label: fuzzCase.label.slice(0, 120) });
-        stats.slowest.sort((a, b) => b.ms - a.ms).splice(10);
-      }
-      if (outcome.ms > stats.slowestMs) {
-        stats.slowestMs = outcome.ms;
-        stats.slowestLabel = fuzzCase.label;
-      }
-      if (outcome.ok) {
-        stats.results += 1;
-        continue;
-      }
-      stats.errors += 1;
-      const message = outcome.message ?? "";
-      assert.ok(
-        !CRASH_CLASSES.has(outcome.summary) && outcome.summary !== "uncaught" &&
-          outcome.summary !== "non-error",
-        `${where}: ${outcome.summary}: ${message}`,
-      );
-      const firstLine = message.split("\n")[0];
-      assert.ok(
-        message.includes(fuzzCase.target),
-        `${where}: the error does not name ${fuzzCase.target}: ${message}`,
-      );
-      // TensorFlow.js' own words, quoted after "tfjs says:", are not ours to word.
-      const ours = message.replace(/\(tfjs says: [\s\S]*\)$/, "");
-      assert.doesNotMatch(ours, JUNK_MESSAGE, `${where}: unclear error: ${message}`);
-      const kind = messageKind(firstLine, root);
-      stats.messages.set(kind, (stats.messages.get(kind) ?? 0) + 1);
+      const failure = checkOutcome(fuzzCase, outcome, stats, root);
+      if (failure === undefined) continue;
+      if (!KEEP_GOING) assert.fail(`${where}: ${failure}`);
+      failures.push(`${where}: ${failure}`.slice(0, 400));
     }
   } finally {
     worker.stop();
     await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+  if (failures.length) {
+    for (const failure of failures) console.log(`FAIL ${failure}`);
+    assert.fail(`${failures.length} of ${stats.cases} ${format} cases failed (listed above)`);
   }
   console.log(
     `fuzz ${format}: ${stats.cases} cases (seed ${FUZZ_SEED}${FUZZ_LONG ? ", long" : ""}): ` +

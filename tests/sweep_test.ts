@@ -338,7 +338,7 @@ Deno.test("sweep CLI rejects bad flags with a clear message", async () => {
   assert.equal(run.code, 1);
   assert.match(
     new TextDecoder().decode(run.stderr),
-    /--epochs must be a non-negative integer, got 'two'/,
+    /--epochs must be a positive integer, got 'two'/,
   );
 });
 
