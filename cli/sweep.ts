@@ -33,6 +33,7 @@ import {
   runSweep,
   selectShard,
   type Shard,
+  storageStopped,
   SWEEP_DEFAULTS,
   type SweepConfig,
   sweepGrid,
@@ -304,6 +305,7 @@ async function main(): Promise<number> {
     if (!values.out) throw new Error("--merge needs --out DIR (where the combined sweep goes)");
     if (!positionals.length) throw new Error("--merge needs the sweep folders to combine");
     const out = values.out;
+    outDir = out;
     if (positionals.some((p) => resolve(p) === resolve(out))) {
       throw new Error(`--out ${out} is also an input: merge into a new folder`);
     }
@@ -329,6 +331,7 @@ async function main(): Promise<number> {
     dataDir: values["data-dir"],
     out: values.out,
   }, preset);
+  outDir = config.out;
   if (values["report-only"]) {
     await report(config.out, png);
     return 0;
@@ -381,4 +384,13 @@ async function main(): Promise<number> {
   return summary.failed.length ? 1 : 0;
 }
 
-if (import.meta.main) await runMain("sweep", main);
+/** The output folder of this call, for the message when it cannot be written. */
+let outDir = SWEEP_DEFAULTS.out;
+
+if (import.meta.main) {
+  // A full disk or a read-only folder stops the sweep with what is safe and how to resume.
+  await runMain(
+    "sweep",
+    () => main().catch((error) => Promise.reject(storageStopped(error, outDir))),
+  );
+}

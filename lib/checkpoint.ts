@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { basename, dirname, join } from "node:path";
 import { IMAGE_HEIGHT, IMAGE_WIDTH } from "./constants.ts";
-import { ensureDir, exists } from "./fsutil.ts";
+import { ensureDir, exists, killPoint } from "./fsutil.ts";
 import { modelInfo, registerCustomLayers, type Task } from "./models.ts";
 import { type AdamState, type TorchAdam, trainableVariables } from "./train.ts";
 
@@ -58,6 +58,7 @@ async function replaceDir(tmp: string, dir: string): Promise<void> {
   const had = await exists(dir);
   if (had) await Deno.rename(dir, old);
   // A kill here leaves no `dir`, a complete `tmp` and `old`: recoverCheckpoint() finishes the swap.
+  killPoint("checkpoint-swap");
   try {
     await Deno.rename(tmp, dir);
   } catch (error) {
@@ -131,6 +132,7 @@ export async function saveCheckpoint(
           ? new Uint8Array(weightData)
           : concatBuffers(weightData as ArrayBuffer[]);
         await Deno.writeFile(join(tmp, "weights.bin"), bytes);
+        killPoint("checkpoint");
         const modelJson = {
           format: artifacts.format ?? "layers-model",
           generatedBy: artifacts.generatedBy,

@@ -7,6 +7,31 @@
 
 import { basename, dirname, join } from "node:path";
 
+/** The kill point asked for by `DIGITSUM_KILL_AT=<name>:<n>` (tests/faults_test.ts). */
+let killPlan: { name: string; at: number; seen: number } | null | undefined;
+
+/**
+ * A named moment in the middle of a write (e.g. `checkpoint`: weights written, not yet renamed
+ * into place). With `DIGITSUM_KILL_AT=<name>:<n>` in the environment, the process kills itself
+ * with SIGKILL the n-th time it reaches that point: fault tests land kills in windows too short
+ * to hit from outside. Without the variable this does nothing.
+ *
+ * @param name The point's name: `atomic-write`, `checkpoint`, `checkpoint-swap` or `report`.
+ */
+export function killPoint(name: string): void {
+  if (killPlan === undefined) {
+    let spec: string | undefined;
+    try {
+      spec = Deno.env.get("DIGITSUM_KILL_AT");
+    } catch {
+      spec = undefined; // no permission to read the environment: no kill points
+    }
+    const match = /^([a-z-]+):(\d+)$/.exec(spec ?? "");
+    killPlan = match ? { name: match[1], at: Number(match[2]), seen: 0 } : null;
+  }
+  if (killPlan?.name === name && ++killPlan.seen === killPlan.at) Deno.kill(Deno.pid, "SIGKILL");
+}
+
 /** Random suffix so that concurrent writers never share a temp file. */
 function tempPathFor(path: string): string {
   const random = crypto.getRandomValues(new Uint32Array(2));
@@ -45,6 +70,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
     } finally {
       file.close();
     }
+    killPoint("atomic-write");
     await Deno.rename(tempPath, path);
   } catch (error) {
     try {

@@ -21,7 +21,15 @@ import {
 } from "./charts.ts";
 import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "./constants.ts";
 import { getLoaders } from "./data.ts";
-import { ensureDir, exists, writeFileAtomic, writeJsonAtomic, writeTextAtomic } from "./fsutil.ts";
+import {
+  ensureDir,
+  exists,
+  killPoint,
+  removeStaleTemps,
+  writeFileAtomic,
+  writeJsonAtomic,
+  writeTextAtomic,
+} from "./fsutil.ts";
 import { modelInfo } from "./models.ts";
 import { formatDuration } from "./progress.ts";
 import {
@@ -747,6 +755,9 @@ export interface ReportOutput {
 export async function writeReport(out: string, options: ReportOptions = {}): Promise<ReportOutput> {
   const log = options.log ?? console.log;
   const results = await collectResults(out);
+  // Temp files of a report writer that was killed (only those of processes gone from here).
+  await removeStaleTemps(out, { deadOnly: true });
+  await removeStaleTemps(join(out, "figures"), { deadOnly: true });
   const files: string[] = [];
   const write = async (name: string, data: string | Uint8Array) => {
     const path = join(out, name);
@@ -755,6 +766,7 @@ export async function writeReport(out: string, options: ReportOptions = {}): Pro
     files.push(path);
   };
   await write("RESULTS.md", resultsMarkdown(results));
+  killPoint("report");
   await writeJsonAtomic(join(out, "results.json"), results);
   files.push(join(out, "results.json"));
   const figures = await buildFigures(results, out);

@@ -724,7 +724,7 @@ export interface SweepPlan {
  */
 export async function planSweep(
   config: SweepConfig,
-  options: Pick<SweepOptions, "shard" | "worker" | "keepState"> = {},
+  options: Pick<SweepOptions, "shard" | "worker" | "keepState" | "log"> = {},
 ): Promise<SweepPlan> {
   validateConfig(config);
   const grid = sweepGrid(config);
@@ -740,6 +740,12 @@ export async function planSweep(
     await recoverCheckpoint(join(run.dir, RUN_FILES.state));
     if (record?.status === "done") {
       alreadyDone.push(run.key);
+      if (!(await exists(join(run.dir, RUN_FILES.checkpoint, "model.json")))) {
+        options.log?.(
+          `Note: ${run.key} is done but ${join(run.dir, RUN_FILES.checkpoint)} is missing; its ` +
+            `results stand (delete ${join(run.dir, RUN_FILES.result)} to train it again)`,
+        );
+      }
       // A kill between result.json and the removal of state/ leaves state behind.
       if (!options.keepState) {
         await Deno.remove(join(run.dir, RUN_FILES.state), { recursive: true }).catch(() => {});
@@ -772,7 +778,7 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
   const started = performance.now();
   const log = options.log ?? console.log;
   const progress = options.progress ?? true;
-  const plan = await planSweep(config, options);
+  const plan = await planSweep(config, { ...options, log });
   const { grid, selected, todo, epochsLeft } = plan;
   const summary: SweepSummary = {
     config: plan.stored,
