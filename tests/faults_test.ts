@@ -317,7 +317,7 @@ mountTest(
           /The sweep stopped: .*sweep cannot be written\. Finished runs and completed epochs are intact/,
         );
         assert.doesNotMatch(full.err, /\n\s+at /, "no stack trace");
-        stops.push(full.err.split("\n")[0].replace(disk, "<disk>").slice(0, 160));
+        stops.push(/^sweep: .*$/m.exec(full.err)![0].replaceAll(disk, "<disk>").slice(0, 200));
         // Earlier results are untouched and readable; nothing was recorded for the stopped run.
         assert.deepEqual(await Deno.readFile(join(out, "RESULTS.md")), report);
         assert.deepEqual(await Deno.readFile(join(out, "runs", KEYS[0], "result.json")), record);
