@@ -569,17 +569,18 @@ function buildHeader(array: NdArray, requested?: 1 | 2 | 3): { header: Uint8Arra
   return { header, major };
 }
 
-/** Encode; throws ProblemError without a file name. */
-function encodeNpyProblem(array: NdArray, options: EncodeNpyOptions): Uint8Array {
-  const count = validateArray(array);
+/** Preamble and header bytes (everything before the data); throws ProblemError. */
+function headerBytes(
+  array: Pick<NdArray, "dtype" | "shape">,
+  options: EncodeNpyOptions,
+  dataLength = 0,
+): Uint8Array {
   if (options.version !== undefined && ![1, 2, 3].includes(options.version)) {
     throw new ProblemError(`unsupported NPY format version ${options.version}`);
   }
-  const { header, major } = buildHeader(array, options.version);
+  const { header, major } = buildHeader(array as NdArray, options.version);
   const preambleLength = major === 1 ? 10 : 12;
-  const dataOffset = preambleLength + header.length;
-  const dataLength = count * ITEM_SIZES[array.dtype];
-  const out = new Uint8Array(dataOffset + dataLength);
+  const out = new Uint8Array(preambleLength + header.length + dataLength);
   out.set(NPY_MAGIC);
   out[6] = major;
   out[7] = 0;
@@ -587,6 +588,35 @@ function encodeNpyProblem(array: NdArray, options: EncodeNpyOptions): Uint8Array
   if (major === 1) view.setUint16(8, header.length, true);
   else view.setUint32(8, header.length, true);
   out.set(header, preambleLength);
+  return out;
+}
+
+/**
+ * The bytes of an `.npy` file before its data (preamble and header, exactly as
+ * {@linkcode encodeNpy} writes them), for writing a large array in pieces: these bytes, then
+ * the elements in C order.
+ *
+ * @param dtype Element type.
+ * @param shape Dimensions.
+ * @returns The bytes; the data starts right after them (at a multiple of 64).
+ * @throws Error `Cannot encode NPY: <problem>` for an invalid shape.
+ */
+export function encodeNpyHeader(dtype: NpyDtype, shape: readonly number[]): Uint8Array {
+  try {
+    if (!Object.hasOwn(ITEM_SIZES, dtype)) throw new ProblemError(`unsupported dtype '${dtype}'`);
+    elementCount(shape);
+    return headerBytes({ dtype, shape: [...shape] }, {});
+  } catch (error) {
+    throw new Error(`Cannot encode NPY: ${(error as Error).message}`);
+  }
+}
+
+/** Encode; throws ProblemError without a file name. */
+function encodeNpyProblem(array: NdArray, options: EncodeNpyOptions): Uint8Array {
+  const count = validateArray(array);
+  const dataLength = count * ITEM_SIZES[array.dtype];
+  const out = headerBytes(array, options, dataLength);
+  const dataOffset = out.length - dataLength;
   if (!HOST_IS_LITTLE_ENDIAN && ITEM_SIZES[array.dtype] > 1) {
     throw new ProblemError("big-endian hosts are not supported");
   }

@@ -104,6 +104,7 @@ Deno.test({
   fn: async () => {
     assert.equal(MISSING, undefined, `CI=true requires SLURM: ${MISSING}`);
     const scratch = await Deno.makeTempDir({ prefix: "digitsum_slurm_test_" });
+    await Deno.chmod(scratch, 0o755); // munged runs as user munge and must reach its socket
     const data = join(scratch, "data");
     await ensureDataset(data, { imagesPerFile: 100, testCount: 64, log: () => {} });
     const cluster = join(scratch, "cluster");

@@ -29,6 +29,10 @@ up() {
   mkdir -p "$dir"/{state,spool,log,run,munge}
   # munged refuses keys and sockets in folders others may write: the scratch folder is private.
   chmod 755 "$dir"
+  runuser -u munge -- test -x "$dir" || {
+    echo "slurm_cluster: user munge cannot enter $dir; make its parent folders world-executable" >&2
+    exit 1
+  }
   chown munge:munge "$dir/munge"
   chmod 755 "$dir/munge"
   # A fresh key for this cluster only.
