@@ -359,20 +359,23 @@ async function main(): Promise<void> {
       pixels.subarray(0, queued.length * IMAGE_SIZE),
       { task, explain: values.explain, batchSize },
     );
+    // One write per batch: 100,000 console.log calls cost more than the model.
+    const lines: string[] = [];
     queued.forEach(({ input, index }, i) => {
       if (input > notesShown) {
         for (let k = notesShown + 1; k <= input; k++) {
-          for (const note of inputs[k].notes) console.log(`note: ${note}`);
+          for (const note of inputs[k].notes) lines.push(`note: ${note}`);
         }
         notesShown = input;
       }
       const e = explanations?.[i];
-      console.log(
+      lines.push(
         `${inputs[input].nameOf(index)}: sum ${sums[i]}` +
           (e ? ` (p ${e.sumProbability.toFixed(3)})` : ""),
       );
-      if (e) { for (const line of formatExplanation(e)) console.log(line); }
+      if (e) lines.push(...formatExplanation(e));
     });
+    console.log(lines.join("\n"));
     queued = [];
   };
   for (const [k, input] of inputs.entries()) {
