@@ -2,18 +2,25 @@
  * `deno task evaluate --model trained_models/<dir> --images X.npy --labels Y.npy`
  *
  * Scores a checkpoint on any pair of course-format `.npy` files (N x 40 x 168 uint8 images and N
- * sums). The last line is exactly `accuracy=NN.NN` (percent of images whose sum is right).
+ * sums 0..36). The images are read a batch at a time, so memory stays bounded for files of any
+ * size. The last line is exactly `accuracy=NN.NN` (percent of images whose sum is right).
  */
 import { parseArgs } from "node:util";
-import { initBackend } from "../lib/backend.ts";
-import { checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
+import { initBackend, parseBackendName } from "../lib/backend.ts";
+import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
 import { BATCH_SIZE } from "../lib/constants.ts";
 import { loadNpyPairLoader } from "../lib/data.ts";
 import { evaluateAccuracy } from "../lib/train.ts";
-import { runMain } from "../lib/cli.ts";
+import { parseIntFlag, runMain } from "../lib/cli.ts";
 
-const USAGE =
-  `Usage: deno task evaluate --model DIR --images X.npy --labels Y.npy [--backend NAME]`;
+const USAGE = `Usage: deno task evaluate --model DIR --images X.npy --labels Y.npy [options]
+
+  --model DIR       checkpoint directory
+  --images X.npy    uint8 images [N, 40, 168]
+  --labels Y.npy    their sums [N] (integers 0..36, any supported dtype)
+  --batch-size N    images per forward pass (default ${BATCH_SIZE})
+  --backend NAME    auto|tensorflow|webgpu|wasm|cpu (default: $DIGITSUM_BACKEND or auto)
+`;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -30,19 +37,24 @@ async function main(): Promise<void> {
     console.log(USAGE);
     Deno.exit(values.help ? 0 : 2);
   }
-  await initBackend(values.backend as never);
-  const { model, meta } = await loadCheckpoint(values.model);
-  const task = checkpointTask(meta.kind, model);
-  const loader = await loadNpyPairLoader(
-    values.images,
-    values.labels,
-    Number(values["batch-size"] ?? BATCH_SIZE),
-  );
-  const result = await evaluateAccuracy(model, loader, task);
-  console.log(`Model: ${values.model} (${meta.kind}, ${task})`);
-  console.log(`Images: ${values.images} (${result.total})`);
-  console.log(`Correct: ${result.correct}/${result.total}`);
-  console.log(`accuracy=${result.accuracy.toFixed(2)}`);
+  const batchSize = parseIntFlag(values["batch-size"], "batch-size") ?? BATCH_SIZE;
+  const backend = values.backend === undefined ? undefined : parseBackendName(values.backend);
+  // The data files first (a bad file is reported before the model is loaded).
+  const loader = await loadNpyPairLoader(values.images, values.labels, batchSize);
+  try {
+    if (loader.size === 0) throw new Error(`Cannot use ${values.images}: it holds no images`);
+    await initBackend(backend);
+    const { model, meta } = await loadCheckpoint(values.model);
+    checkImageModel(model, values.model);
+    const task = checkpointTask(meta.kind, model);
+    const result = await evaluateAccuracy(model, loader, task);
+    console.log(`Model: ${values.model} (${meta.kind}, ${task})`);
+    console.log(`Images: ${values.images} (${result.total})`);
+    console.log(`Correct: ${result.correct}/${result.total}`);
+    console.log(`accuracy=${result.accuracy.toFixed(2)}`);
+  } finally {
+    loader.close();
+  }
 }
 
 if (import.meta.main) await runMain("evaluate", main);

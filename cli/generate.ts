@@ -32,7 +32,7 @@ import {
 } from "../lib/generate.ts";
 import { readNpy } from "../lib/npy.ts";
 import { encodePng } from "../lib/png.ts";
-import { runMain } from "../lib/cli.ts";
+import { parseIntFlag, parseSeedFlag, runMain } from "../lib/cli.ts";
 
 /** Usage text. */
 const USAGE = `Usage: deno task generate [options]
@@ -45,16 +45,6 @@ const USAGE = `Usage: deno task generate [options]
   --test-count N      images in the test set (default 10000)
   --samples PATH      also render the first 20 images of the first written image file to a PNG
   -h, --help          this text`;
-
-/** Parses a non-negative integer flag or exits with a message. */
-function intFlag(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) {
-    throw new Error(`--${name} must be a non-negative integer, got '${value}'`);
-  }
-  return n;
-}
 
 /** Entry point. */
 async function main(args: string[]): Promise<void> {
@@ -80,9 +70,9 @@ async function main(args: string[]): Promise<void> {
   }
   const dataDir = values["data-dir"];
   const prefix = values["out-prefix"];
-  const seed = intFlag("seed", values.seed) ?? DEFAULT_GENERATOR_SEED;
-  const imagesPerFile = intFlag("count", values.count);
-  const testCount = intFlag("test-count", values["test-count"]);
+  const seed = parseSeedFlag(values.seed) ?? DEFAULT_GENERATOR_SEED;
+  const imagesPerFile = parseIntFlag(values.count, "count");
+  const testCount = parseIntFlag(values["test-count"], "test-count");
   const log = (line: string) => console.log(line);
   const started = performance.now();
   const sets: ("course" | "test")[] = values["test-only"] ? ["test"] : ["course", "test"];

@@ -14,15 +14,15 @@
 import { parseArgs } from "node:util";
 import { basename, extname } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { initBackend } from "../lib/backend.ts";
-import { checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
+import { initBackend, parseBackendName } from "../lib/backend.ts";
+import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
 import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../lib/constants.ts";
 import type { Task } from "../lib/models.ts";
-import { readNpy } from "../lib/npy.ts";
+import { type NpyFile, openNpy } from "../lib/npy.ts";
 import { decodePng, pngToGray } from "../lib/png.ts";
 import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../lib/sumnet.ts";
 import { predictBatch } from "../lib/train.ts";
-import { runMain } from "../lib/cli.ts";
+import { parseIntFlag, runMain } from "../lib/cli.ts";
 
 /** Checkpoint used when `--model` is not given. */
 export const DEFAULT_MODEL_DIR = "trained_models/sumnet";
@@ -36,17 +36,38 @@ const USAGE = `Usage: deno task predict <image.png|images.npy> [more files] [opt
 
   --model DIR     checkpoint directory (default ${DEFAULT_MODEL_DIR})
   --explain       also print the digits the model reads (SumNet checkpoints)
+  --batch-size N  images per forward pass (default ${BATCH_SIZE})
   --backend NAME  auto|tensorflow|webgpu|wasm|cpu (default: $DIGITSUM_BACKEND or auto)
 `;
 
-/** Images ready for the model, with the notes on how they were converted. */
+/**
+ * One input file, checked and ready for the model: a PNG read and converted, or an `.npy` file
+ * whose header was checked and whose images are read a batch at a time (bounded memory for files
+ * of any size).
+ */
 export interface InputImages {
-  /** Label per image for output lines, e.g. `digits.png` or `images.npy[3]`. */
-  names: string[];
-  /** `[n, 40, 168]` uint8, white digits on black. */
-  pixels: Uint8Array;
+  /** Number of images. */
+  count: number;
+  /** Label of image `i` for output lines, e.g. `digits.png` or `images.npy[3]`. */
+  nameOf(i: number): string;
+  /** Images `start .. start + count - 1`: `[count, 40, 168]` uint8, white digits on black. */
+  read(start: number, count: number): Promise<Uint8Array>;
   /** What was done to the input (conversions), one line each. */
   notes: string[];
+  /** Release the file (npy inputs keep it open while they are read). */
+  close(): void;
+}
+
+/** An input held in memory (a converted PNG). */
+function inMemoryInput(name: string, pixels: Uint8Array, notes: string[]): InputImages {
+  return {
+    count: pixels.length / IMAGE_SIZE,
+    nameOf: () => name,
+    read: (start, count) =>
+      Promise.resolve(pixels.subarray(start * IMAGE_SIZE, (start + count) * IMAGE_SIZE)),
+    notes,
+    close: () => {},
+  };
 }
 
 /**
@@ -168,19 +189,21 @@ export async function readPngInput(path: string): Promise<InputImages> {
           : ""),
     );
   }
-  return { names: [basename(path)], pixels: gray, notes };
+  return inMemoryInput(basename(path), gray, notes);
 }
 
 /**
- * Reads an `.npy` file of images: uint8 `[N, 40, 168]` (or one `[40, 168]` image).
+ * Opens an `.npy` file of images: uint8 `[N, 40, 168]` (or one `[40, 168]` image). Only the
+ * header is read now; the images are read when asked for, and the file is open only meanwhile.
  *
  * @param path the `.npy` file
  * @returns the images, named `file.npy[i]`
- * @throws Error naming the file when its dtype or shape is not that
+ * @throws Error naming the file when it is malformed or its dtype or shape is not that
  */
 export async function readNpyInput(path: string): Promise<InputImages> {
-  const array = await readNpy(path);
-  const { shape, dtype } = array;
+  const file = await openNpy(path);
+  file.close();
+  const { shape, dtype } = file;
   const single = shape.length === 2 && shape[0] === IMAGE_HEIGHT && shape[1] === IMAGE_WIDTH;
   const stack = shape.length === 3 && shape[1] === IMAGE_HEIGHT && shape[2] === IMAGE_WIDTH;
   if (dtype !== "uint8" || !(single || stack)) {
@@ -192,10 +215,21 @@ export async function readNpyInput(path: string): Promise<InputImages> {
   const count = single ? 1 : shape[0];
   if (count === 0) throw new Error(`Cannot use ${path}: it holds no images`);
   const name = basename(path);
+  let open: NpyFile | undefined;
   return {
-    names: Array.from({ length: count }, (_, i) => `${name}[${i}]`),
-    pixels: array.data as Uint8Array,
+    count,
+    nameOf: (i) => `${name}[${i}]`,
+    async read(start, n) {
+      open ??= await openNpy(path);
+      // A single [40, 168] image: its 40 rows are the whole image.
+      if (single) return open.readRows(0, IMAGE_HEIGHT) as Uint8Array;
+      return open.readRows(start, n) as Uint8Array;
+    },
     notes: [],
+    close() {
+      open?.close();
+      open = undefined;
+    },
   };
 }
 
@@ -278,6 +312,12 @@ function hasCells(model: tf.LayersModel): boolean {
   return model.layers.some((layer) => layer.name === CELL_LOGITS_LAYER);
 }
 
+/** An image waiting for its batch: which input it comes from and its index there. */
+interface Queued {
+  input: number;
+  index: number;
+}
+
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -285,6 +325,7 @@ async function main(): Promise<void> {
       model: { type: "string" },
       explain: { type: "boolean" },
       backend: { type: "string" },
+      "batch-size": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -292,30 +333,65 @@ async function main(): Promise<void> {
     console.log(USAGE);
     Deno.exit(values.help ? 0 : 2);
   }
+  const batchSize = parseIntFlag(values["batch-size"], "batch-size") ?? BATCH_SIZE;
+  const backend = values.backend === undefined ? undefined : parseBackendName(values.backend);
+  // Every input is checked before the model loads: a bad file fails at once, by name.
   const inputs: InputImages[] = [];
   for (const path of positionals) inputs.push(await readInput(path));
-  await initBackend(values.backend);
+  await initBackend(backend);
   const dir = values.model ?? DEFAULT_MODEL_DIR;
   const { model, meta } = await loadCheckpoint(dir);
+  checkImageModel(model, dir);
   const task = checkpointTask(meta.kind, model);
   if (values.explain && !hasCells(model)) {
     throw new Error(`--explain needs a SumNet checkpoint; ${dir} is a ${meta.kind} model`);
   }
   console.log(`Model: ${dir} (${meta.kind})`);
-  for (const input of inputs) {
-    for (const note of input.notes) console.log(`note: ${note}`);
-    const { sums, explanations } = await predictImages(model, input.pixels, {
-      task,
-      explain: values.explain,
-    });
-    sums.forEach((sum, i) => {
+  // Images of consecutive inputs share batches (1,000 PNG files make 16 forward passes, not
+  // 1,000); an .npy file is read a batch at a time. Lines come out in input order.
+  const pixels = new Uint8Array(batchSize * IMAGE_SIZE);
+  let queued: Queued[] = [];
+  let notesShown = -1;
+  const flush = async () => {
+    if (queued.length === 0) return;
+    const { sums, explanations } = await predictImages(
+      model,
+      pixels.subarray(0, queued.length * IMAGE_SIZE),
+      { task, explain: values.explain, batchSize },
+    );
+    // One write per batch: 100,000 console.log calls cost more than the model.
+    const lines: string[] = [];
+    queued.forEach(({ input, index }, i) => {
+      if (input > notesShown) {
+        for (let k = notesShown + 1; k <= input; k++) {
+          for (const note of inputs[k].notes) lines.push(`note: ${note}`);
+        }
+        notesShown = input;
+      }
       const e = explanations?.[i];
-      console.log(
-        `${input.names[i]}: sum ${sum}` + (e ? ` (p ${e.sumProbability.toFixed(3)})` : ""),
+      lines.push(
+        `${inputs[input].nameOf(index)}: sum ${sums[i]}` +
+          (e ? ` (p ${e.sumProbability.toFixed(3)})` : ""),
       );
-      if (e) { for (const line of formatExplanation(e)) console.log(line); }
+      if (e) lines.push(...formatExplanation(e));
     });
+    console.log(lines.join("\n"));
+    queued = [];
+  };
+  for (const [k, input] of inputs.entries()) {
+    try {
+      for (let start = 0; start < input.count;) {
+        const n = Math.min(batchSize - queued.length, input.count - start);
+        pixels.set(await input.read(start, n), queued.length * IMAGE_SIZE);
+        for (let i = 0; i < n; i++) queued.push({ input: k, index: start + i });
+        start += n;
+        if (queued.length === batchSize) await flush();
+      }
+    } finally {
+      input.close();
+    }
   }
+  await flush();
 }
 
 if (import.meta.main) await runMain("predict", main);

@@ -33,11 +33,19 @@ import {
   runSweep,
   selectShard,
   type Shard,
+  storageStopped,
   SWEEP_DEFAULTS,
   type SweepConfig,
   sweepGrid,
 } from "../lib/sweep.ts";
-import { runMain } from "../lib/cli.ts";
+import {
+  parseIntFlag,
+  parseLimitFlag,
+  parseListFlag,
+  parsePositiveFlag,
+  parseSeedsFlag,
+  runMain,
+} from "../lib/cli.ts";
 
 const USAGE = `Usage: deno task sweep [options]
        deno task sweep --merge DIR... --out DIR
@@ -75,42 +83,6 @@ Other:
   --no-png          write SVG figures only
   -h, --help        this text
 `;
-
-function intFlag(value: string | undefined, name: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isInteger(n) || n < 0) {
-    throw new Error(`--${name} must be a non-negative integer, got '${value}'`);
-  }
-  return n;
-}
-
-function listFlag(value: string | undefined, name: string): string[] | undefined {
-  if (value === undefined) return undefined;
-  const items = value.split(",").map((s) => s.trim()).filter(Boolean);
-  if (!items.length) throw new Error(`--${name} needs a comma-separated list, got '${value}'`);
-  return items;
-}
-
-function seedsFlag(value: string | undefined): number[] | undefined {
-  return listFlag(value, "seeds")?.map((s) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < 0) {
-      throw new Error(`--seeds must be non-negative integers, got '${s}' in '${value}'`);
-    }
-    return n;
-  });
-}
-
-function limitFlag(value: string | undefined, name: string): number | null | undefined {
-  if (value === undefined) return undefined;
-  if (value === "all" || value === "none") return null;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isInteger(n) || n < 1) {
-    throw new Error(`--${name} must be a positive integer or 'all', got '${value}'`);
-  }
-  return n;
-}
 
 /** Flags that reproduce a resolved configuration exactly (for child processes). */
 function configArgs(config: SweepConfig): string[] {
@@ -333,6 +305,7 @@ async function main(): Promise<number> {
     if (!values.out) throw new Error("--merge needs --out DIR (where the combined sweep goes)");
     if (!positionals.length) throw new Error("--merge needs the sweep folders to combine");
     const out = values.out;
+    outDir = out;
     if (positionals.some((p) => resolve(p) === resolve(out))) {
       throw new Error(`--out ${out} is also an input: merge into a new folder`);
     }
@@ -347,25 +320,25 @@ async function main(): Promise<number> {
   if (presets.length > 1) throw new Error(`Choose one preset, got --${presets.join(" --")}`);
   const preset = presets[0];
   const config = resolveConfig({
-    models: listFlag(values.models, "models"),
-    seeds: seedsFlag(values.seeds),
-    epochs: intFlag(values.epochs, "epochs"),
-    limit: limitFlag(values.limit, "limit"),
-    testLimit: limitFlag(values["test-limit"], "test-limit"),
-    batchSize: intFlag(values["batch-size"], "batch-size"),
-    learningRate: values.lr === undefined ? undefined : Number(values.lr),
+    models: parseListFlag(values.models, "models"),
+    seeds: parseSeedsFlag(values.seeds),
+    epochs: parseIntFlag(values.epochs, "epochs"),
+    limit: parseLimitFlag(values.limit, "limit"),
+    testLimit: parseLimitFlag(values["test-limit"], "test-limit"),
+    batchSize: parseIntFlag(values["batch-size"], "batch-size"),
+    learningRate: parsePositiveFlag(values.lr, "lr"),
     backend: values.backend ?? Deno.env.get("DIGITSUM_BACKEND"),
     dataDir: values["data-dir"],
     out: values.out,
   }, preset);
+  outDir = config.out;
   if (values["report-only"]) {
     await report(config.out, png);
     return 0;
   }
   const shard = values.shard ? parseShard(values.shard) : undefined;
   const worker = values.worker ? parseShard(values.worker, "--worker") : undefined;
-  const workers = intFlag(values.workers, "workers");
-  if (workers !== undefined && workers < 1) throw new Error("--workers must be at least 1");
+  const workers = parseIntFlag(values.workers, "workers");
   const started = performance.now();
   console.log(formatConfig(config, preset));
   if (workers !== undefined && workers > 1) {
@@ -411,4 +384,13 @@ async function main(): Promise<number> {
   return summary.failed.length ? 1 : 0;
 }
 
-if (import.meta.main) await runMain("sweep", main);
+/** The output folder of this call, for the message when it cannot be written. */
+let outDir = SWEEP_DEFAULTS.out;
+
+if (import.meta.main) {
+  // A full disk or a read-only folder stops the sweep with what is safe and how to resume.
+  await runMain(
+    "sweep",
+    () => main().catch((error) => Promise.reject(storageStopped(error, outDir))),
+  );
+}

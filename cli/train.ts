@@ -6,34 +6,32 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { DEFAULT_MODELS_DIR } from "../lib/constants.ts";
+import { BATCH_SIZE, DEFAULT_MODELS_DIR } from "../lib/constants.ts";
 import { runExperiment, studyConfig } from "../lib/experiment.ts";
 import { modelInfo, modelKinds } from "../lib/models.ts";
 import { formatDuration } from "../lib/progress.ts";
-import { runMain } from "../lib/cli.ts";
+import { parseBackendName } from "../lib/backend.ts";
+import {
+  parseIntFlag,
+  parseLimitFlag,
+  parsePositiveFlag,
+  parseSeedFlag,
+  runMain,
+} from "../lib/cli.ts";
 
 const USAGE = `Usage: deno task train --model <kind> [options]
 
   --model KIND        one of: ${modelKinds().join(", ")}
   --seed N            random seed (default 42)
   --epochs N          epochs (default 15; a model's own recipe may differ, e.g. sumnet)
-  --limit N           train on the first N training images only (quick runs)
-  --test-limit N      score only the first N held-out test images (default all 10,000)
+  --limit N|all       train on the first N training images only (quick runs; default all)
+  --test-limit N|all  score only the first N held-out test images (default all 10,000)
   --batch-size N      batch size (default 64)
   --lr X              Adam learning rate (default 1e-3, or the model's recipe)
   --backend NAME      auto|tensorflow|webgpu|wasm|cpu (default: $DIGITSUM_BACKEND or auto)
   --data-dir DIR      directory of the .npy files (default data)
   --out DIR           checkpoint parent directory (default trained_models)
 `;
-
-function intFlag(value: string | undefined, name: string, fallback?: number): number | undefined {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) {
-    throw new Error(`--${name} must be a non-negative integer, got '${value}'`);
-  }
-  return n;
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -56,20 +54,25 @@ async function main(): Promise<void> {
     Deno.exit(values.help ? 0 : 2);
   }
   const info = modelInfo(values.model);
+  // The same flags as `deno task sweep`, read by the same parsers (lib/cli.ts).
+  const recipe = studyConfig(info.kind);
+  const lr = parsePositiveFlag(values.lr, "lr");
+  if (values.backend !== undefined) parseBackendName(values.backend);
   const config = studyConfig(info.kind, {
-    seed: intFlag(values.seed, "seed", 42),
-    epochs: intFlag(values.epochs, "epochs", studyConfig(info.kind).epochs),
-    limit: intFlag(values.limit, "limit"),
-    batchSize: intFlag(values["batch-size"], "batch-size", 64),
-    ...(values.lr ? { learningRate: Number(values.lr) } : {}),
+    seed: parseSeedFlag(values.seed) ?? 42,
+    epochs: parseIntFlag(values.epochs, "epochs") ?? recipe.epochs,
+    limit: parseLimitFlag(values.limit, "limit") ?? undefined,
+    batchSize: parseIntFlag(values["batch-size"], "batch-size") ?? BATCH_SIZE,
+    ...(lr !== undefined ? { learningRate: lr } : {}),
     ...(values.backend ? { backend: values.backend } : {}),
     ...(values["data-dir"] ? { dataDir: values["data-dir"] } : {}),
   });
+  const testLimit = parseLimitFlag(values["test-limit"], "test-limit") ?? undefined;
   const checkpointDir = join(values.out ?? DEFAULT_MODELS_DIR, `${info.prefix}_${config.seed}`);
   console.log(`Config: ${JSON.stringify(config)}`);
   const result = await runExperiment(config, {
     checkpointDir,
-    testLimit: intFlag(values["test-limit"], "test-limit"),
+    testLimit,
   });
   const rate = result.history.length
     ? result.history.reduce((n, r) => n + r.trainImagesPerSecond, 0) / result.history.length

@@ -18,10 +18,12 @@ import {
   IMAGE_HEIGHT,
   IMAGE_SIZE,
   IMAGE_WIDTH,
+  NUM_SUMS,
   TRAIN_FRACTION,
 } from "./constants.ts";
 import { COURSE_IMAGE_FILES, COURSE_LABEL_FILES, ensureDataset, TEST_FILES } from "./generate.ts";
-import { asFloat32, type NdArray, readNpy } from "./npy.ts";
+import { asFloat32, type NdArray, type NpyFile, openNpy, readNpy } from "./npy.ts";
+import type { BatchSource } from "./train.ts";
 import { legacyPermutation, MT19937 } from "./numpy_random.ts";
 
 /** The study's default seed for the split. */
@@ -205,22 +207,26 @@ function describe(array: NdArray): string {
   return `${array.dtype} [${array.shape.join(", ")}]`;
 }
 
-/** Reads and validates one image file and its label file. */
-async function readPair(
-  imagesPath: string,
-  labelsPath: string,
-): Promise<{ images: Uint8Array; labels: Float32Array; count: number }> {
-  const images = await readNpy(imagesPath);
+/** Checks that an images file holds uint8 `[N, 40, 168]`; returns N. */
+function imageCount(images: { dtype: string; shape: readonly number[] }, path: string): number {
   if (
     images.dtype !== "uint8" || images.shape.length !== 3 ||
     images.shape[1] !== IMAGE_HEIGHT || images.shape[2] !== IMAGE_WIDTH
   ) {
     throw new Error(
-      `Cannot read ${imagesPath}: expected uint8 images of shape [N, ${IMAGE_HEIGHT}, ` +
-        `${IMAGE_WIDTH}], got ${describe(images)}`,
+      `Cannot read ${path}: expected uint8 images of shape [N, ${IMAGE_HEIGHT}, ` +
+        `${IMAGE_WIDTH}], got ${images.dtype} [${images.shape.join(", ")}]`,
     );
   }
-  const count = images.shape[0];
+  return images.shape[0];
+}
+
+/** Reads the labels of `count` images (of `imagesPath`): sums 0..36 as float32. */
+async function readLabels(
+  labelsPath: string,
+  count: number,
+  imagesPath: string,
+): Promise<Float32Array> {
   const labels = await readNpy(labelsPath);
   const flat = labels.shape.length === 1 ||
     (labels.shape.length === 2 && labels.shape[1] === 1);
@@ -236,11 +242,27 @@ async function readPair(
   }
   const values = asFloat32(labels);
   for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i])) {
-      throw new Error(`Cannot read ${labelsPath}: label ${i} is ${values[i]}, not a finite number`);
+    // A sum of four digits: an integer 0..36 (int64 labels are checked before float rounding).
+    const value = labels.data instanceof BigInt64Array ? Number(labels.data[i]) : values[i];
+    if (!Number.isInteger(value) || value < 0 || value >= NUM_SUMS) {
+      throw new Error(
+        `Cannot read ${labelsPath}: label ${i} is ${value}, not a sum of four digits ` +
+          `(an integer 0..${NUM_SUMS - 1})`,
+      );
     }
   }
-  return { images: images.data as Uint8Array, labels: values, count };
+  return values;
+}
+
+/** Reads and validates one image file and its label file. */
+async function readPair(
+  imagesPath: string,
+  labelsPath: string,
+): Promise<{ images: Uint8Array; labels: Float32Array; count: number }> {
+  const images = await readNpy(imagesPath);
+  const count = imageCount(images, imagesPath);
+  const labels = await readLabels(labelsPath, count, imagesPath);
+  return { images: images.data as Uint8Array, labels, count };
 }
 
 /**
@@ -347,23 +369,94 @@ export async function getLoaders(
 }
 
 /**
+ * Batches over a pair of course-format files read from disk as they are used: the images file
+ * stays on disk and each batch's rows are read when the batch is made, so memory stays bounded
+ * (a batch, not the file) for files of any size. Made by {@linkcode loadNpyPairLoader}; call
+ * {@linkcode NpyPairLoader.close} when done.
+ */
+export class NpyPairLoader implements BatchSource {
+  /** The images file, used in messages. */
+  readonly name: string;
+  /** Number of images. */
+  readonly size: number;
+  /** Images per batch. */
+  readonly batchSize: number;
+  /** `ceil(size / batchSize)`. */
+  readonly numBatches: number;
+  readonly #file: NpyFile;
+  readonly #labels: Float32Array;
+
+  /**
+   * @param file the open images file (uint8 `[N, 40, 168]`)
+   * @param labels its N sums
+   * @param batchSize images per batch
+   */
+  constructor(file: NpyFile, labels: Float32Array, batchSize: number) {
+    if (!Number.isInteger(batchSize) || batchSize < 1) {
+      throw new RangeError(
+        `NpyPairLoader: batch size must be a positive integer, got ${batchSize}`,
+      );
+    }
+    this.name = file.path;
+    this.size = labels.length;
+    this.batchSize = batchSize;
+    this.numBatches = Math.ceil(this.size / batchSize);
+    this.#file = file;
+    this.#labels = labels;
+  }
+
+  /** The labels in file order; a copy. */
+  labels(): Float32Array {
+    return this.#labels.slice();
+  }
+
+  /**
+   * Yields every batch in file order: `x` `[b, 40, 168, 1]` float32 in [0, 1] and `y` `[b]`
+   * float32 sums, the images read from disk for this batch. The caller disposes both.
+   */
+  *batches(): Generator<LoaderBatch> {
+    for (let i = 0; i < this.numBatches; i++) {
+      const start = i * this.batchSize;
+      const size = Math.min(this.batchSize, this.size - start);
+      const pixels = this.#file.readRows(start, size) as Uint8Array; // [size, 40, 168]
+      const images = new Float32Array(pixels.length);
+      for (let p = 0; p < pixels.length; p++) images[p] = BYTE_TO_UNIT[pixels[p]];
+      const x = tf.tensor4d(images, [size, IMAGE_HEIGHT, IMAGE_WIDTH, 1], "float32");
+      const y = tf.tensor1d(this.#labels.subarray(start, start + size), "float32");
+      yield { x, y, index: i };
+    }
+  }
+
+  /** Close the images file. */
+  close(): void {
+    this.#file.close();
+  }
+}
+
+/**
  * A loader over any pair of course-format files (images `[N, 40, 168]` uint8, labels `[N]` of
- * any supported dtype), in file order.
+ * any supported dtype, sums 0..36), in file order. Both files are checked first; the images are
+ * then read a batch at a time (see {@linkcode NpyPairLoader}).
  *
  * @param imagesPath the images `.npy`
  * @param labelsPath the labels `.npy`
  * @param batchSize images per batch (default 64)
- * @returns a loader named after the images file
+ * @returns a loader named after the images file; close it when done
  */
 export async function loadNpyPairLoader(
   imagesPath: string,
   labelsPath: string,
   batchSize: number = BATCH_SIZE,
-): Promise<Loader> {
-  const set = await readImageSet([[imagesPath, labelsPath]]);
-  const order = new Int32Array(set.count);
-  for (let i = 0; i < set.count; i++) order[i] = i;
-  return new Loader(imagesPath, set, order, { batchSize });
+): Promise<NpyPairLoader> {
+  const file = await openNpy(imagesPath);
+  try {
+    const count = imageCount(file, imagesPath);
+    const labels = await readLabels(labelsPath, count, imagesPath);
+    return new NpyPairLoader(file, labels, batchSize);
+  } catch (error) {
+    file.close();
+    throw error;
+  }
 }
 
 /**

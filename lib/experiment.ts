@@ -10,7 +10,7 @@
 import type * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { type BackendInfo, initBackend } from "./backend.ts";
-import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { loadCheckpoint, recoverCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import {
   BATCH_SIZE,
   DEFAULT_DATA_DIR,
@@ -22,7 +22,7 @@ import { getLoaders, loadTestLoader } from "./data.ts";
 import { exists } from "./fsutil.ts";
 import { buildModel, type ModelInfo, modelInfo } from "./models.ts";
 import { formatDuration, ProgressBar } from "./progress.ts";
-import { restoreRngState, type RngState, rngState, seedEverything } from "./seed.ts";
+import { isRngState, restoreRngState, type RngState, rngState, seedEverything } from "./seed.ts";
 import {
   type AccuracyResult,
   type BatchProgress,
@@ -122,13 +122,20 @@ export class RunStoppedError extends Error {
   override name = "RunStoppedError";
 }
 
+/** A configuration value for a message: JSON cut to 60 characters, or `(missing)`. */
+export function describeValue(value: unknown): string {
+  if (value === undefined) return "(missing)";
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? text.slice(0, 60) + "..." : text;
+}
+
 /** Same-config check for resuming; returns a reason when they differ. */
 export function configDifference(a: RunConfig, b: RunConfig): string | undefined {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof RunConfig>;
   for (const key of keys) {
     if (key === "backend") continue;
     if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) {
-      return `${key} differs: ${JSON.stringify(a[key])} vs ${JSON.stringify(b[key])}`;
+      return `${key} differs: ${describeValue(a[key])} vs ${describeValue(b[key])}`;
     }
   }
   return undefined;
@@ -173,10 +180,25 @@ export async function runExperiment(
   let optimizer: TorchAdam | undefined;
   let previousSeconds = 0;
 
-  if (options.stateDir && await exists(join(options.stateDir, "model.json"))) {
+  // A kill in the middle of saving the state may leave it half swapped: finish the swap first.
+  if (
+    options.stateDir && await recoverCheckpoint(options.stateDir) &&
+    await exists(join(options.stateDir, "model.json"))
+  ) {
     const saved = await loadCheckpoint(options.stateDir);
-    const savedConfig = saved.meta.config as RunConfig;
-    const difference = configDifference(savedConfig, config);
+    const savedConfig = saved.meta.config as RunConfig | undefined;
+    const unusable = !savedConfig
+      ? "digitsum.json has no 'config'"
+      : saved.meta.rng !== undefined && !isRngState(saved.meta.rng)
+      ? "digitsum.json has an invalid 'rng' state"
+      : !saved.optimizerState
+      ? "optimizer.json is missing"
+      : undefined;
+    if (unusable) {
+      saved.model.dispose();
+      throw new Error(`Cannot resume from ${options.stateDir}: ${unusable}`);
+    }
+    const difference = configDifference(savedConfig!, config);
     if (difference) {
       throw new Error(
         `Cannot resume from ${options.stateDir}: it belongs to another configuration (${difference})`,

@@ -7,6 +7,31 @@
 
 import { basename, dirname, join } from "node:path";
 
+/** The kill point asked for by `DIGITSUM_KILL_AT=<name>:<n>` (tests/faults_test.ts). */
+let killPlan: { name: string; at: number; seen: number } | null | undefined;
+
+/**
+ * A named moment in the middle of a write (e.g. `checkpoint`: weights written, not yet renamed
+ * into place). With `DIGITSUM_KILL_AT=<name>:<n>` in the environment, the process kills itself
+ * with SIGKILL the n-th time it reaches that point: fault tests land kills in windows too short
+ * to hit from outside. Without the variable this does nothing.
+ *
+ * @param name The point's name: `atomic-write`, `checkpoint`, `checkpoint-swap` or `report`.
+ */
+export function killPoint(name: string): void {
+  if (killPlan === undefined) {
+    let spec: string | undefined;
+    try {
+      spec = Deno.env.get("DIGITSUM_KILL_AT");
+    } catch {
+      spec = undefined; // no permission to read the environment: no kill points
+    }
+    const match = /^([a-z-]+):(\d+)$/.exec(spec ?? "");
+    killPlan = match ? { name: match[1], at: Number(match[2]), seen: 0 } : null;
+  }
+  if (killPlan?.name === name && ++killPlan.seen === killPlan.at) Deno.kill(Deno.pid, "SIGKILL");
+}
+
 /** Random suffix so that concurrent writers never share a temp file. */
 function tempPathFor(path: string): string {
   const random = crypto.getRandomValues(new Uint32Array(2));
@@ -45,6 +70,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
     } finally {
       file.close();
     }
+    killPoint("atomic-write");
     await Deno.rename(tempPath, path);
   } catch (error) {
     try {
@@ -91,6 +117,69 @@ export async function ensureDir(path: string): Promise<void> {
   } catch (error) {
     throw new Error(`Cannot create directory ${path}: ${describeError(error)}`, { cause: error });
   }
+}
+
+/** Error codes of a folder that cannot take more writes: full, over quota, read-only, denied. */
+const STORAGE_CODES = new Set(["ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM"]);
+/** The same as OS error numbers in messages (Linux), for errors without a `code`. */
+const STORAGE_OS_ERRORS = /\(os error (28|122|30|13|1)\)/;
+
+/**
+ * Whether `error` (or an error in its `cause` chain) says that the disk is full or the folder
+ * cannot be written (ENOSPC, EDQUOT, EROFS, EACCES, EPERM): a problem of the storage, not of the
+ * work that was writing.
+ *
+ * @param error Anything thrown.
+ */
+export function isStorageError(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && STORAGE_CODES.has(code)) return true;
+    if (STORAGE_OS_ERRORS.test(e.message)) return true;
+  }
+  return false;
+}
+
+/** Name of a temp file of {@linkcode writeFileAtomic}: `<name>.<pid>.<random>.tmp`. */
+const TEMP_NAME = /^.+\.(\d+)\.[0-9a-z]+\.tmp$/;
+
+/** Whether a process with this id runs on this machine (Linux: /proc; elsewhere: assume so). */
+function processAlive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch (error) {
+    return !(error instanceof Deno.errors.NotFound) || Deno.build.os !== "linux";
+  }
+}
+
+/**
+ * Remove the temp files that killed writers left in `dir` (not in subfolders): those of
+ * {@linkcode writeFileAtomic}, named `<name>.<pid>.<random>.tmp`. With `deadOnly`, only files
+ * whose writer's pid does not run on this machine (for folders that live processes share).
+ *
+ * @param dir The folder; a missing folder is no error.
+ * @param options `deadOnly`: keep the temp files of processes still running here.
+ * @returns The names removed.
+ */
+export async function removeStaleTemps(
+  dir: string,
+  options: { deadOnly?: boolean } = {},
+): Promise<string[]> {
+  const removed: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      const match = entry.isFile ? TEMP_NAME.exec(entry.name) : null;
+      if (!match || match[1] === String(Deno.pid)) continue;
+      if (options.deadOnly && processAlive(Number(match[1]))) continue;
+      await Deno.remove(join(dir, entry.name)).catch(() => {});
+      removed.push(entry.name);
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return removed;
 }
 
 /**

@@ -48,6 +48,11 @@ const IDX_PREAMBLE_LENGTH = 4;
 const IDX_DIM_SIZE = 4;
 /** Largest dimension an IDX header can hold (uint32). */
 const MAX_IDX_DIM = 0xffffffff;
+/**
+ * Most bytes a gzip-compressed IDX file may inflate to (MNIST's largest file is 47 MB), so that
+ * a small corrupt or hostile file cannot fill the memory. Larger files can be read uncompressed.
+ */
+const MAX_GUNZIP_BYTES = 64 * 2 ** 20;
 
 /** Type code and element size of each dtype. */
 const IDX_TYPES: Record<IdxDtype, { code: number; size: number }> = {
@@ -72,8 +77,14 @@ function hexByte(byte: number): string {
   return "0x" + byte.toString(16).padStart(2, "0");
 }
 
-/** Python-like shape text: `(60000, 28, 28)`. */
+/** Dimensions shown in messages before the rest is summarised. */
+const MAX_SHOWN_DIMS = 8;
+
+/** Python-like shape text: `(60000, 28, 28)`; long shapes are cut: `(1, 2, ..., 255 dims)`. */
 function shapeText(shape: readonly number[]): string {
+  if (shape.length > MAX_SHOWN_DIMS) {
+    return `(${shape.slice(0, MAX_SHOWN_DIMS).join(", ")}, ... ${shape.length} dims)`;
+  }
   return shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
 }
 
@@ -132,8 +143,13 @@ function parseIdxProblem(input: Uint8Array): IdxArray {
   let bytes = input;
   if (input.length >= 2 && input[0] === GZIP_MAGIC[0] && input[1] === GZIP_MAGIC[1]) {
     try {
-      bytes = new Uint8Array(gunzipSync(input));
+      bytes = new Uint8Array(gunzipSync(input, { maxOutputLength: MAX_GUNZIP_BYTES }));
     } catch (error) {
+      if ((error as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
+        throw new ProblemError(
+          `gzip data inflates to more than ${MAX_GUNZIP_BYTES} bytes; gunzip it first`,
+        );
+      }
       throw new ProblemError(`corrupt gzip data (${(error as Error).message})`);
     }
     if (bytes.length === 0) {

@@ -51,6 +51,13 @@ const MAX_V1_HEADER_LENGTH = 0xffff;
 const HEADER_KEYS = ["descr", "fortran_order", "shape"] as const;
 /** Longest header excerpt quoted in an error message. */
 const MAX_QUOTED_HEADER = 200;
+/**
+ * Largest header accepted (NumPy's own reader refuses more than 10,000 bytes by default; its
+ * headers are under 200 bytes), so a length field cannot make us read gigabytes as text.
+ */
+const MAX_HEADER_LENGTH = 1 << 20;
+/** Deepest nesting of tuples, lists and dicts in a header (real headers nest 2 deep). */
+const MAX_NESTING = 32;
 
 /** Bytes per element of each dtype. */
 const ITEM_SIZES: Record<NpyDtype, number> = { uint8: 1, int64: 8, float32: 4, float64: 8 };
@@ -94,6 +101,7 @@ class ProblemError extends Error {}
 class PyLiteralParser {
   #text: string;
   #pos = 0;
+  #depth = 0;
 
   constructor(text: string) {
     this.#text = text;
@@ -131,6 +139,10 @@ class PyLiteralParser {
     const char = this.#peek();
     const start = this.#pos;
     let node: PyValue;
+    if ("{([".includes(char) && char !== "" && this.#depth >= MAX_NESTING) {
+      this.#fail(`nested deeper than ${MAX_NESTING} levels`);
+    }
+    this.#depth += 1;
     if (char === "{") node = this.#dict();
     else if (char === "(") node = this.#tupleOrGroup();
     else if (char === "[") node = this.#list();
@@ -139,6 +151,7 @@ class PyLiteralParser {
     else if (/[A-Za-z_]/.test(char)) node = this.#name();
     else if (char === "") this.#fail("unexpected end of header");
     else this.#fail(`unexpected character '${char}'`);
+    this.#depth -= 1;
     node.source = this.#text.slice(start, this.#pos);
     return node;
   }
@@ -299,7 +312,9 @@ function interpretHeader(header: PyValue): { dtype: NpyDtype; shape: number[] } 
   const fortranOrder = fields.get("fortran_order")!;
   const shapeValue = fields.get("shape")!;
 
-  const dtype = descr.kind === "str" ? DTYPE_OF_DESCR[descr.value] : undefined;
+  const dtype = descr.kind === "str" && Object.hasOwn(DTYPE_OF_DESCR, descr.value)
+    ? DTYPE_OF_DESCR[descr.value]
+    : undefined;
   if (dtype === undefined) {
     throw new ProblemError(
       `unsupported dtype ${quoteHeader(descr.source)} (supported: ${
@@ -373,18 +388,31 @@ function typedView(bytes: Uint8Array, offset: number, count: number, dtype: NpyD
   }
 }
 
-/** Parse `.npy` bytes; throws {@linkcode ProblemError} without the file name. */
-function parseNpyProblem(bytes: Uint8Array): NdArray {
-  if (bytes.length === 0) throw new ProblemError("empty file (0 bytes), expected an NPY header");
-  const magicPart = bytes.subarray(0, NPY_MAGIC.length);
+/** Where an `.npy` file's header ends and what it declares. */
+interface NpyHeader {
+  dtype: NpyDtype;
+  shape: number[];
+  /** Elements the shape holds. */
+  count: number;
+  /** File offset of the first data byte. */
+  dataOffset: number;
+}
+
+/**
+ * Bytes of the preamble (magic, version, header length) and the header that `prefix` (the
+ * file's first bytes) asks for; throws a ProblemError for a bad magic, version or length.
+ */
+function headerEnd(prefix: Uint8Array, fileSize: number): { major: number; dataOffset: number } {
+  if (fileSize === 0) throw new ProblemError("empty file (0 bytes), expected an NPY header");
+  const magicPart = prefix.subarray(0, NPY_MAGIC.length);
   if (!magicPart.every((byte, i) => byte === NPY_MAGIC[i])) {
     throw new ProblemError("bad magic: not an NPY file (expected \\x93NUMPY)");
   }
-  if (bytes.length < NPY_MAGIC.length + 2) {
-    throw new ProblemError(`truncated header: file has only ${bytes.length} bytes`);
+  if (fileSize < NPY_MAGIC.length + 2) {
+    throw new ProblemError(`truncated header: file has only ${fileSize} bytes`);
   }
-  const major = bytes[6];
-  const minor = bytes[7];
+  const major = prefix[6];
+  const minor = prefix[7];
   if (![1, 2, 3].includes(major) || minor !== 0) {
     throw new ProblemError(
       `unsupported NPY format version ${major}.${minor} (supported: 1.0, 2.0, 3.0)`,
@@ -392,21 +420,36 @@ function parseNpyProblem(bytes: Uint8Array): NdArray {
   }
   const lengthFieldSize = major === 1 ? 2 : 4;
   const preambleLength = 8 + lengthFieldSize;
-  if (bytes.length < preambleLength) {
+  if (fileSize < preambleLength) {
     throw new ProblemError(
-      `truncated header: file has only ${bytes.length} bytes, ` +
+      `truncated header: file has only ${fileSize} bytes, ` +
         `the version ${major}.0 preamble needs ${preambleLength}`,
     );
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength);
   const headerLength = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
   const dataOffset = preambleLength + headerLength;
-  if (bytes.length < dataOffset) {
+  if (fileSize < dataOffset) {
     throw new ProblemError(
-      `truncated header: header needs ${dataOffset} bytes, file has only ${bytes.length}`,
+      `truncated header: header needs ${dataOffset} bytes, file has only ${fileSize}`,
     );
   }
-  const headerText = decodeHeader(bytes.subarray(preambleLength, dataOffset), major);
+  if (headerLength > MAX_HEADER_LENGTH) {
+    throw new ProblemError(
+      `header of ${headerLength} bytes is larger than the ${MAX_HEADER_LENGTH} accepted`,
+    );
+  }
+  return { major, dataOffset };
+}
+
+/**
+ * Parse the header held in `prefix` (the file's first bytes, at least up to the data) of a file
+ * of `fileSize` bytes, and check that the data section has exactly the size the header declares.
+ */
+function parseHeaderProblem(prefix: Uint8Array, fileSize: number): NpyHeader {
+  const { major, dataOffset } = headerEnd(prefix, fileSize);
+  const preambleLength = major === 1 ? 10 : 12;
+  const headerText = decodeHeader(prefix.subarray(preambleLength, dataOffset), major);
   let header: PyValue;
   try {
     header = new PyLiteralParser(headerText).parseAll();
@@ -424,7 +467,7 @@ function parseNpyProblem(bytes: Uint8Array): NdArray {
     throw new ProblemError((error as Error).message);
   }
   const expectedBytes = count * ITEM_SIZES[dtype];
-  const gotBytes = bytes.length - dataOffset;
+  const gotBytes = fileSize - dataOffset;
   if (gotBytes !== expectedBytes) {
     throw new ProblemError(
       `size mismatch: shape ${shapeRepr(shape)} of '${DESCR_OF[dtype]}' needs ` +
@@ -436,6 +479,12 @@ function parseNpyProblem(bytes: Uint8Array): NdArray {
   if (!HOST_IS_LITTLE_ENDIAN && ITEM_SIZES[dtype] > 1) {
     throw new ProblemError("big-endian hosts are not supported");
   }
+  return { dtype, shape, count, dataOffset };
+}
+
+/** Parse `.npy` bytes; throws {@linkcode ProblemError} without the file name. */
+function parseNpyProblem(bytes: Uint8Array): NdArray {
+  const { dtype, shape, count, dataOffset } = parseHeaderProblem(bytes, bytes.length);
   return { dtype, shape, data: typedView(bytes, dataOffset, count, dtype) };
 }
 
@@ -520,17 +569,18 @@ function buildHeader(array: NdArray, requested?: 1 | 2 | 3): { header: Uint8Arra
   return { header, major };
 }
 
-/** Encode; throws ProblemError without a file name. */
-function encodeNpyProblem(array: NdArray, options: EncodeNpyOptions): Uint8Array {
-  const count = validateArray(array);
+/** Preamble and header bytes (everything before the data); throws ProblemError. */
+function headerBytes(
+  array: Pick<NdArray, "dtype" | "shape">,
+  options: EncodeNpyOptions,
+  dataLength = 0,
+): Uint8Array {
   if (options.version !== undefined && ![1, 2, 3].includes(options.version)) {
     throw new ProblemError(`unsupported NPY format version ${options.version}`);
   }
-  const { header, major } = buildHeader(array, options.version);
+  const { header, major } = buildHeader(array as NdArray, options.version);
   const preambleLength = major === 1 ? 10 : 12;
-  const dataOffset = preambleLength + header.length;
-  const dataLength = count * ITEM_SIZES[array.dtype];
-  const out = new Uint8Array(dataOffset + dataLength);
+  const out = new Uint8Array(preambleLength + header.length + dataLength);
   out.set(NPY_MAGIC);
   out[6] = major;
   out[7] = 0;
@@ -538,6 +588,35 @@ function encodeNpyProblem(array: NdArray, options: EncodeNpyOptions): Uint8Array
   if (major === 1) view.setUint16(8, header.length, true);
   else view.setUint32(8, header.length, true);
   out.set(header, preambleLength);
+  return out;
+}
+
+/**
+ * The bytes of an `.npy` file before its data (preamble and header, exactly as
+ * {@linkcode encodeNpy} writes them), for writing a large array in pieces: these bytes, then
+ * the elements in C order.
+ *
+ * @param dtype Element type.
+ * @param shape Dimensions.
+ * @returns The bytes; the data starts right after them (at a multiple of 64).
+ * @throws Error `Cannot encode NPY: <problem>` for an invalid shape.
+ */
+export function encodeNpyHeader(dtype: NpyDtype, shape: readonly number[]): Uint8Array {
+  try {
+    if (!Object.hasOwn(ITEM_SIZES, dtype)) throw new ProblemError(`unsupported dtype '${dtype}'`);
+    elementCount(shape);
+    return headerBytes({ dtype, shape: [...shape] }, {});
+  } catch (error) {
+    throw new Error(`Cannot encode NPY: ${(error as Error).message}`);
+  }
+}
+
+/** Encode; throws ProblemError without a file name. */
+function encodeNpyProblem(array: NdArray, options: EncodeNpyOptions): Uint8Array {
+  const count = validateArray(array);
+  const dataLength = count * ITEM_SIZES[array.dtype];
+  const out = headerBytes(array, options, dataLength);
+  const dataOffset = out.length - dataLength;
   if (!HOST_IS_LITTLE_ENDIAN && ITEM_SIZES[array.dtype] > 1) {
     throw new ProblemError("big-endian hosts are not supported");
   }
@@ -581,6 +660,112 @@ export async function readNpy(path: string): Promise<NdArray> {
     throw new Error(`Cannot read ${path}: ${(error as Error).message}`, { cause: error });
   }
   return parseNpy(bytes, path);
+}
+
+/** Bytes read from the start of a file to find its header (most headers fit in 128). */
+const HEADER_PROBE = 4096;
+
+/**
+ * An open `.npy` file whose data is read on demand, a block of rows at a time: memory stays
+ * bounded however large the file is. Made by {@linkcode openNpy}; close it when done.
+ */
+export interface NpyFile {
+  /** The path, as given. */
+  readonly path: string;
+  readonly dtype: NpyDtype;
+  /** Dimensions, outermost first; `[]` for a scalar. */
+  readonly shape: readonly number[];
+  /** Rows along the first axis (1 for a scalar). */
+  readonly rows: number;
+  /** Elements per row (the product of the other dimensions). */
+  readonly rowElements: number;
+  /**
+   * Rows `start .. start + count - 1` as a new typed array (C order).
+   *
+   * @throws RangeError when the rows are not inside the array
+   */
+  readRows(start: number, count: number): NpyData;
+  /** Close the file. */
+  close(): void;
+}
+
+/** Read exactly `length` bytes at `offset` of an open file (synchronously). */
+function readAt(file: Deno.FsFile, offset: number, length: number, path: string): Uint8Array {
+  const out = new Uint8Array(length);
+  file.seekSync(offset, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < length) {
+    const n = file.readSync(out.subarray(done));
+    if (n === null || n === 0) {
+      throw new Error(`Cannot read ${path}: the file ended after ${offset + done} bytes`);
+    }
+    done += n;
+  }
+  return out;
+}
+
+/**
+ * Open an `.npy` file and check its header against its size, without reading the data: the
+ * rows are read on demand by {@linkcode NpyFile.readRows}. For files of any size (e.g. 100,000
+ * images, 672 MB) in bounded memory.
+ *
+ * @param path File path.
+ * @returns The open file; call `close()` when done.
+ * @throws Error `Cannot read <path>: <problem>` when the file is missing or malformed (the
+ * same problems and messages as {@linkcode readNpy}).
+ */
+export async function openNpy(path: string): Promise<NpyFile> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    throw new Error(`Cannot read ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    const fileSize = (await file.stat()).size;
+    let prefix = readAt(file, 0, Math.min(HEADER_PROBE, fileSize), path);
+    let header: NpyHeader;
+    try {
+      const { dataOffset } = headerEnd(prefix, fileSize);
+      if (dataOffset > prefix.length) prefix = readAt(file, 0, dataOffset, path);
+      header = parseHeaderProblem(prefix, fileSize);
+    } catch (error) {
+      if (!(error instanceof ProblemError)) throw error;
+      throw new Error(`Cannot read ${path}: ${error.message}`);
+    }
+    const { dtype, shape, dataOffset } = header;
+    const rows = shape.length ? shape[0] : 1;
+    const rowElements = shape.length ? elementCount(shape.slice(1)) : 1;
+    const itemSize = ITEM_SIZES[dtype];
+    return {
+      path,
+      dtype,
+      shape,
+      rows,
+      rowElements,
+      readRows(start: number, count: number): NpyData {
+        if (
+          !Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0 ||
+          start + count > rows
+        ) {
+          throw new RangeError(
+            `${path}: rows ${start}..${start + count - 1} outside 0..${rows - 1}`,
+          );
+        }
+        const bytes = readAt(
+          file,
+          dataOffset + start * rowElements * itemSize,
+          count * rowElements * itemSize,
+          path,
+        );
+        return typedView(bytes, 0, count * rowElements, dtype);
+      },
+      close: () => file.close(),
+    };
+  } catch (error) {
+    file.close();
+    throw error;
+  }
 }
 
 /**

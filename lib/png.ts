@@ -19,6 +19,10 @@ const COLOR_TYPE_NAMES: Record<number, string> = {
 };
 /** Largest width or height accepted when decoding (guards against absurd allocations). */
 const MAX_DIMENSION = 1 << 15;
+/** Most pixels accepted when decoding (64 megapixels, 256 MB as RGBA). */
+const MAX_PIXELS = 1 << 26;
+/** Most entries of a PLTE chunk (8-bit indices). */
+const MAX_PALETTE_ENTRIES = 256;
 
 /** A decoded PNG image: `data` holds `height * width * channels` bytes, row-major. */
 export interface DecodedPng {
@@ -57,6 +61,53 @@ async function pipeThrough(
 ): Promise<Uint8Array> {
   const output = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(stream);
   return new Uint8Array(await new Response(output).arrayBuffer());
+}
+
+/** Compressed bytes fed to the inflater at a time (deflate expands at most ~1032 times). */
+const INFLATE_STEP = 1024;
+
+/**
+ * Inflates zlib data, stopping with `undefined` as soon as the output would exceed `limit` bytes
+ * (a few kilobytes of deflate data can expand to gigabytes). The input goes in small steps, so
+ * no single output chunk can be much larger than a megabyte.
+ */
+async function inflateAtMost(bytes: Uint8Array, limit: number): Promise<Uint8Array | undefined> {
+  const stream = new DecompressionStream("deflate");
+  const writer = stream.writable.getWriter();
+  const reader = stream.readable.getReader();
+  const feeding = (async () => {
+    for (let at = 0; at < bytes.length; at += INFLATE_STEP) {
+      await writer.write(bytes.slice(at, at + INFLATE_STEP));
+    }
+    await writer.close();
+  })();
+  // Errors reach the reader too; the writer's copy must not become an unhandled rejection.
+  feeding.catch(() => {});
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.length;
+      if (total > limit) {
+        await reader.cancel().catch(() => {});
+        await writer.abort().catch(() => {});
+        return undefined;
+      }
+      parts.push(value);
+    }
+    await feeding;
+  } finally {
+    reader.releaseLock();
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }
 
 /** One chunk (length, type, data, CRC) as bytes. */
@@ -155,7 +206,10 @@ export async function decodePng(bytes: Uint8Array, name = "PNG data"): Promise<D
   while (offset < bytes.length && !sawEnd) {
     if (offset + 12 > bytes.length) fail(`truncated chunk header at byte ${offset}`);
     const length = view.getUint32(offset);
-    const type = String.fromCharCode(...bytes.subarray(offset + 4, offset + 8));
+    // The chunk type as text; bytes other than printable ASCII shown as \xNN (corrupt files).
+    const type = [...bytes.subarray(offset + 4, offset + 8)].map((b) =>
+      b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`
+    ).join("");
     if (offset + 12 + length > bytes.length) fail(`truncated ${type} chunk at byte ${offset}`);
     const data = bytes.subarray(offset + 8, offset + 8 + length);
     const crc = view.getUint32(offset + 8 + length);
@@ -172,6 +226,9 @@ export async function decodePng(bytes: Uint8Array, name = "PNG data"): Promise<D
       if (data[10] !== 0 || data[11] !== 0) fail("unknown compression or filter method");
       if (data[12] !== 0) fail("interlaced (Adam7) PNGs are not supported; save it non-interlaced");
     } else if (type === "PLTE") {
+      if (length % 3 !== 0 || length === 0 || length > 3 * MAX_PALETTE_ENTRIES) {
+        fail(`PLTE chunk has length ${length}, expected 3 to 768 bytes in steps of 3`);
+      }
       palette = data;
     } else if (type === "tRNS") {
       transparency = data;
@@ -183,6 +240,7 @@ export async function decodePng(bytes: Uint8Array, name = "PNG data"): Promise<D
     offset += 12 + length;
   }
   if (colorType < 0) fail("missing IHDR chunk");
+  if (!sawEnd) fail("truncated file: no IEND chunk");
   if (!(colorType in CHANNELS_BY_COLOR_TYPE)) fail(`unknown colour type ${colorType}`);
   if (bitDepth !== 8) {
     fail(
@@ -191,8 +249,14 @@ export async function decodePng(bytes: Uint8Array, name = "PNG data"): Promise<D
       }); only 8-bit PNGs are supported`,
     );
   }
-  if (width < 1 || height < 1 || width > MAX_DIMENSION || height > MAX_DIMENSION) {
-    fail(`unsupported size ${width}x${height}`);
+  if (
+    width < 1 || height < 1 || width > MAX_DIMENSION || height > MAX_DIMENSION ||
+    width * height > MAX_PIXELS
+  ) {
+    fail(
+      `unsupported size ${width}x${height} (1 to ${MAX_DIMENSION} px a side, at most ` +
+        `${MAX_PIXELS} pixels)`,
+    );
   }
   if (idat.length === 0) fail("no IDAT chunk (no image data)");
   if (colorType === 3 && !palette) fail("palette image without a PLTE chunk");
@@ -202,14 +266,18 @@ export async function decodePng(bytes: Uint8Array, name = "PNG data"): Promise<D
     compressed.set(c, at);
     at += c.length;
   }
-  let raw: Uint8Array;
+  const bpp = CHANNELS_BY_COLOR_TYPE[colorType];
+  const stride = width * bpp;
+  let raw: Uint8Array | undefined;
   try {
-    raw = await pipeThrough(compressed, new DecompressionStream("deflate"));
+    // Rows of `stride` bytes after a filter byte; a little slack for encoders that pad.
+    raw = await inflateAtMost(compressed, height * (stride + 1) + 1024);
   } catch (error) {
     return fail(`corrupt image data (${error instanceof Error ? error.message : error})`);
   }
-  const bpp = CHANNELS_BY_COLOR_TYPE[colorType];
-  const stride = width * bpp;
+  if (raw === undefined) {
+    return fail(`image data inflates to more than ${width}x${height} pixels need`);
+  }
   if (raw.length < height * (stride + 1)) {
     fail(`image data too short: ${raw.length} bytes for ${width}x${height}`);
   }

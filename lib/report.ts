@@ -21,14 +21,24 @@ import {
 } from "./charts.ts";
 import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "./constants.ts";
 import { getLoaders } from "./data.ts";
-import { ensureDir, exists, writeFileAtomic, writeJsonAtomic, writeTextAtomic } from "./fsutil.ts";
+import {
+  ensureDir,
+  exists,
+  killPoint,
+  removeStaleTemps,
+  writeFileAtomic,
+  writeJsonAtomic,
+  writeTextAtomic,
+} from "./fsutil.ts";
 import { modelInfo } from "./models.ts";
 import { formatDuration } from "./progress.ts";
 import {
   assertSameData,
   describeData,
-  readJsonFile,
+  readRunHistory,
   readRunRecord,
+  readSweepConfig,
+  readValPredictions,
   RUN_FILES,
   runConfigFor,
   runDir,
@@ -185,7 +195,7 @@ export function buildTable(
  * @param out The sweep directory.
  */
 export async function collectResults(out: string): Promise<SweepResults> {
-  const config = await readJsonFile<SweepConfig>(join(out, "config.json"));
+  const config = await readSweepConfig(join(out, "config.json"));
   if (!config) {
     throw new Error(
       `Cannot report on ${out}: ${join(out, "config.json")} is missing (not a sweep directory)`,
@@ -199,10 +209,8 @@ export async function collectResults(out: string): Promise<SweepResults> {
       const dir = runDir(out, model, seed);
       const record = await readRunRecord(dir);
       if (record?.status === "done") records.push(record);
-      const historyFile = await readJsonFile<{ history: EpochRecord[] }>(
-        join(dir, RUN_FILES.history),
-      );
-      runs.push(rowOf(model, seed, record, historyFile?.history ?? [], config, dir, out));
+      const history = await readRunHistory(dir);
+      runs.push(rowOf(model, seed, record, history, config, dir, out));
     }
   }
   assertSameData(records, `the runs of ${out}`);
@@ -462,9 +470,7 @@ export async function buildFigures(results: SweepResults, out: string): Promise<
   let samplesNote: string | undefined;
   const best = results.runs.find((r) => r.key === results.best);
   if (best) {
-    const predictionsFile = await readJsonFile<{ predictions: number[]; labels: number[] }>(
-      join(out, best.dir, RUN_FILES.predictions),
-    );
+    const predictionsFile = await readValPredictions(join(out, best.dir));
     if (predictionsFile) {
       const { predictions, labels } = predictionsFile;
       svgs.set("confusion_best", {
@@ -758,6 +764,9 @@ export interface ReportOutput {
 export async function writeReport(out: string, options: ReportOptions = {}): Promise<ReportOutput> {
   const log = options.log ?? console.log;
   const results = await collectResults(out);
+  // Temp files of a report writer that was killed (only those of processes gone from here).
+  await removeStaleTemps(out, { deadOnly: true });
+  await removeStaleTemps(join(out, "figures"), { deadOnly: true });
   const files: string[] = [];
   const write = async (name: string, data: string | Uint8Array) => {
     const path = join(out, name);
@@ -766,6 +775,7 @@ export async function writeReport(out: string, options: ReportOptions = {}): Pro
     files.push(path);
   };
   await write("RESULTS.md", resultsMarkdown(results));
+  killPoint("report");
   await writeJsonAtomic(join(out, "results.json"), results);
   files.push(join(out, "results.json"));
   const figures = await buildFigures(results, out);

@@ -110,6 +110,16 @@ function readHeaderLength(prefix: Uint8Array, fileSize: number, name: string): n
   return Number(length);
 }
 
+/** Longest JSON excerpt quoted in an error message. */
+const MAX_QUOTED_JSON = 80;
+
+/** A header value for an error message: JSON, cut short, or `(missing)`. */
+function quoteJson(value: unknown): string {
+  if (value === undefined) return "(missing)";
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > MAX_QUOTED_JSON ? text.slice(0, MAX_QUOTED_JSON) + "..." : text;
+}
+
 /** Whether `value` is a non-negative safe integer. */
 function isCount(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
@@ -147,15 +157,15 @@ function parseHeaderJson(
     }
     const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
     if (typeof dtype !== "string") throw new Error(`${where} has no dtype`);
-    if (!(dtype in DTYPE_BYTES)) {
+    if (!Object.hasOwn(DTYPE_BYTES, dtype)) {
       const kind = KNOWN_DTYPES.has(dtype) ? "unsupported" : "unknown";
       throw new Error(`${where} has ${kind} dtype '${dtype}' (supported: F32, F16, BF16)`);
     }
     if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw new Error(`${where} has an invalid shape ${JSON.stringify(shape)}`);
+      throw new Error(`${where} has an invalid shape ${quoteJson(shape)}`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
-      throw new Error(`${where} has invalid data_offsets ${JSON.stringify(offsets)}`);
+      throw new Error(`${where} has invalid data_offsets ${quoteJson(offsets)}`);
     }
     const [begin, end] = offsets as number[];
     if (begin > end || end > dataLength) {
@@ -328,7 +338,7 @@ export function encodeSafetensors(
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
   for (const [name, tensor] of Object.entries(tensors)) {
-    if (!(tensor.dtype in DTYPE_BYTES)) {
+    if (!Object.hasOwn(DTYPE_BYTES, tensor.dtype)) {
       throw new Error(`Cannot encode tensor '${name}': unsupported dtype '${tensor.dtype}'`);
     }
     if (!tensor.shape.every(isCount)) {

@@ -38,8 +38,17 @@ export function rngState(): RngState | undefined {
   return current?.state();
 }
 
+/** Whether `state` has the shape of {@link rngState}'s (seedrandom's ARC4: i, j, S[256]). */
+export function isRngState(state: unknown): state is RngState {
+  const byte = (v: unknown) => Number.isInteger(v) && (v as number) >= 0 && (v as number) < 256;
+  const s = state as { i?: unknown; j?: unknown; S?: unknown };
+  return typeof state === "object" && state !== null && byte(s.i) && byte(s.j) &&
+    Array.isArray(s.S) && s.S.length === 256 && s.S.every(byte);
+}
+
 /** Restore a state from {@link rngState}: the following draws repeat those after the snapshot. */
 export function restoreRngState(state: RngState): void {
+  if (!isRngState(state)) throw new Error("restoreRngState(): not a generator state");
   seedrandom("", { global: true, state });
   current = Math.random as unknown as StatefulPrng;
 }

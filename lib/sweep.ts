@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import {
   BATCH_SIZE,
   DEFAULT_DATA_DIR,
@@ -35,6 +35,7 @@ import {
 } from "./constants.ts";
 import {
   configDifference,
+  describeValue,
   type RunConfig,
   runExperiment,
   type RunResult,
@@ -42,7 +43,8 @@ import {
   studyConfig,
 } from "./experiment.ts";
 import { parseBackendName } from "./backend.ts";
-import { ensureDir, exists, writeJsonAtomic } from "./fsutil.ts";
+import { recoverCheckpoint } from "./checkpoint.ts";
+import { ensureDir, exists, isStorageError, removeStaleTemps, writeJsonAtomic } from "./fsutil.ts";
 import { modelInfo, modelKinds } from "./models.ts";
 import { formatDuration, ProgressBar } from "./progress.ts";
 import type { EpochRecord } from "./train.ts";
@@ -369,16 +371,95 @@ export async function readJsonFile<T>(path: string): Promise<T | undefined> {
   }
 }
 
-/** A run's `result.json`, or `undefined` when the run has not ended. */
+/** Whether `value` is a plain JSON object (not null, not an array). */
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Whether `value` is an integer in 0..2^53-1. */
+function isCount(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** Whether `value` is a finite number or `null` (JSON's NaN, e.g. a diverged loss). */
+function isNumberOrNull(value: unknown): boolean {
+  return value === null || (typeof value === "number" && Number.isFinite(value));
+}
+
+/** Why `value` is not a list of epoch records 1, 2, ..., or `undefined`. */
+function historyProblem(value: unknown): string | undefined {
+  if (!Array.isArray(value)) return "'history' is not a list";
+  for (const [i, record] of value.entries()) {
+    if (
+      !isObject(record) || record.epoch !== i + 1 || !isNumberOrNull(record.trainLoss) ||
+      !isNumberOrNull(record.valAccuracy)
+    ) {
+      return `history entry ${i} is not epoch ${i + 1} with its loss and accuracy`;
+    }
+  }
+  return undefined;
+}
+
+/** Why `value` is not a stored split accuracy, or `undefined`. */
+function accuracyProblem(value: unknown, split: string): string | undefined {
+  if (
+    !isObject(value) || !isCount(value.correct) || !isCount(value.total) ||
+    value.correct > value.total || typeof value.accuracy !== "number" ||
+    !(value.accuracy >= 0 && value.accuracy <= 100)
+  ) {
+    return `accuracy.${split} is not {correct, total, accuracy 0..100}`;
+  }
+  return undefined;
+}
+
+/** Why a parsed `result.json` is not a run record of run `key`, or `undefined`. */
+function recordProblem(record: unknown, key: string): string | undefined {
+  if (!isObject(record) || !["done", "skipped", "failed"].includes(record.status as string)) {
+    return "expected a run record with status done|skipped|failed";
+  }
+  if (record.key !== key || `${record.model}_${record.seed}` !== key) {
+    return `it records run ${JSON.stringify(record.key)}, not ${key}`;
+  }
+  if (!isObject(record.config)) return "'config' is not an object";
+  if (record.reason !== undefined && typeof record.reason !== "string") {
+    return "'reason' is not a string";
+  }
+  if (record.status !== "done") return undefined;
+  const accuracy = record.accuracy;
+  if (!isObject(accuracy)) return "a done run needs 'accuracy'";
+  const problem = accuracyProblem(accuracy.train, "train") ??
+    accuracyProblem(accuracy.val, "val") ??
+    (accuracy.test === undefined ? undefined : accuracyProblem(accuracy.test, "test"));
+  if (problem) return problem;
+  if (record.history !== undefined) {
+    const history = historyProblem(record.history);
+    if (history) return history;
+  }
+  for (const field of ["seconds", "params"]) {
+    if (record[field] !== undefined && !isNumberOrNull(record[field])) {
+      return `'${field}' is not a number`;
+    }
+  }
+  if (
+    record.backend !== undefined &&
+    !(isObject(record.backend) && typeof record.backend.name === "string")
+  ) {
+    return "'backend' has no name";
+  }
+  return undefined;
+}
+
+/**
+ * A run's `result.json`, or `undefined` when the run has not ended.
+ *
+ * @throws Error `Cannot read <path>: ...` when the file is not a record of this run.
+ */
 export async function readRunRecord(dir: string): Promise<RunRecord | undefined> {
   const path = join(dir, RUN_FILES.result);
   const record = await readJsonFile<RunRecord>(path);
   if (record === undefined) return undefined;
-  if (
-    !record || typeof record !== "object" || !["done", "skipped", "failed"].includes(record.status)
-  ) {
-    throw new Error(`Cannot read ${path}: expected a run record with status done|skipped|failed`);
-  }
+  const problem = recordProblem(record, basename(dir));
+  if (problem) throw new Error(`Cannot read ${path}: ${problem}`);
   if (record.format !== RUN_RECORD_FORMAT) {
     throw new Error(
       `Cannot read ${path}: format ${JSON.stringify(record.format ?? null)}, expected ` +
@@ -386,6 +467,96 @@ export async function readRunRecord(dir: string): Promise<RunRecord | undefined>
     );
   }
   return record;
+}
+
+/**
+ * A run's per-epoch history from `history.json` (`[]` when the file does not exist yet).
+ *
+ * @throws Error `Cannot read <path>: ...` when the file is malformed.
+ */
+export async function readRunHistory(dir: string): Promise<EpochRecord[]> {
+  const path = join(dir, RUN_FILES.history);
+  const file = await readJsonFile<{ history: EpochRecord[] }>(path);
+  if (file === undefined) return [];
+  const problem = isObject(file) ? historyProblem(file.history) : "expected {history: [...]}";
+  if (problem) throw new Error(`Cannot read ${path}: ${problem}`);
+  return file.history;
+}
+
+/** Predicted and true sums of a run's validation images (`val_predictions.json`). */
+export interface ValPredictions {
+  predictions: number[];
+  labels: number[];
+}
+
+/**
+ * A run's `val_predictions.json`, or `undefined` when it does not exist.
+ *
+ * @throws Error `Cannot read <path>: ...` when it is not two equally long lists of integers.
+ */
+export async function readValPredictions(dir: string): Promise<ValPredictions | undefined> {
+  const path = join(dir, RUN_FILES.predictions);
+  const file = await readJsonFile<ValPredictions>(path);
+  if (file === undefined) return undefined;
+  const integers = (v: unknown) => Array.isArray(v) && v.every((x) => Number.isSafeInteger(x));
+  if (
+    !isObject(file) || !integers(file.predictions) || !integers(file.labels) ||
+    file.predictions.length !== file.labels.length
+  ) {
+    throw new Error(
+      `Cannot read ${path}: expected {predictions, labels}, two equally long lists of integers`,
+    );
+  }
+  return file;
+}
+
+/** Why `value` is not a sweep configuration (as `<out>/config.json` stores), or `undefined`. */
+function sweepConfigProblem(value: unknown): string | undefined {
+  if (!isObject(value)) return "not a sweep configuration (a JSON object)";
+  const strings = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === "string");
+  const numbers = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === "number");
+  if (!strings(value.models)) return "'models' is not a list of model kinds";
+  if (!numbers(value.seeds)) return "'seeds' is not a list of numbers";
+  for (const key of ["backend", "dataDir", "out"]) {
+    if (typeof value[key] !== "string") return `'${key}' is not a string`;
+  }
+  for (const key of ["epochs", "batchSize", "learningRate", "trainFraction"]) {
+    if (typeof value[key] !== "number") return `'${key}' is not a number`;
+  }
+  for (const key of ["limit", "testLimit"]) {
+    if (value[key] !== null && typeof value[key] !== "number") {
+      return `'${key}' is not a number or null`;
+    }
+  }
+  try {
+    validateConfig(value as unknown as SweepConfig);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  return undefined;
+}
+
+/**
+ * A sweep folder's `config.json`, or `undefined` when it does not exist.
+ *
+ * @throws Error `Cannot read <path>: ...` when it is not a valid sweep configuration.
+ */
+export async function readSweepConfig(path: string): Promise<SweepConfig | undefined> {
+  const config = await readJsonFile<SweepConfig>(path);
+  if (config === undefined) return undefined;
+  const problem = sweepConfigProblem(config);
+  if (problem) throw new Error(`Cannot read ${path}: ${problem}`);
+  return config;
+}
+
+/** A run folder's `config.json` (its RunConfig), or `undefined` when it does not exist. */
+async function readRunConfig(dir: string): Promise<RunConfig | undefined> {
+  const path = join(dir, RUN_FILES.config);
+  const config = await readJsonFile<RunConfig>(path);
+  if (config !== undefined && !isObject(config)) {
+    throw new Error(`Cannot read ${path}: not a run configuration (a JSON object)`);
+  }
+  return config;
 }
 
 /** The setup fields of a sweep configuration (what must match to share an output directory). */
@@ -397,7 +568,7 @@ export function setupOf(config: SweepConfig): Record<string, unknown> {
 export function setupDifference(a: SweepConfig, b: SweepConfig): string | undefined {
   for (const key of SETUP_KEYS) {
     if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) {
-      return `${key} differs: ${JSON.stringify(a[key])} vs ${JSON.stringify(b[key])}`;
+      return `${key} differs: ${describeValue(a[key])} vs ${describeValue(b[key])}`;
     }
   }
   return undefined;
@@ -426,18 +597,21 @@ export async function prepareOutDir(config: SweepConfig, runs: readonly RunSpec[
   SweepConfig
 > {
   const path = join(config.out, "config.json");
-  const stored = await readJsonFile<SweepConfig>(path);
+  const stored = await readSweepConfig(path);
   const problems: string[] = [];
   if (stored) {
     const difference = setupDifference(stored, config);
     if (difference) problems.push(`${path} records another training setup (${difference})`);
   }
   for (const run of runs) {
-    const saved = await readJsonFile<RunConfig>(join(run.dir, RUN_FILES.config));
+    const saved = await readRunConfig(run.dir);
     if (!saved) continue;
     const difference = configDifference(saved, run.config);
     if (difference) {
-      problems.push(`${run.dir} holds a run with another configuration (${difference})`);
+      problems.push(
+        `${join(run.dir, RUN_FILES.config)} records a run with another configuration ` +
+          `(${difference})`,
+      );
     }
   }
   if (problems.length) {
@@ -512,12 +686,15 @@ function serialisableBackend(result: RunResult): { name: string; [key: string]: 
   return JSON.parse(JSON.stringify(result.backend));
 }
 
-/** History saved in a run's resumable state (so `history.json` survives a kill between writes). */
+/**
+ * History saved in a run's resumable state (so `history.json` survives a kill between writes);
+ * `[]` when there is none or it is unreadable (resuming then reports what is wrong with it).
+ */
 async function stateHistory(dir: string): Promise<EpochRecord[]> {
   const meta = await readJsonFile<{ history?: EpochRecord[] }>(
     join(dir, RUN_FILES.state, "digitsum.json"),
   ).catch(() => undefined);
-  return meta?.history ?? [];
+  return isObject(meta) && historyProblem(meta.history) === undefined ? meta.history! : [];
 }
 
 /** A rough time estimate for VGG runs, which train ~25x slower than the CNNs on a CPU. */
@@ -532,6 +709,23 @@ function vggWarning(config: SweepConfig, runs: number): string {
     estimateVggSeconds(config.epochs * val + train + val + test, backend, { training: false });
   return `Note: ${runs} VGG run(s) to do, about ${formatDuration(seconds)} each on a 2-core CPU ` +
     `(${backend}); much less on a GPU backend. Leave them out with --models.`;
+}
+
+/**
+ * The error a sweep stops with when its output folder cannot be written (full disk, read-only,
+ * no permission): the original message, then what is safe and how to resume. Other errors are
+ * returned unchanged.
+ */
+export function storageStopped(error: unknown, out: string): Error {
+  if (!isStorageError(error)) return error as Error;
+  const message = (error as Error).message;
+  if (message.includes("The sweep stopped")) return error as Error;
+  return new Error(
+    `${message}\nThe sweep stopped: ${out} cannot be written. Finished runs and completed ` +
+      "epochs are intact; free some space (or make the folder writable) and run the same " +
+      "command to resume.",
+    { cause: error },
+  );
 }
 
 /** One-line summary of a finished run. */
@@ -550,6 +744,81 @@ export function formatRunLine(record: RunRecord): string {
     `${rate.toFixed(1)} train images/s on ${record.backend?.name ?? "?"})`;
 }
 
+/** What {@link planSweep} found: the grid, this call's part of it, and what is left to do. */
+export interface SweepPlan {
+  /** Every run of the grid. */
+  grid: RunSpec[];
+  /** The runs of this shard (and worker). */
+  selected: RunSpec[];
+  /** The configuration as stored in the output directory (grid = union). */
+  stored: SweepConfig;
+  /** Keys of selected runs already done. */
+  alreadyDone: string[];
+  /** Selected runs not done yet, in grid order. */
+  todo: RunSpec[];
+  /** Epochs left per run key of `todo` (0 for runs that will be skipped). */
+  epochsLeft: Map<string, number>;
+  /** The data every run of this directory is trained on. */
+  data: DataFingerprint;
+}
+
+/**
+ * Everything {@link runSweep} does before training: checks the configuration and the output
+ * directory ({@link prepareOutDir}), reads every selected run's record, and removes what killed
+ * processes left in the runs' folders (temp files, half-swapped checkpoints; a done run's state).
+ *
+ * @throws Error naming the file when a record or configuration in the folder is malformed.
+ */
+export async function planSweep(
+  config: SweepConfig,
+  options: Pick<SweepOptions, "shard" | "worker" | "keepState" | "log"> = {},
+): Promise<SweepPlan> {
+  validateConfig(config);
+  const grid = sweepGrid(config);
+  const selected = selectShard(selectShard(grid, options.shard), options.worker);
+  const stored = await prepareOutDir(config, grid);
+  // The data every run of this directory is trained on; a finished run on other data refuses.
+  await ensureDataset(config.dataDir, { log: options.log });
+  const data = await dataFingerprint(config.dataDir);
+  const alreadyDone: string[] = [];
+  const todo: RunSpec[] = [];
+  for (const run of selected) {
+    const record = await readRunRecord(run.dir);
+    if (record?.status === "done" && record.data?.id !== data.id) {
+      throw new Error(
+        `Cannot resume in ${config.out}: ${run.key} was trained on ` +
+          `${record.data ? describeData(record.data) : "unrecorded data"}, but ${config.dataDir} ` +
+          `now holds ${describeData(data)}; use another --out`,
+      );
+    }
+    // This process owns its runs' folders (shards are disjoint): leftovers of a kill can go.
+    await removeStaleTemps(run.dir);
+    await recoverCheckpoint(join(run.dir, RUN_FILES.checkpoint));
+    await recoverCheckpoint(join(run.dir, RUN_FILES.state));
+    if (record?.status === "done") {
+      alreadyDone.push(run.key);
+      if (!(await exists(join(run.dir, RUN_FILES.checkpoint, "model.json")))) {
+        options.log?.(
+          `Note: ${run.key} is done but ${join(run.dir, RUN_FILES.checkpoint)} is missing; its ` +
+            `results stand (delete ${join(run.dir, RUN_FILES.result)} to train it again)`,
+        );
+      }
+      // A kill between result.json and the removal of state/ leaves state behind.
+      if (!options.keepState) {
+        await Deno.remove(join(run.dir, RUN_FILES.state), { recursive: true }).catch(() => {});
+      }
+    } else {
+      todo.push(run);
+    }
+  }
+  const epochsLeft = new Map<string, number>();
+  for (const run of todo) {
+    const done = (await stateHistory(run.dir)).length;
+    epochsLeft.set(run.key, (await skipReason(run.model)) ? 0 : run.config.epochs - done);
+  }
+  return { grid, selected, stored, alreadyDone, todo, epochsLeft, data };
+}
+
 /**
  * Run (or resume) every selected run of the grid that has not finished, in grid order.
  *
@@ -566,48 +835,17 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
   const started = performance.now();
   const log = options.log ?? console.log;
   const progress = options.progress ?? true;
-  validateConfig(config);
-  const grid = sweepGrid(config);
-  const selected = selectShard(selectShard(grid, options.shard), options.worker);
-  const stored = await prepareOutDir(config, grid);
+  const plan = await planSweep(config, { ...options, log });
+  const { grid, selected, todo, epochsLeft, data } = plan;
   const summary: SweepSummary = {
-    config: stored,
+    config: plan.stored,
     selected,
-    alreadyDone: [],
+    alreadyDone: plan.alreadyDone,
     finished: [],
     skipped: [],
     failed: [],
     seconds: 0,
   };
-
-  // The data every run of this directory is trained on; a finished run on other data refuses.
-  await ensureDataset(config.dataDir, { log });
-  const data = await dataFingerprint(config.dataDir);
-  const todo: RunSpec[] = [];
-  for (const run of selected) {
-    const record = await readRunRecord(run.dir);
-    if (record?.status === "done" && record.data?.id !== data.id) {
-      throw new Error(
-        `Cannot resume in ${config.out}: ${run.key} was trained on ` +
-          `${record.data ? describeData(record.data) : "unrecorded data"}, but ${config.dataDir} ` +
-          `now holds ${describeData(data)}; use another --out`,
-      );
-    }
-    if (record?.status === "done") {
-      summary.alreadyDone.push(run.key);
-      // A kill between result.json and the removal of state/ leaves state behind.
-      if (!options.keepState) {
-        await Deno.remove(join(run.dir, RUN_FILES.state), { recursive: true }).catch(() => {});
-      }
-    } else {
-      todo.push(run);
-    }
-  }
-  const epochsLeft = new Map<string, number>();
-  for (const run of todo) {
-    const done = (await stateHistory(run.dir)).length;
-    epochsLeft.set(run.key, (await skipReason(run.model)) ? 0 : run.config.epochs - done);
-  }
   const totalEpochs = [...epochsLeft.values()].reduce((a, b) => a + b, 0);
   const vggRuns = todo.filter((r) => r.model === "vgg-regressor" && epochsLeft.get(r.key)! > 0);
   if (vggRuns.length) log(vggWarning(config, vggRuns.length));
@@ -634,14 +872,20 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
     }
     const info = modelInfo(run.model);
     const name = `${info.title} seed ${run.seed}`;
-    await ensureDir(run.dir);
-    await writeJsonAtomic(join(run.dir, RUN_FILES.config), run.config);
     const logPath = join(run.dir, RUN_FILES.log);
-    const logFile = await Deno.open(logPath, { append: true, create: true });
+    let logFile: Deno.FsFile;
+    try {
+      await ensureDir(run.dir);
+      await writeJsonAtomic(join(run.dir, RUN_FILES.config), run.config);
+      logFile = await Deno.open(logPath, { append: true, create: true });
+    } catch (error) {
+      throw storageStopped(error, config.out);
+    }
     const encoder = new TextEncoder();
     const runLog = (line: string) => {
       log(line);
-      logFile.writeSync(encoder.encode(line + "\n"));
+      const bytes = encoder.encode(line + "\n");
+      for (let at = 0; at < bytes.length;) at += logFile.writeSync(bytes.subarray(at));
     };
     const writeRecord = async (
       record: Omit<
@@ -725,21 +969,27 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
         result.model.dispose();
       }
     } catch (error) {
-      if (error instanceof RunStoppedError) {
-        summary.stopped = { key: run.key, message: error.message };
-        runLog(error.message);
-        break;
-      }
-      const message = (error as Error).message ?? String(error);
-      if (/weights not found/i.test(message)) {
-        const reason = `${message.split("\n")[0]} Get them with \`${VGG_WEIGHTS_COMMAND}\``;
-        await writeRecord({ status: "skipped", reason });
-        summary.skipped.push({ key: run.key, reason });
-        runLog(`skipped ${name}: ${reason}`);
-      } else {
-        await writeRecord({ status: "failed", reason: message });
-        summary.failed.push({ key: run.key, reason: message });
-        runLog(`failed ${name}: ${message}`);
+      // A full disk or an unwritable folder is not the run's fault: stop, record nothing.
+      if (isStorageError(error)) throw storageStopped(error, config.out);
+      try {
+        if (error instanceof RunStoppedError) {
+          summary.stopped = { key: run.key, message: error.message };
+          runLog(error.message);
+          break;
+        }
+        const message = (error as Error).message ?? String(error);
+        if (/weights not found/i.test(message)) {
+          const reason = `${message.split("\n")[0]} Get them with \`${VGG_WEIGHTS_COMMAND}\``;
+          await writeRecord({ status: "skipped", reason });
+          summary.skipped.push({ key: run.key, reason });
+          runLog(`skipped ${name}: ${reason}`);
+        } else {
+          await writeRecord({ status: "failed", reason: message });
+          summary.failed.push({ key: run.key, reason: message });
+          runLog(`failed ${name}: ${message}`);
+        }
+      } catch (recording) {
+        throw isStorageError(recording) ? storageStopped(recording, config.out) : recording;
       }
     } finally {
       logFile.close();
@@ -791,11 +1041,11 @@ export async function mergeSweeps(
   if (inputs.length === 0) throw new Error("--merge needs at least one sweep directory");
   const configs: Array<{ dir: string; config: SweepConfig }> = [];
   for (const dir of inputs) {
-    const config = await readJsonFile<SweepConfig>(join(dir, "config.json"));
+    const config = await readSweepConfig(join(dir, "config.json"));
     if (!config) throw new Error(`Cannot merge ${dir}: ${join(dir, "config.json")} is missing`);
     configs.push({ dir, config });
   }
-  const existing = await readJsonFile<SweepConfig>(join(out, "config.json"));
+  const existing = await readSweepConfig(join(out, "config.json"));
   const all = existing ? [{ dir: out, config: existing }, ...configs] : configs;
   for (const { dir, config } of all.slice(1)) {
     const difference = setupDifference(all[0].config, config);

@@ -291,7 +291,7 @@ Deno.test("loadNpyPairLoader() rejects malformed files, naming the file and the 
       [
         "good.npy",
         "nan_lab.npy",
-        /Cannot read .*nan_lab\.npy: label 2 is NaN, not a finite number/,
+        /Cannot read .*nan_lab\.npy: label 2 is NaN, not a sum of four digits \(an integer 0..36\)/,
       ],
       ["text.npy", "good_lab.npy", /Cannot read .*text\.npy: /],
       ["missing.npy", "good_lab.npy", /Cannot read .*missing\.npy: /],

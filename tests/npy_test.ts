@@ -5,7 +5,9 @@ import {
   asInt32,
   elementCount,
   encodeNpy,
+  encodeNpyHeader,
   type NdArray,
+  openNpy,
   parseNpy,
   readNpy,
   writeNpy,
@@ -492,4 +494,61 @@ print(np.load(f"{d}/py_f4.npy").tobytes().hex())
       assert.deepEqual(encodeNpy(f4), await Deno.readFile(join(dir, "py_f4.npy")));
     });
   },
+});
+
+/** An `.npy` file (version 1) with this header dict text and data bytes. */
+function npyWithHeader(header: string, data = new Uint8Array(0)): Uint8Array {
+  const text = new TextEncoder().encode(header + "\n");
+  const out = new Uint8Array(10 + text.length + data.length);
+  out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]);
+  new DataView(out.buffer).setUint16(8, text.length, true);
+  out.set(text, 10);
+  out.set(data, 10 + text.length);
+  return out;
+}
+
+Deno.test("parseNpy() refuses deeply nested headers and dtype names of Object's prototype (fuzz finds)", () => {
+  // Before: a RangeError (stack overflow) and 'needs NaN data bytes'.
+  const deep = npyWithHeader(
+    `{'descr': '<f4', 'fortran_order': False, 'shape': ${"(".repeat(5000)}${")".repeat(5000)}}`,
+  );
+  assert.throws(
+    () => parseNpy(deep, "deep.npy"),
+    /^Error: Cannot read deep\.npy: unparseable header dict \(nested deeper than 32 levels/,
+  );
+  for (const descr of ["toString", "constructor", "__proto__"]) {
+    const file = npyWithHeader(
+      `{'descr': '${descr}', 'fortran_order': False, 'shape': (2,)}`,
+      new Uint8Array(8),
+    );
+    assert.throws(
+      () => parseNpy(file, "odd.npy"),
+      new RegExp(`Cannot read odd\\.npy: unsupported dtype '${descr}'`),
+    );
+  }
+});
+
+Deno.test("openNpy() reads rows on demand and checks the header against the file size", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const data = Float32Array.from({ length: 12 }, (_, i) => i / 2);
+    const path = join(dir, "rows.npy");
+    await writeNpy(path, { dtype: "float32", shape: [4, 3], data });
+    const file = await openNpy(path);
+    assert.deepEqual([file.rows, file.rowElements, file.dtype], [4, 3, "float32"]);
+    assert.deepEqual(file.readRows(1, 2), data.subarray(3, 9));
+    assert.throws(() => file.readRows(3, 2), RangeError);
+    file.close();
+    // The header of a streamed write equals encodeNpy's.
+    const whole = encodeNpy({ dtype: "float32", shape: [4, 3], data });
+    assert.deepEqual(encodeNpyHeader("float32", [4, 3]), whole.subarray(0, whole.length - 48));
+    const bytes = await Deno.readFile(path);
+    await Deno.writeFile(path, bytes.subarray(0, bytes.length - 1));
+    await assert.rejects(
+      openNpy(path),
+      /Cannot read .*rows\.npy: size mismatch: .*needs 48 data bytes, got 47/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

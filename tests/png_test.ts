@@ -100,3 +100,78 @@ Deno.test("decodePng() rejects 16-bit and interlaced PNGs with a clear reason", 
 Deno.test("encodePng() rejects a buffer of the wrong size", async () => {
   await assert.rejects(encodePng(new Uint8Array(10), 4, 4), /expected 16 bytes for 4x4, got 10/);
 });
+
+/** A PNG chunk with a correct CRC. */
+function chunkOf(type: string, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + data.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, data.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(data, 8);
+  let c = 0xffffffff;
+  for (const b of out.subarray(4, 8 + data.length)) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  }
+  view.setUint32(8 + data.length, (c ^ 0xffffffff) >>> 0);
+  return out;
+}
+
+/** A PNG from an IHDR (width, height, colour type) and chunks after it. */
+function pngOf(width: number, height: number, colorType: number, chunks: Uint8Array[]): Uint8Array {
+  const header = new Uint8Array(13);
+  new DataView(header.buffer).setUint32(0, width);
+  new DataView(header.buffer).setUint32(4, height);
+  header.set([8, colorType, 0, 0, 0], 8);
+  const parts = [
+    new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]),
+    chunkOf("IHDR", header),
+    ...chunks,
+  ];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+async function deflate(raw: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([raw as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
+    new CompressionStream("deflate"),
+  );
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+Deno.test("decodePng() stops inflating at the size the header needs (a decompression bomb)", async () => {
+  // 100 MiB of zeros in ~100 KB of IDAT for an 8 x 8 image. Before: inflated whole (a hang
+  // at 300 MiB in the fuzz test).
+  const idat = await deflate(new Uint8Array(100 * 2 ** 20));
+  const png = pngOf(8, 8, 0, [chunkOf("IDAT", idat), chunkOf("IEND", new Uint8Array())]);
+  const before = Deno.memoryUsage().external;
+  await assert.rejects(
+    decodePng(png, "bomb.png"),
+    /Cannot read bomb\.png: image data inflates to more than 8x8 pixels need/,
+  );
+  assert.ok(Deno.memoryUsage().external - before < 32 * 2 ** 20, "no large buffer was held");
+});
+
+Deno.test("decodePng() refuses a malformed palette, a missing IEND and names odd chunk types", async () => {
+  const raw = await deflate(new Uint8Array(2 * 3));
+  const end = chunkOf("IEND", new Uint8Array());
+  await assert.rejects(
+    decodePng(
+      pngOf(2, 2, 3, [chunkOf("PLTE", new Uint8Array(4)), chunkOf("IDAT", raw), end]),
+      "p.png",
+    ),
+    /PLTE chunk has length 4, expected 3 to 768 bytes in steps of 3/,
+  );
+  await assert.rejects(
+    decodePng(pngOf(2, 2, 0, [chunkOf("IDAT", raw)]), "cut.png"),
+    /Cannot read cut\.png: truncated file: no IEND chunk/,
+  );
+  const odd = pngOf(2, 2, 0, [chunkOf("IDAT", raw), end]);
+  odd[38] = 0; // a byte of the IDAT type: its CRC no longer matches
+  await assert.rejects(decodePng(odd, "odd.png"), /CRC mismatch in I\\x00AT chunk/);
+});

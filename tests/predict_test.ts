@@ -81,9 +81,10 @@ Deno.test("readPngInput() passes a 168 x 40 gray PNG through unchanged", async (
     const path = join(dir, "bars.png");
     await Deno.writeFile(path, await encodePng(gray, 168, 40));
     const input = await readPngInput(path);
-    assert.deepEqual(input.names, ["bars.png"]);
+    assert.equal(input.count, 1);
+    assert.equal(input.nameOf(0), "bars.png");
     assert.deepEqual(input.notes, []);
-    assert.deepEqual(input.pixels, gray);
+    assert.deepEqual(await input.read(0, 1), gray);
   });
 });
 
@@ -104,7 +105,7 @@ Deno.test("readPngInput() converts a black-on-white RGB PNG of twice the size", 
     assert.match(input.notes[0], /RGB converted to gray/);
     assert.match(input.notes[1], /inverted to white on black/);
     assert.match(input.notes[2], /resized from 336 x 80 to 168 x 40/);
-    assert.deepEqual(input.pixels, gray);
+    assert.deepEqual(await input.read(0, 1), gray);
   });
 });
 
@@ -116,8 +117,9 @@ Deno.test("readPngInput() pads a wider strip with black and says so", async () =
     await Deno.writeFile(path, await encodePng(gray, 200, 40));
     const input = await readPngInput(path);
     assert.match(input.notes[0], /resized from 200 x 40 to 168 x 34.*padded with black/);
-    assert.equal(input.pixels.length, IMAGE_SIZE);
-    assert.equal(input.pixels[0], 0);
+    const pixels = await input.read(0, 1);
+    assert.equal(pixels.length, IMAGE_SIZE);
+    assert.equal(pixels[0], 0);
   });
 });
 
@@ -147,14 +149,21 @@ Deno.test("readNpyInput() reads N x 40 x 168 uint8 and one 40 x 168 image", asyn
     const data = new Uint8Array(3 * IMAGE_SIZE).map((_, i) => i % 251);
     await Deno.writeFile(stack, encodeNpy({ dtype: "uint8", shape: [3, 40, 168], data }));
     const input = await readNpyInput(stack);
-    assert.deepEqual(input.names, ["three.npy[0]", "three.npy[1]", "three.npy[2]"]);
-    assert.deepEqual(input.pixels, data);
+    assert.equal(input.count, 3);
+    assert.deepEqual([0, 1, 2].map(input.nameOf), ["three.npy[0]", "three.npy[1]", "three.npy[2]"]);
+    assert.deepEqual(await input.read(0, 3), data);
+    assert.deepEqual(await input.read(1, 2), data.subarray(IMAGE_SIZE));
+    input.close();
     const one = join(dir, "one.npy");
     await Deno.writeFile(
       one,
       encodeNpy({ dtype: "uint8", shape: [40, 168], data: data.subarray(0, IMAGE_SIZE) }),
     );
-    assert.deepEqual((await readNpyInput(one)).names, ["one.npy[0]"]);
+    const single = await readNpyInput(one);
+    assert.equal(single.count, 1);
+    assert.equal(single.nameOf(0), "one.npy[0]");
+    assert.deepEqual(await single.read(0, 1), data.subarray(0, IMAGE_SIZE));
+    single.close();
   });
 });
 

@@ -218,3 +218,25 @@ Deno.test("readSafetensors() names the file when it is missing or truncated", as
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("parseSafetensors() names missing fields and Object-prototype dtypes plainly (fuzz finds)", () => {
+  // Before: "invalid data_offsets undefined" and "x constructor needs NaN".
+  assert.throws(
+    () =>
+      parseSafetensors(
+        rawFile({ a: { dtype: "F32", shape: [1] } }, new Uint8Array(4)),
+        "m.safetensors",
+      ),
+    /Cannot read m\.safetensors: tensor 'a' has invalid data_offsets \(missing\)/,
+  );
+  for (const dtype of ["constructor", "toString", "__proto__"]) {
+    assert.throws(
+      () =>
+        parseSafetensors(
+          rawFile({ a: { dtype, shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4)),
+          "d.safetensors",
+        ),
+      new RegExp(`tensor 'a' has unknown dtype '${dtype}' \\(supported: F32, F16, BF16\\)`),
+    );
+  }
+});

@@ -186,7 +186,7 @@ Deno.test("runSweep() refuses a changed configuration and leaves finished runs a
   const before = await Deno.readTextFile(resultPath);
   await assert.rejects(
     () => runSweep({ ...config, epochs: config.epochs + 1 }, { log: quiet, progress: false }),
-    /Refusing to write into .*unsharded: [\s\S]*cnn-regressor_0 holds a run with another configuration \(epochs differs: 1 vs 2\)[\s\S]*another --out/,
+    /Refusing to write into .*unsharded: [\s\S]*cnn-regressor_0\/config.json records a run with another configuration \(epochs differs: 1 vs 2\)[\s\S]*another --out/,
   );
   assert.equal(await Deno.readTextFile(resultPath), before);
   // Same configuration again: nothing to train, nothing rewritten.
@@ -338,7 +338,7 @@ Deno.test("sweep CLI rejects bad flags with a clear message", async () => {
   assert.equal(run.code, 1);
   assert.match(
     new TextDecoder().decode(run.stderr),
-    /--epochs must be a non-negative integer, got 'two'/,
+    /--epochs must be a positive integer, got 'two'/,
   );
 });
 
