@@ -392,7 +392,9 @@ function historyProblem(value: unknown): string | undefined {
   for (const [i, record] of value.entries()) {
     if (
       !isObject(record) || record.epoch !== i + 1 || !isNumberOrNull(record.trainLoss) ||
-      !isNumberOrNull(record.valAccuracy)
+      !isNumberOrNull(record.valAccuracy) ||
+      !isNumberOrNull(record.seconds ?? null) ||
+      !isNumberOrNull(record.trainImagesPerSecond ?? null)
     ) {
       return `history entry ${i} is not epoch ${i + 1} with its loss and accuracy`;
     }
@@ -423,6 +425,15 @@ function recordProblem(record: unknown, key: string): string | undefined {
   if (!isObject(record.config)) return "'config' is not an object";
   if (record.reason !== undefined && typeof record.reason !== "string") {
     return "'reason' is not a string";
+  }
+  if (record.data !== undefined || record.status === "done") {
+    const data = record.data;
+    if (
+      !isObject(data) || typeof data.id !== "string" || !/^[0-9a-f]{64}$/.test(data.id) ||
+      !["generated", "course"].includes(data.source as string)
+    ) {
+      return "'data' is not a data fingerprint (source and a sha256 id)";
+    }
   }
   if (record.status !== "done") return undefined;
   const accuracy = record.accuracy;
@@ -758,8 +769,6 @@ export interface SweepPlan {
   todo: RunSpec[];
   /** Epochs left per run key of `todo` (0 for runs that will be skipped). */
   epochsLeft: Map<string, number>;
-  /** The data every run of this directory is trained on. */
-  data: DataFingerprint;
 }
 
 /**
@@ -777,20 +786,10 @@ export async function planSweep(
   const grid = sweepGrid(config);
   const selected = selectShard(selectShard(grid, options.shard), options.worker);
   const stored = await prepareOutDir(config, grid);
-  // The data every run of this directory is trained on; a finished run on other data refuses.
-  await ensureDataset(config.dataDir, { log: options.log });
-  const data = await dataFingerprint(config.dataDir);
   const alreadyDone: string[] = [];
   const todo: RunSpec[] = [];
   for (const run of selected) {
     const record = await readRunRecord(run.dir);
-    if (record?.status === "done" && record.data?.id !== data.id) {
-      throw new Error(
-        `Cannot resume in ${config.out}: ${run.key} was trained on ` +
-          `${record.data ? describeData(record.data) : "unrecorded data"}, but ${config.dataDir} ` +
-          `now holds ${describeData(data)}; use another --out`,
-      );
-    }
     // This process owns its runs' folders (shards are disjoint): leftovers of a kill can go.
     await removeStaleTemps(run.dir);
     await recoverCheckpoint(join(run.dir, RUN_FILES.checkpoint));
@@ -816,7 +815,32 @@ export async function planSweep(
     const done = (await stateHistory(run.dir)).length;
     epochsLeft.set(run.key, (await skipReason(run.model)) ? 0 : run.config.epochs - done);
   }
-  return { grid, selected, stored, alreadyDone, todo, epochsLeft, data };
+  return { grid, selected, stored, alreadyDone, todo, epochsLeft };
+}
+
+/**
+ * The fingerprint of the data the sweep is about to train on (generating the data set first if
+ * needed); throws when a finished run of `runs` was trained on other data, so that one output
+ * folder never mixes data sets.
+ */
+async function sweepData(
+  config: SweepConfig,
+  runs: readonly RunSpec[],
+  log: (line: string) => void,
+): Promise<DataFingerprint> {
+  await ensureDataset(config.dataDir, { log });
+  const data = await dataFingerprint(config.dataDir);
+  for (const run of runs) {
+    const record = await readRunRecord(run.dir);
+    if (record?.status === "done" && record.data?.id !== data.id) {
+      throw new Error(
+        `Cannot resume in ${config.out}: ${run.key} was trained on ` +
+          `${record.data ? describeData(record.data) : "unrecorded data"}, but ${config.dataDir} ` +
+          `now holds ${describeData(data)}; use another --out`,
+      );
+    }
+  }
+  return data;
 }
 
 /**
@@ -836,7 +860,8 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
   const log = options.log ?? console.log;
   const progress = options.progress ?? true;
   const plan = await planSweep(config, { ...options, log });
-  const { grid, selected, todo, epochsLeft, data } = plan;
+  const { grid, selected, todo, epochsLeft } = plan;
+  const data = todo.length > 0 ? await sweepData(config, selected, log) : undefined;
   const summary: SweepSummary = {
     config: plan.stored,
     selected,
@@ -901,7 +926,7 @@ export async function runSweep(config: SweepConfig, options: SweepOptions = {}):
         seed: run.seed,
         config: run.config,
         ...record,
-        data,
+        data: data!,
         finishedAt: new Date().toISOString(),
       };
       await writeJsonAtomic(join(run.dir, RUN_FILES.result), full);
