@@ -8,7 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { dirname, join } from "node:path";
-import { ensureDir, exists } from "./fsutil.ts";
+import { ensureDir, exists, replaceDir } from "./fsutil.ts";
 import { modelInfo, registerCustomLayers, type Task } from "./models.ts";
 import type { AdamState, TorchAdam } from "./train.ts";
 
@@ -42,20 +42,6 @@ function concatBuffers(parts: ArrayBuffer[]): Uint8Array {
     offset += p.byteLength;
   }
   return out;
-}
-
-/** Move a fully written temporary directory into place, replacing an older one. */
-async function replaceDir(tmp: string, dir: string): Promise<void> {
-  const old = `${dir}.old-${Deno.pid}-${Date.now()}`;
-  const had = await exists(dir);
-  if (had) await Deno.rename(dir, old);
-  try {
-    await Deno.rename(tmp, dir);
-  } catch (error) {
-    if (had) await Deno.rename(old, dir);
-    throw error;
-  }
-  if (had) await Deno.remove(old, { recursive: true });
 }
 
 /** Save a model (and optionally its optimiser state) to `dir`, atomically. */
