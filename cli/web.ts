@@ -1,7 +1,7 @@
 /**
  * `deno task web [--port 8318] [--host 127.0.0.1] [--out web/dist] [--build-only | --no-build]`
  *
- * Builds the browser page (`web/build.ts`: the page's code bundled with TensorFlow.js by
+ * Builds the browser page (`web/build.ts`: the page's code and its TensorFlow.js reader bundled by
  * `deno bundle`, the shipped SumNet, TensorFlow.js' wasm files and some test composites) and
  * serves it on this machine, printing its address. Needs no network: everything comes from the
  * repository and the installed npm packages. `--build-only` just builds the folder, ready for any
@@ -63,7 +63,9 @@ async function main(): Promise<number | void> {
     });
     const kib = (name: string) => `${(report.files[name] / 1024).toFixed(0)} KiB`;
     console.log(
-      `app.js ${kib("app.js")}, model ${kib("model/weights.bin")}, ` +
+      `main.js ${kib("main.js")}, worker.js ${kib("worker.js")}, model ${
+        kib("model/weights.bin")
+      }, ` +
         `test composites ${kib("samples/test_composites.png")}`,
     );
   } else if (!await exists(outDir)) {

@@ -3,9 +3,11 @@
  * size, with any spacing; SumNet was trained on MNIST digits about 20 px tall with strokes about
  * 3 px wide. So the strokes are kept as lines (not pixels) and redrawn:
  *
- * 1. strokes whose horizontal extents overlap form one group (normally one digit);
+ * 1. strokes whose horizontal extents overlap form one group (normally one digit); a short group
+ *    close to its neighbour (a detached tail or bar) joins it;
  * 2. each group is scaled to the height of an MNIST digit in the composites and centred
- *    vertically (a group much smaller than the others, such as a stray dot, is not blown up);
+ *    vertically; a group's own height counts only within a factor of the median group height,
+ *    so a stray dot is not blown up and one big digit is not shrunk beyond the others;
  * 3. the groups are laid out left to right with MNIST-like gaps and the row is centred;
  * 4. the lines are drawn with an MNIST-like stroke (a solid core, a soft 1 px edge) into one
  *    40 x 168 uint8 image, white on black: exactly the input contract of `deno task predict`.
@@ -29,8 +31,14 @@ export type Stroke = Point[];
 export interface DrawingOptions {
   /** Ink height of a redrawn digit, px (MNIST's 20 px ink in the composites' 27..31 px boxes). */
   digitHeight: number;
-  /** A group shorter than this fraction of the median group height keeps the median's scale. */
-  smallGroupFraction: number;
+  /** Heights within this factor of the median group height count as they are (clamped beyond). */
+  sizeSpread: number;
+  /** A group shorter than this fraction of the median height is a fragment of its neighbour... */
+  fragmentHeight: number;
+  /** ...when they are closer than this fraction of the median height... */
+  fragmentGap: number;
+  /** ...or, at any distance, when no side of it reaches this fraction (a speck). */
+  speckSize: number;
   /** Stroke width at half intensity, px. */
   penWidth: number;
   /** Width of the stroke's soft edge, px. */
@@ -48,7 +56,10 @@ export interface DrawingOptions {
 /** The settings the page uses (chosen on traced MNIST training digits; see docs/WEB.md). */
 export const DEFAULT_DRAWING: Readonly<DrawingOptions> = Object.freeze({
   digitHeight: 20,
-  smallGroupFraction: 0.4,
+  sizeSpread: 1.5,
+  fragmentHeight: 0.6,
+  fragmentGap: 0.25,
+  speckSize: 0.3,
   penWidth: 2.8,
   edgeWidth: 1,
   joinGap: 0.5,
@@ -120,17 +131,64 @@ export function groupStrokes(
     const last = groups[groups.length - 1];
     if (last && span.box.left <= last.box.right + joinGap) {
       last.strokes.push(span.index);
-      last.box = {
-        left: Math.min(last.box.left, span.box.left),
-        top: Math.min(last.box.top, span.box.top),
-        right: Math.max(last.box.right, span.box.right),
-        bottom: Math.max(last.box.bottom, span.box.bottom),
-      };
+      last.box = union(last.box, span.box);
     } else {
       groups.push({ strokes: [span.index], box: { ...span.box } });
     }
   }
   return groups;
+}
+
+/** The extent of two boxes together. */
+function union(a: Box, b: Box): Box {
+  return {
+    left: Math.min(a.left, b.left),
+    top: Math.min(a.top, b.top),
+    right: Math.max(a.right, b.right),
+    bottom: Math.max(a.bottom, b.bottom),
+  };
+}
+
+/**
+ * Joins fragments to their nearest neighbour: a group shorter than `fragmentHeight` times the
+ * median group height that lies within `fragmentGap` times that height of a neighbour (a tail or
+ * bar drawn apart from the rest of its digit), or is a speck (both sides under `speckSize` times
+ * that height) anywhere. Full-height groups such as a "1" never join.
+ *
+ * @param groups from {@linkcode groupStrokes}, left to right
+ * @param options the fractions
+ * @returns the groups after joining, left to right
+ */
+export function joinFragments(
+  groups: { strokes: number[]; box: Box }[],
+  options: Pick<DrawingOptions, "fragmentHeight" | "fragmentGap" | "speckSize"> = DEFAULT_DRAWING,
+): { strokes: number[]; box: Box }[] {
+  if (groups.length < 2) return groups;
+  const typical = median(groups.map((g) => g.box.bottom - g.box.top));
+  const out = groups.map((g) => ({ strokes: [...g.strokes], box: { ...g.box } }));
+  for (let i = 0; i < out.length && out.length > 1;) {
+    const g = out[i];
+    if (g.box.bottom - g.box.top >= options.fragmentHeight * typical) {
+      i++;
+      continue;
+    }
+    const gapLeft = i > 0 ? g.box.left - out[i - 1].box.right : Infinity;
+    const gapRight = i < out.length - 1 ? out[i + 1].box.left - g.box.right : Infinity;
+    const j = gapLeft <= gapRight ? i - 1 : i + 1;
+    const speck = Math.max(g.box.right - g.box.left, g.box.bottom - g.box.top) <
+      options.speckSize * typical;
+    if (!speck && Math.min(gapLeft, gapRight) > options.fragmentGap * typical) {
+      i++;
+      continue;
+    }
+    const [a, b] = j < i ? [out[j], g] : [g, out[j]];
+    out.splice(Math.min(i, j), 2, {
+      strokes: [...a.strokes, ...b.strokes],
+      box: union(a.box, b.box),
+    });
+    i = Math.max(0, Math.min(i, j));
+  }
+  return out;
 }
 
 /** Median of non-empty numbers. */
@@ -156,7 +214,9 @@ export function layoutGroups(
   const typical = Math.max(median(heights), 1e-3);
   // A pen's width is part of the ink: heights are measured between stroke centres, so add it.
   const inkHeight = options.digitHeight - options.penWidth;
-  const scales = heights.map((h) => inkHeight / Math.max(h, options.smallGroupFraction * typical));
+  const scales = heights.map((h) =>
+    inkHeight / Math.min(options.sizeSpread * typical, Math.max(h, typical / options.sizeSpread))
+  );
   const widths = groups.map((g, i) => (g.box.right - g.box.left) * scales[i]);
   const inkWidth = (i: number) => widths[i] + options.penWidth;
   const room = IMAGE_WIDTH - 2 * options.margin;
@@ -251,7 +311,10 @@ export function drawingToModelImage(
   options: Partial<DrawingOptions> = {},
 ): DrawnImage {
   const settings = { ...DEFAULT_DRAWING, ...options };
-  const groups = layoutGroups(groupStrokes(strokes, settings.joinGap), settings);
+  const groups = layoutGroups(
+    joinFragments(groupStrokes(strokes, settings.joinGap), settings),
+    settings,
+  );
   const lines: Stroke[] = [];
   for (const g of groups) {
     for (const index of g.strokes) {

@@ -1,18 +1,16 @@
 /// <reference lib="dom" />
 /**
  * The browser page: draw four digits (or drop an image, or pick a test composite) and watch
- * SumNet read them. Bundled by `web/build.ts` into `app.js`; everything it needs (TensorFlow.js,
+ * SumNet read them. Bundled by `web/build.ts` into `main.js`; everything it needs (TensorFlow.js,
  * its wasm files, the model, the test composites) is served beside it, so it works offline and
  * from any static host.
  *
- * The model, its custom layers and the read-out are the library's own (`lib/sumnet_core.ts`); a
- * dropped image goes through `deno task predict`'s conversion (`lib/image_input.ts`), a drawing
- * through `lib/drawing.ts`.
+ * SumNet runs in a Web Worker (`web/worker.ts`) with the library's own custom layers and read-out
+ * (`lib/sumnet_core.ts`); a dropped image goes through `deno task predict`'s conversion
+ * (`lib/image_input.ts`), a drawing through `lib/drawing.ts`.
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs";
-import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import {
   IMAGE_HEIGHT,
   IMAGE_SIZE,
@@ -25,13 +23,15 @@ import {
 import { drawingToModelImage, type Stroke, type StrokeGroup } from "../lib/drawing.ts";
 import { decodedToModelImage, type ModelImage, pngToModelImage } from "../lib/image_input.ts";
 import { decodePng, pngToGray } from "../lib/png.ts";
-import { explainImage, type Explanation, registerLayers } from "../lib/sumnet_core.ts";
+import type { Explanation } from "../lib/sumnet_core.ts";
+import type { WorkerReply, WorkerRequest } from "./protocol.ts";
 import type { SampleInfo } from "./samples.ts";
 
 /** Where the page finds its files, relative to itself. */
 const PATHS = {
   model: "model/model.json",
   wasm: "wasm/",
+  worker: "worker.js",
   samples: "samples/test_composites.png",
   sampleInfo: "samples/test_composites.json",
 };
@@ -46,7 +46,9 @@ const CHART_SUMS = 5;
 
 /** The page's state. */
 interface State {
-  model: tf.LayersModel;
+  reader: Reader;
+  /** A message about the last failed action (a file that could not be used). */
+  error: string | null;
   /** Strokes drawn, in model pixels. */
   strokes: Stroke[];
   /** The stroke being drawn (also in `strokes`), and its pointer. */
@@ -84,26 +86,50 @@ function elements() {
 }
 type Elements = ReturnType<typeof elements>;
 
-/**
- * Starts the first backend of `names` that loads.
- *
- * @returns its name
- */
-async function startBackend(names: string[]): Promise<string> {
-  setWasmPaths(new URL(PATHS.wasm, document.baseURI).href);
-  const failures: string[] = [];
-  for (const name of names) {
-    try {
-      if (await tf.setBackend(name)) {
-        await tf.ready();
-        return name;
+/** SumNet in a Web Worker: one reading at a time. */
+interface Reader {
+  /** Backend and TensorFlow.js version. */
+  backend: string;
+  tfjs: string;
+  /** Reads a 40 x 168 image: the explanation and the worker's time for it, ms. */
+  read(pixels: Uint8Array): Promise<{ explanation: Explanation; ms: number }>;
+}
+
+/** Starts the reader (`worker.js`): backend, model, warm-up. */
+function startReader(backends: string[]): Promise<Reader> {
+  const url = (path: string) => new URL(path, document.baseURI).href;
+  const worker = new Worker(url(PATHS.worker), { type: "module" });
+  const waiting = new Map<number, (reply: WorkerReply) => void>();
+  let nextId = 1;
+  const send = (request: WorkerRequest) => worker.postMessage(request);
+  return new Promise((resolve, reject) => {
+    worker.onerror = (event) => reject(new Error(`the reader failed to start: ${event.message}`));
+    worker.onmessage = (event: MessageEvent<WorkerReply>) => {
+      const reply = event.data;
+      if (reply.type === "ready") {
+        resolve({
+          backend: reply.backend,
+          tfjs: reply.tfjs,
+          read: (pixels) =>
+            new Promise((done, fail) => {
+              const id = nextId++;
+              waiting.set(id, (answer) => {
+                if (answer.type === "reading") done(answer);
+                else fail(new Error(answer.type === "error" ? answer.message : "bad reply"));
+              });
+              send({ type: "read", id, pixels });
+            }),
+        });
+      } else if (reply.type === "error" && reply.id === undefined) {
+        reject(new Error(reply.message));
+      } else if (reply.type !== "error" || reply.id !== undefined) {
+        const id = reply.id!;
+        waiting.get(id)?.(reply);
+        waiting.delete(id);
       }
-      failures.push(`${name}: did not start`);
-    } catch (error) {
-      failures.push(`${name}: ${(error as Error).message}`);
-    }
-  }
-  throw new Error(`no TensorFlow.js backend loaded (${failures.join("; ")})`);
+    };
+    send({ type: "init", backends, modelUrl: url(PATHS.model), wasmUrl: url(PATHS.wasm) });
+  });
 }
 
 /** Loads the stacked test composites, or null when the asset is absent. */
@@ -268,11 +294,17 @@ function showReading(
       row.append(label, bar, value);
       el.chart.append(row);
     });
-    const seen = Math.round(digitsSeen(explanation));
+    // A drawing's digits are its stroke groups (exact unless digits touch); an image's are
+    // what SumNet sees centred in its cells.
+    const drawn = context.groups.length;
+    const seen = drawn > 0 ? drawn : Math.round(digitsSeen(explanation));
     if (seen !== NUM_DIGITS) {
       notes.unshift(
-        `SumNet expects exactly four digits; it sees about ${seen}. ` +
-          `The sum assumes four.`,
+        `SumNet expects exactly four digits; ` +
+          (drawn > 0
+            ? `this drawing has ${seen} (digits that touch count as one).`
+            : `it sees about ${seen}.`) +
+          ` The sum assumes four.`,
       );
     }
   }
@@ -284,7 +316,10 @@ function showReading(
 /** Reads what is on the pad and shows it. */
 async function update(el: Elements, state: State): Promise<void> {
   const input = currentInput(state);
-  const notes = state.strokes.length === 0 && state.image ? state.image.notes : [];
+  // How much of the drawing this reading covers (for tests: strokes and points so far).
+  const points = String(state.strokes.reduce((n, stroke) => n + stroke.length, 0));
+  const notes = state.strokes.length === 0 && state.image ? [...state.image.notes] : [];
+  if (state.error) notes.unshift(state.error);
   el.caption.textContent = state.strokes.length === 0 && state.image ? state.image.caption : "";
   if (!input) {
     paintImage(el.seen, new Uint8Array(IMAGE_SIZE));
@@ -292,11 +327,11 @@ async function update(el: Elements, state: State): Promise<void> {
     return;
   }
   paintImage(el.seen, input.pixels);
-  const started = performance.now();
-  const explanation = await explainImage(state.model, input.pixels);
-  state.lastMs = performance.now() - started;
+  const { explanation, ms } = await state.reader.read(input.pixels);
+  state.lastMs = ms;
   state.readings++;
   document.body.dataset.readings = String(state.readings);
+  document.body.dataset.readPoints = points;
   document.body.dataset.lastMs = state.lastMs.toFixed(1);
   el.info.dataset.reading = `, ${state.lastMs.toFixed(0)} ms per reading`;
   showReading(el, explanation, { groups: input.groups, notes });
@@ -375,7 +410,12 @@ async function fileToModelImage(file: File): Promise<ModelImage> {
 
 /** Wires the pad, the buttons and drag-and-drop. */
 function wire(el: Elements, state: State): void {
-  const schedule = scheduler(el, state);
+  const read = scheduler(el, state);
+  /** After a change: forget an earlier error (or show a new one) and read again. */
+  const schedule = (error: string | null = null) => {
+    state.error = error;
+    read();
+  };
   const { pad, frame } = el;
   pad.addEventListener("pointerdown", (event) => {
     if (state.active || (event.pointerType === "mouse" && event.button !== 0)) return;
@@ -443,15 +483,15 @@ function wire(el: Elements, state: State): void {
     } catch (error) {
       state.strokes = [];
       state.image = null;
-      schedule();
-      el.notes.replaceChildren(
-        Object.assign(document.createElement("li"), { textContent: (error as Error).message }),
-      );
+      schedule((error as Error).message);
       return;
     }
     schedule();
   };
-  el.file.addEventListener("change", () => void open(el.file.files?.[0]));
+  el.file.addEventListener("change", () => {
+    void open(el.file.files?.[0]);
+    el.file.value = ""; // the same file again is a change too
+  });
   frame.addEventListener("dragover", (event) => {
     event.preventDefault();
     frame.classList.add("dragging");
@@ -475,12 +515,13 @@ export async function start(): Promise<void> {
   const el = elements();
   try {
     const wanted = new URLSearchParams(location.search).get("backend");
-    const backend = await startBackend(wanted ? wanted.split(",") : DEFAULT_BACKENDS);
-    registerLayers();
-    const model = await tf.loadLayersModel(PATHS.model);
-    const samples = await loadSamples();
+    const [reader, samples] = await Promise.all([
+      startReader(wanted ? wanted.split(",") : DEFAULT_BACKENDS),
+      loadSamples(),
+    ]);
     const state: State = {
-      model,
+      reader,
+      error: null,
       strokes: [],
       active: null,
       image: null,
@@ -488,12 +529,11 @@ export async function start(): Promise<void> {
       readings: 0,
       lastMs: 0,
     };
-    await explainImage(model, new Uint8Array(IMAGE_SIZE)); // warm-up: kernels, shaders
     const loadMs = performance.now();
-    document.body.dataset.backend = backend;
+    document.body.dataset.backend = reader.backend;
     document.body.dataset.loadMs = loadMs.toFixed(0);
-    el.info.textContent = `SumNet on TensorFlow.js ${tf.version.tfjs} (${backend}), ready in ` +
-      `${(loadMs / 1000).toFixed(1)} s`;
+    el.info.textContent = `SumNet on TensorFlow.js ${reader.tfjs} (${reader.backend}), ready ` +
+      `in ${(loadMs / 1000).toFixed(1)} s`;
     el.random.disabled = samples === null;
     wire(el, state);
     document.body.dataset.state = "ready";

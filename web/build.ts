@@ -1,6 +1,7 @@
 /**
- * Builds the browser page into a folder that any static host can serve: `app.js` (the page's
- * code with TensorFlow.js, bundled by `deno bundle`), `index.html`, `style.css`, the shipped
+ * Builds the browser page into a folder that any static host can serve: `main.js` (the page) and
+ * `worker.js` (SumNet with TensorFlow.js, in a Web Worker), both bundled by `deno bundle`,
+ * `index.html`, `style.css`, the shipped
  * SumNet checkpoint (`model/`), TensorFlow.js' wasm binaries (`wasm/`) and a few composites of
  * the held-out test set (`samples/`). Everything comes from the repository and the installed npm
  * packages: no network.
@@ -52,8 +53,8 @@ export const BUILD_DEFAULTS: Readonly<BuildOptions> = Object.freeze({
 
 /** The page's static files, copied as they are. */
 const STATIC_FILES = ["index.html", "style.css"];
-/** The bundle's entry point. */
-const ENTRY = join(REPO_ROOT, "web", "main.ts");
+/** The bundles' entry points: the page (`main.js`) and its reader, a Web Worker (`worker.js`). */
+const ENTRIES = [join(REPO_ROOT, "web", "main.ts"), join(REPO_ROOT, "web", "worker.ts")];
 /** TensorFlow.js' wasm binaries (plain, SIMD, threaded SIMD): the backend picks one. */
 const WASM_FILES = [
   "tfjs-backend-wasm.wasm",
@@ -94,11 +95,11 @@ async function copyInto(from: string, toDir: string, what: string): Promise<void
   }
 }
 
-/** Bundles the page's code with `deno bundle` into `outFile`. */
-async function bundle(outFile: string, minify: boolean): Promise<void> {
-  const args = ["bundle", "--quiet", "--platform", "browser", "--output", outFile];
+/** Bundles the page's code with `deno bundle` into `outDir` (one `.js` file per entry). */
+async function bundle(outDir: string, minify: boolean): Promise<void> {
+  const args = ["bundle", "--quiet", "--platform", "browser", "--outdir", outDir];
   if (minify) args.push("--minify");
-  args.push(ENTRY);
+  args.push(...ENTRIES);
   const result = await new Deno.Command(Deno.execPath(), {
     args,
     cwd: REPO_ROOT,
@@ -108,7 +109,7 @@ async function bundle(outFile: string, minify: boolean): Promise<void> {
   }).output();
   if (!result.success) {
     const why = new TextDecoder().decode(result.stderr).trim().split("\n").slice(-12).join("\n");
-    throw new Error(`Cannot bundle ${ENTRY} with deno bundle:\n${why}`);
+    throw new Error(`Cannot bundle ${ENTRIES.join(" and ")} with deno bundle:\n${why}`);
   }
 }
 
@@ -166,8 +167,8 @@ export async function buildSite(options: Partial<BuildOptions> = {}): Promise<Bu
   const tmp = `${outDir}.tmp-${Deno.pid}-${Math.random().toString(36).slice(2)}`;
   await Deno.mkdir(tmp);
   try {
-    log(`bundling ${ENTRY} with deno bundle`);
-    await bundle(join(tmp, "app.js"), settings.minify);
+    log(`bundling ${ENTRIES.join(" and ")} with deno bundle`);
+    await bundle(tmp, settings.minify);
     for (const file of STATIC_FILES) await copyInto(join(REPO_ROOT, "web", file), tmp, "page file");
     await Deno.mkdir(join(tmp, "model"));
     for (const file of ["model.json", "weights.bin"]) {

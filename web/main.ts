@@ -1,5 +1,5 @@
 /**
- * Entry point of the page's bundle (`app.js`): starts the page.
+ * Entry point of the page's bundle (`main.js`): starts the page.
  *
  * @module
  */
