@@ -38,7 +38,7 @@ const PATHS = {
 /** Backends tried in order unless `?backend=` names others (comma-separated). */
 const DEFAULT_BACKENDS = ["wasm", "webgl", "cpu"];
 /** Drawing pen on screen, in model pixels (display only: the model's input is redrawn). */
-const SCREEN_PEN = 2.8;
+const SCREEN_PEN = 2.2;
 /** Shortest time between the starts of two readings while a stroke is drawn, ms. */
 const LIVE_INTERVAL_MS = 120;
 /** Sums shown in the bar chart. */
