@@ -19,19 +19,15 @@ import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/checkpoi
 import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../lib/constants.ts";
 import type { Task } from "../lib/models.ts";
 import { type NpyFile, openNpy } from "../lib/npy.ts";
-import { decodePng, pngToGray } from "../lib/png.ts";
+import { pngToModelImage } from "../lib/image_input.ts";
 import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../lib/sumnet.ts";
 import { predictBatch } from "../lib/train.ts";
 import { parseIntFlag, runMain } from "../lib/cli.ts";
 
+export { resizeGray } from "../lib/image_input.ts";
+
 /** Checkpoint used when `--model` is not given. */
 export const DEFAULT_MODEL_DIR = "trained_models/sumnet";
-/** Smallest PNG side accepted. */
-const MIN_SIDE = 8;
-/** Accepted width / height ratios of a PNG (the task's images are 4.2 times as wide as tall). */
-const MIN_ASPECT = 2;
-const MAX_ASPECT = 10;
-
 const USAGE = `Usage: deno task predict <image.png|images.npy> [more files] [options]
 
   --model DIR     checkpoint directory (default ${DEFAULT_MODEL_DIR})
@@ -71,58 +67,6 @@ function inMemoryInput(name: string, pixels: Uint8Array, notes: string[]): Input
 }
 
 /**
- * Resizes a gray image to `outH x outW` by area averaging (down) / bilinear weights (up).
- *
- * @param src `[h, w]` gray bytes
- * @returns `[outH, outW]` gray bytes
- */
-export function resizeGray(
-  src: Uint8Array,
-  size: { width: number; height: number },
-  out: { width: number; height: number },
-): Uint8Array {
-  const result = new Uint8Array(out.width * out.height);
-  const sy = size.height / out.height;
-  const sx = size.width / out.width;
-  for (let y = 0; y < out.height; y++) {
-    const y0 = y * sy;
-    const y1 = Math.max(y0 + 1e-6, (y + 1) * sy);
-    for (let x = 0; x < out.width; x++) {
-      const x0 = x * sx;
-      const x1 = Math.max(x0 + 1e-6, (x + 1) * sx);
-      // Average of the source area covered by this output pixel (a box filter).
-      let total = 0;
-      let weight = 0;
-      for (let yy = Math.floor(y0); yy < Math.min(size.height, Math.ceil(y1)); yy++) {
-        const wy = Math.min(y1, yy + 1) - Math.max(y0, yy);
-        for (let xx = Math.floor(x0); xx < Math.min(size.width, Math.ceil(x1)); xx++) {
-          const w = wy * (Math.min(x1, xx + 1) - Math.max(x0, xx));
-          total += w * src[yy * size.width + xx];
-          weight += w;
-        }
-      }
-      result[y * out.width + x] = weight > 0 ? Math.round(total / weight) : 0;
-    }
-  }
-  return result;
-}
-
-/** Mean of the outermost pixels of a gray image. */
-function borderMean(gray: Uint8Array, width: number, height: number): number {
-  let total = 0;
-  let count = 0;
-  for (let x = 0; x < width; x++) {
-    total += gray[x] + gray[(height - 1) * width + x];
-    count += 2;
-  }
-  for (let y = 1; y < height - 1; y++) {
-    total += gray[y * width] + gray[y * width + width - 1];
-    count += 2;
-  }
-  return total / count;
-}
-
-/**
  * Reads a PNG and converts it to one 40 x 168 white-on-black image.
  *
  * @param path the PNG file
@@ -136,60 +80,8 @@ export async function readPngInput(path: string): Promise<InputImages> {
   } catch (error) {
     throw new Error(`Cannot read ${path}: ${(error as Error).message}`);
   }
-  const png = await decodePng(bytes, path);
-  const notes: string[] = [];
-  const { width, height } = png;
-  if (png.channels !== 1) {
-    const kind = { 2: "gray+alpha", 3: "RGB", 4: "RGBA" }[png.channels];
-    notes.push(`${path}: ${kind} converted to gray`);
-  }
-  let gray = pngToGray(png);
-  if (width < MIN_SIDE || height < MIN_SIDE) {
-    throw new Error(
-      `Cannot use ${path}: ${width} x ${height} px is too small (at least ${MIN_SIDE} px a side)`,
-    );
-  }
-  const aspect = width / height;
-  if (aspect < MIN_ASPECT || aspect > MAX_ASPECT) {
-    throw new Error(
-      `Cannot use ${path}: ${width} x ${height} px (width/height ${aspect.toFixed(2)}) is not a ` +
-        `row of four digits; expected ${IMAGE_WIDTH} x ${IMAGE_HEIGHT} (width/height between ` +
-        `${MIN_ASPECT} and ${MAX_ASPECT})`,
-    );
-  }
-  let min = 255;
-  let max = 0;
-  for (const v of gray) {
-    if (v < min) min = v;
-    if (v > max) max = v;
-  }
-  if (max - min < 32) {
-    throw new Error(`Cannot use ${path}: the image is blank (gray levels ${min}..${max})`);
-  }
-  if (borderMean(gray, width, height) > 127) {
-    gray = gray.map((v) => 255 - v);
-    notes.push(`${path}: dark digits on a light background, inverted to white on black`);
-  }
-  if (width !== IMAGE_WIDTH || height !== IMAGE_HEIGHT) {
-    const scale = Math.min(IMAGE_WIDTH / width, IMAGE_HEIGHT / height);
-    const w = Math.max(1, Math.min(IMAGE_WIDTH, Math.round(width * scale)));
-    const h = Math.max(1, Math.min(IMAGE_HEIGHT, Math.round(height * scale)));
-    const small = resizeGray(gray, { width, height }, { width: w, height: h });
-    const canvas = new Uint8Array(IMAGE_SIZE);
-    const left = Math.floor((IMAGE_WIDTH - w) / 2);
-    const top = Math.floor((IMAGE_HEIGHT - h) / 2);
-    for (let y = 0; y < h; y++) {
-      canvas.set(small.subarray(y * w, (y + 1) * w), (top + y) * IMAGE_WIDTH + left);
-    }
-    gray = canvas;
-    notes.push(
-      `${path}: resized from ${width} x ${height} to ${w} x ${h} (aspect kept)` +
-        (w !== IMAGE_WIDTH || h !== IMAGE_HEIGHT
-          ? ` and padded with black to ${IMAGE_WIDTH} x ${IMAGE_HEIGHT}`
-          : ""),
-    );
-  }
-  return inMemoryInput(basename(path), gray, notes);
+  const { pixels, notes } = await pngToModelImage(bytes, path);
+  return inMemoryInput(basename(path), pixels, notes);
 }
 
 /**

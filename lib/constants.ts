@@ -26,3 +26,11 @@ export const STUDY_SEEDS = [0, 10, 42] as const;
 export const DEFAULT_DATA_DIR = "data";
 /** Default directory for checkpoints. */
 export const DEFAULT_MODELS_DIR = "trained_models";
+/** Width in pixels of one output cell of SumNet's digit map (its horizontal stride). */
+export const CELL_WIDTH = 8;
+/** Cells across a 168 px image. */
+export const NUM_CELLS = IMAGE_WIDTH / CELL_WIDTH; // 21
+/** Classes per cell: digits 0..9, then "no digit centred here". */
+export const NUM_CELL_CLASSES = 11;
+/** The class index of "no digit centred in this cell". */
+export const NOTHING = 10;

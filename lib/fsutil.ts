@@ -198,3 +198,24 @@ export async function exists(path: string): Promise<boolean> {
     throw error;
   }
 }
+
+/**
+ * Move a fully written temporary directory `tmp` into place at `dir`, replacing an older one:
+ * the old directory is renamed aside first and put back if the move fails, so `dir` is always
+ * either the old or the new directory, never a mix.
+ *
+ * @param tmp the complete new directory (a sibling of `dir`)
+ * @param dir its final path
+ */
+export async function replaceDir(tmp: string, dir: string): Promise<void> {
+  const old = `${dir}.old-${Deno.pid}-${Date.now()}`;
+  const had = await exists(dir);
+  if (had) await Deno.rename(dir, old);
+  try {
+    await Deno.rename(tmp, dir);
+  } catch (error) {
+    if (had) await Deno.rename(old, dir);
+    throw error;
+  }
+  if (had) await Deno.remove(old, { recursive: true });
+}

@@ -15,18 +15,19 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "./constants.ts";
+import {
+  CELL_WIDTH,
+  IMAGE_HEIGHT,
+  IMAGE_SIZE,
+  IMAGE_WIDTH,
+  NOTHING,
+  NUM_CELLS,
+} from "./constants.ts";
 import { type DigitSource, loadMnist } from "./generate.ts";
 import type { Batch, BatchSource } from "./train.ts";
 
-/** Width in pixels of one output cell of SumNet's digit map (its horizontal stride). */
-export const CELL_WIDTH = 8;
-/** Cells across a 168 px image. */
-export const NUM_CELLS = IMAGE_WIDTH / CELL_WIDTH; // 21
-/** Classes per cell: digits 0..9, then "no digit centred here". */
-export const NUM_CELL_CLASSES = 11;
-/** The class index of "no digit centred in this cell". */
-export const NOTHING = 10;
+// SumNet's cell geometry lives in constants.ts (browser-safe); re-exported here where it is used.
+export { CELL_WIDTH, NOTHING, NUM_CELL_CLASSES, NUM_CELLS } from "./constants.ts";
 
 /** Side of an MNIST image. */
 const MNIST_SIDE = 28;

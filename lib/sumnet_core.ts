@@ -1,0 +1,591 @@
+/**
+ * SumNet's inference core, free of file I/O so that the same code runs in Deno and in a browser
+ * (`web/`): the cell geometry, the custom layers a checkpoint needs to load ({@linkcode SumCombine},
+ * {@linkcode TestViews}, {@linkcode MeanOverViews}) and the read-out of the digits
+ * ({@linkcode explainBatch}). `lib/sumnet.ts` re-exports all of it and adds the builder and the
+ * training recipe.
+ *
+ * @module
+ */
+
+import * as tf from "@tensorflow/tfjs";
+import {
+  CELL_WIDTH,
+  IMAGE_HEIGHT,
+  IMAGE_SIZE,
+  IMAGE_WIDTH,
+  NOTHING,
+  NUM_CELL_CLASSES,
+  NUM_CELLS,
+  NUM_DIGITS,
+} from "./constants.ts";
+
+/** Name of the layer that outputs the per-cell logits `[b, 1, 21, 11]`. */
+export const CELL_LOGITS_LAYER = "cell_logits";
+/** Floor mixed into every cell distribution so that no configuration has probability 0. */
+const CELL_PROBABILITY_FLOOR = 1e-6;
+/** Largest digit value. */
+const MAX_DIGIT = 9;
+/** Outputs of SumNet: sums 0..36. */
+const NUM_SUMS_OUT = MAX_DIGIT * NUM_DIGITS + 1;
+
+/**
+ * Distribution of the sum of the digits in `cells`, given that exactly `count` cells hold a digit.
+ *
+ * Cell `l` independently holds digit `d` with probability `p[b, l, d]` (d = 0..9) or nothing with
+ * `p[b, l, 10]`. The state `[b, count + 1, 9 * count + 1]` holds P(k digits so far, partial sum s);
+ * each cell moves mass from (k, s) to (k + 1, s + d) or keeps it. Mass past `count` digits is
+ * dropped, and the state is rescaled to total mass 1 after each cell (against underflow). The
+ * result is P(sum = s | exactly `count` digits).
+ *
+ * @param cells `[b, L, 11]` probabilities (rows summing to 1)
+ * @param count number of digits (4 for the task)
+ * @returns `[b, 9 * count + 1]` probabilities
+ */
+export function combineCellProbabilities(cells: tf.Tensor3D, count: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const [b, cellCount] = cells.shape;
+    const sums = MAX_DIGIT * count + 1;
+    // shift[s, d * sums + t] = 1 when t = s + d: one matmul makes all ten shifted copies.
+    const shiftValues = new Float32Array(sums * 10 * sums);
+    for (let s = 0; s < sums; s++) {
+      for (let d = 0; d <= MAX_DIGIT && s + d < sums; d++) {
+        shiftValues[s * 10 * sums + d * sums + s + d] = 1;
+      }
+    }
+    const shift = tf.tensor2d(shiftValues, [sums, 10 * sums]);
+    const zeroRow = tf.zeros([b, 1, sums]);
+    let state: tf.Tensor3D = tf.oneHot(tf.zeros([b], "int32"), (count + 1) * sums)
+      .toFloat().reshape([b, count + 1, sums]);
+    for (let l = 0; l < cellCount; l++) {
+      const p = cells.slice([0, l, 0], [b, 1, NUM_CELL_CLASSES]).reshape([b, NUM_CELL_CLASSES]);
+      const pDigits = p.slice([0, 0], [b, 10]).reshape([b, 1, 10, 1]);
+      const pNothing = p.slice([0, NOTHING], [b, 1]).reshape([b, 1, 1]);
+      const below = state.slice([0, 0, 0], [b, count, sums]).reshape([b * count, sums]);
+      const moved = tf.matMul(below, shift).reshape([b, count, 10, sums]).mul(pDigits).sum(2);
+      state = state.mul(pNothing).add(tf.concat([zeroRow, moved], 1)) as tf.Tensor3D;
+      // Rescale to total mass 1 (the result is normalised anyway): no underflow however sure
+      // the cells are, e.g. when every cell says "digit" and four digits become very unlikely.
+      state = state.div(state.sum([1, 2], true));
+    }
+    const last = state.slice([0, count, 0], [b, 1, sums]).reshape([b, sums]);
+    return last.div(last.sum(1, true)) as tf.Tensor2D;
+  });
+}
+
+/** Backends whose tensors can be read synchronously (the fused host path needs `dataSync`). */
+const SYNC_BACKENDS = new Set(["wasm", "cpu", "tensorflow"]);
+
+/** Forward pass of the host dynamic programme, kept for the backward pass. */
+interface HostForward {
+  /** `[b, L + 1, count + 1, sums]` rescaled states before each cell (and after the last). */
+  alpha: Float64Array;
+  /** `[b, L]` rescaling factor of each cell's step. */
+  scale: Float64Array;
+  /** `[b, sums]` P(sum = s | count digits), unclipped. */
+  probs: Float64Array;
+}
+
+/**
+ * {@linkcode combineCellProbabilities} as one host loop per image (forward, and backward as the
+ * matching backward recursion), returning log-probabilities clipped at 1e-30. On wasm this
+ * replaces about 250 small kernels per forward pass (and twice that backward) with a few
+ * milliseconds of plain arithmetic.
+ */
+function hostCombineForward(p: Float32Array, b: number, cellCount: number, count: number) {
+  const sums = MAX_DIGIT * count + 1;
+  const states = (count + 1) * sums;
+  const alpha = new Float64Array(b * (cellCount + 1) * states);
+  const scale = new Float64Array(b * cellCount);
+  const probs = new Float64Array(b * sums);
+  for (let i = 0; i < b; i++) {
+    const base = i * (cellCount + 1) * states;
+    alpha[base] = 1;
+    for (let l = 0; l < cellCount; l++) {
+      const pc = (i * cellCount + l) * NUM_CELL_CLASSES;
+      const from = base + l * states;
+      const to = from + states;
+      const pNothing = p[pc + NOTHING];
+      for (let k = 0; k <= count; k++) {
+        for (let s = 0; s < sums; s++) {
+          const a = alpha[from + k * sums + s];
+          if (a === 0) continue;
+          alpha[to + k * sums + s] += a * pNothing;
+          if (k === count) continue;
+          const up = to + (k + 1) * sums + s;
+          for (let d = 0; d <= MAX_DIGIT && s + d < sums; d++) alpha[up + d] += a * p[pc + d];
+        }
+      }
+      let total = 0;
+      for (let j = 0; j < states; j++) total += alpha[to + j];
+      scale[i * cellCount + l] = total;
+      for (let j = 0; j < states; j++) alpha[to + j] /= total;
+    }
+    const last = base + cellCount * states + count * sums;
+    let z = 0;
+    for (let s = 0; s < sums; s++) z += alpha[last + s];
+    for (let s = 0; s < sums; s++) probs[i * sums + s] = alpha[last + s] / z;
+  }
+  return { alpha, scale, probs } satisfies HostForward;
+}
+
+/** Gradient of `sum(dy * log(max(probs, 1e-30)))` with respect to the cell probabilities. */
+function hostCombineBackward(
+  p: Float32Array,
+  dy: Float32Array,
+  forward: HostForward,
+  shape: { b: number; cellCount: number; count: number },
+): Float32Array {
+  const { b, cellCount, count } = shape;
+  const sums = MAX_DIGIT * count + 1;
+  const states = (count + 1) * sums;
+  const dp = new Float32Array(b * cellCount * NUM_CELL_CLASSES);
+  let beta = new Float64Array(states);
+  let previous = new Float64Array(states);
+  for (let i = 0; i < b; i++) {
+    const base = i * (cellCount + 1) * states;
+    const last = base + cellCount * states + count * sums;
+    let z = 0;
+    for (let s = 0; s < sums; s++) z += forward.alpha[last + s];
+    // h = d/du log(max(u, eps)); w = d/dq of the loss through u = q / sum(q).
+    let hu = 0;
+    const h = new Float64Array(sums);
+    for (let s = 0; s < sums; s++) {
+      const u = forward.probs[i * sums + s];
+      h[s] = u > 1e-30 ? dy[i * sums + s] / u : 0;
+      hu += h[s] * u;
+    }
+    beta.fill(0);
+    for (let s = 0; s < sums; s++) beta[count * sums + s] = (h[s] - hu) / z;
+    for (let l = cellCount - 1; l >= 0; l--) {
+      const pc = (i * cellCount + l) * NUM_CELL_CLASSES;
+      const a = base + l * states;
+      const r = forward.scale[i * cellCount + l];
+      const pNothing = p[pc + NOTHING];
+      previous.fill(0);
+      let gNothing = 0;
+      for (let k = 0; k <= count; k++) {
+        for (let s = 0; s < sums; s++) {
+          const j = k * sums + s;
+          const stay = beta[j];
+          gNothing += forward.alpha[a + j] * stay;
+          let acc = pNothing * stay;
+          if (k < count) {
+            const up = (k + 1) * sums + s;
+            const al = forward.alpha[a + j];
+            for (let d = 0; d <= MAX_DIGIT && s + d < sums; d++) {
+              const bu = beta[up + d];
+              acc += p[pc + d] * bu;
+              dp[pc + d] += (al * bu) / r;
+            }
+          }
+          previous[j] = acc / r;
+        }
+      }
+      dp[pc + NOTHING] += gNothing / r;
+      [beta, previous] = [previous, beta];
+    }
+  }
+  return dp;
+}
+
+/**
+ * log P(sum = s | exactly `count` digits), clipped at 1e-30: the log of
+ * {@linkcode combineCellProbabilities}, differentiable. On backends that read synchronously
+ * (wasm, cpu, native) it runs as a host loop with a hand-written backward pass; elsewhere (webgpu)
+ * as tensor ops.
+ *
+ * @param cells `[b, L, 11]` probabilities (rows summing to 1)
+ * @param count number of digits
+ * @returns `[b, 9 * count + 1]` log-probabilities
+ */
+export function logSumDistribution(
+  cells: tf.Tensor3D,
+  count: number,
+  options: { host?: boolean } = {},
+): tf.Tensor2D {
+  const host = options.host ?? SYNC_BACKENDS.has(tf.getBackend());
+  if (!host) {
+    return tf.tidy(() =>
+      combineCellProbabilities(cells, count).maximum(1e-30).log() as tf.Tensor2D
+    );
+  }
+  const [b, cellCount] = cells.shape;
+  const sums = MAX_DIGIT * count + 1;
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const p = x.dataSync() as Float32Array;
+    const forward = hostCombineForward(p, b, cellCount, count);
+    save([x]);
+    const logs = Float32Array.from(forward.probs, (u) => Math.log(Math.max(u, 1e-30)));
+    return {
+      value: tf.tensor2d(logs, [b, sums]),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const dp = hostCombineBackward(
+          saved[0].dataSync() as Float32Array,
+          dy.dataSync() as Float32Array,
+          forward,
+          { b, cellCount, count },
+        );
+        return tf.tensor3d(dp, [b, cellCount, NUM_CELL_CLASSES]);
+      },
+    };
+  });
+  return op(cells) as tf.Tensor2D;
+}
+
+/** Config of {@linkcode SumCombine}. */
+export interface SumCombineConfig {
+  /** Digits per image (default 4). */
+  count?: number;
+  name?: string;
+}
+
+/**
+ * Layer: per-cell logits `[b, 1, L, 11]` -> log P(sum | `count` digits) `[b, 9 * count + 1]`.
+ * No weights. Each cell's softmax is mixed with a tiny uniform floor, so a confident mistake
+ * still leaves a gradient.
+ */
+export class SumCombine extends tf.layers.Layer {
+  /** Class name for serialisation. */
+  static className = "SumCombine";
+  readonly count: number;
+
+  constructor(config: SumCombineConfig = {}) {
+    super({ name: config.name });
+    this.count = config.count ?? NUM_DIGITS;
+  }
+
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return [shape[0], MAX_DIGIT * this.count + 1];
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.tidy(() => {
+      const logits = Array.isArray(inputs) ? inputs[0] : inputs; // [b, 1, L, 11]
+      const [b] = logits.shape;
+      const cells = logits.reshape([b, -1, NUM_CELL_CLASSES]).softmax()
+        .mul(1 - CELL_PROBABILITY_FLOOR * NUM_CELL_CLASSES).add(CELL_PROBABILITY_FLOOR);
+      return logSumDistribution(cells as tf.Tensor3D, this.count);
+    });
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), count: this.count };
+  }
+}
+
+/**
+ * Rolls every image of `x` cyclically by about `shift` px (right when positive): by the smallest
+ * `k >= |shift|` whose seam column is empty, so no digit is cut; not at all when no such column
+ * lies within 40 px. Tensor ops only (any backend).
+ *
+ * @param x `[b, h, w, 1]` images (background exactly 0)
+ * @param shift signed shift in px
+ * @returns a new `[b, h, w, 1]` tensor
+ */
+export function rollAtEmptyColumn(x: tf.Tensor4D, shift: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [b, , w] = x.shape;
+    const sign = shift < 0 ? -1 : 1;
+    const candidates = 40;
+    const ks = Array.from({ length: candidates }, (_, i) => Math.abs(shift) + i);
+    // After rolling by d, new column 0 holds old column (w - d) mod w: that column must be empty.
+    const seams = tf.tensor1d(ks.map((k) => (((w - sign * k) % w) + w) % w), "int32");
+    const empty = x.sum([1, 3]).equal(0).toFloat(); // [b, w]
+    const emptyAt = tf.gather(empty, seams, 1); // [b, candidates]
+    const first = emptyAt.mul(tf.range(candidates, 0, -1)).argMax(1); // [b]
+    const found = emptyAt.max(1).greater(0);
+    const d = tf.where(found, first.add(Math.abs(shift)).mul(sign), tf.zeros(first.shape)); // [b]
+    // Source column of output column c: (c - d) mod w, as a row of the [b * w, h] column matrix
+    // (one plain gather: batched gathers are wrong on wasm in tfjs 4.22).
+    const h = x.shape[1];
+    const source = tf.range(0, w, 1, "int32").expandDims(0).sub(d.toInt().expandDims(1))
+      .add(w).mod(w).toInt(); // [b, w]
+    const rows = source.add(tf.range(0, b * w, w, "int32").expandDims(1)).reshape([-1]).toInt();
+    const columns = x.reshape([b, h, w]).transpose([0, 2, 1]).reshape([b * w, h]);
+    return tf.gather(columns, rows as tf.Tensor1D).reshape([b, w, h]).transpose([0, 2, 1])
+      .reshape([b, h, w, 1]) as tf.Tensor4D;
+  });
+}
+
+/** Config of {@linkcode TestViews} and {@linkcode MeanOverViews}. */
+export interface TestViewsConfig {
+  /** Horizontal shifts (px) of the views at inference, the first normally 0. */
+  shifts?: number[];
+  name?: string;
+}
+
+/**
+ * A layer that is the identity in training and, at inference, works on the test-time views given
+ * by `shifts` (one view: always the identity).
+ */
+abstract class ViewsLayer extends tf.layers.Layer {
+  readonly shifts: number[];
+
+  constructor(config: TestViewsConfig = {}) {
+    super({ name: config.name });
+    this.shifts = config.shifts ?? [0];
+  }
+
+  /** What the layer does at inference with more than one view. */
+  protected abstract atInference(x: tf.Tensor): tf.Tensor;
+
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    if (kwargs?.training || this.shifts.length <= 1) return x.clone();
+    return tf.tidy(() => this.atInference(x));
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), shifts: this.shifts };
+  }
+}
+
+/**
+ * Layer: at inference, stacks each image with copies of itself rolled at empty columns by the
+ * given shifts (`[b, ...]` -> `[views * b, ...]`, view-major); in training it passes the batch
+ * through. With {@linkcode MeanOverViews} at the end this is test-time augmentation inside the
+ * model: `evaluate`, `predict` and the sweep all get it.
+ */
+export class TestViews extends ViewsLayer {
+  /** Class name for serialisation. */
+  static className = "TestViews";
+
+  protected atInference(x: tf.Tensor): tf.Tensor {
+    const images = x as tf.Tensor4D;
+    return tf.concat(this.shifts.map((s) => s === 0 ? images : rollAtEmptyColumn(images, s)), 0);
+  }
+}
+
+/**
+ * Layer: at inference, averages the log-probabilities of the views made by {@linkcode TestViews}
+ * (`[views * b, k]` -> `[b, k]`) and renormalises them (a geometric mean); in training, identity.
+ */
+export class MeanOverViews extends ViewsLayer {
+  /** Class name for serialisation. */
+  static className = "MeanOverViews";
+
+  protected atInference(x: tf.Tensor): tf.Tensor {
+    const views = this.shifts.length;
+    const [n, k] = x.shape; // [views * b, k]
+    const mean = x.reshape([views, n / views, k]).mean(0); // [b, k]
+    return mean.sub(mean.logSumExp(1, true));
+  }
+}
+
+/** Register SumNet's serialisable classes (called through `registerCustomLayers()`). */
+export function registerLayers(): void {
+  tf.serialization.registerClass(SumCombine);
+  tf.serialization.registerClass(TestViews);
+  tf.serialization.registerClass(MeanOverViews);
+}
+
+/** One digit SumNet reads in an image. */
+export interface DigitReading {
+  /** The digit, 0..9. */
+  digit: number;
+  /** Index of the 8 px cell its centre lies in, 0..20. */
+  cell: number;
+  /** Centre column of that cell (the digit's centre, to +-4 px). */
+  centre: number;
+  /** Columns `[start, end)` of the cell. */
+  columns: [number, number];
+  /** The network's probability that this cell holds this digit. */
+  probability: number;
+  /** The network's probability that a digit (any) is centred in this cell. */
+  presence: number;
+  /** The most likely other reading of the cell: a digit, or `null` for "nothing". */
+  runnerUp: { digit: number | null; probability: number };
+}
+
+/** SumNet's explanation of one image. */
+export interface Explanation {
+  /** Predicted sum (argmax of the sum distribution). */
+  sum: number;
+  /** Its probability. */
+  sumProbability: number;
+  /** `[37]` P(sum = s). */
+  sumDistribution: Float32Array;
+  /**
+   * The four digits, left to right: the most likely reading with exactly four digits that adds up
+   * to {@linkcode Explanation.sum} (so the read-out always agrees with the predicted sum).
+   */
+  digits: DigitReading[];
+  /** `[21, 11]` per-cell probabilities (digits 0..9, then nothing), row-major. */
+  cells: Float32Array;
+}
+
+/**
+ * Most likely assignment of the cells (digit or nothing) with exactly `count` digits adding up to
+ * `target`, by dynamic programming over (cell, digits so far, partial sum) on log-probabilities.
+ *
+ * @param cells `[L, 11]` probabilities, row-major
+ * @param count number of digits
+ * @param target required sum
+ * @returns per cell the chosen class (0..9 or 10 = nothing), or null when no assignment exists
+ */
+export function bestReading(cells: Float32Array, count: number, target: number): Int8Array | null {
+  const cellCount = cells.length / NUM_CELL_CLASSES;
+  const sums = MAX_DIGIT * count + 1;
+  if (!(target >= 0 && target < sums)) return null;
+  const states = (count + 1) * sums;
+  // score[l][k * sums + s]: best log-probability of cells 0..l-1 with k digits summing to s.
+  let score = new Float64Array(states).fill(-Infinity);
+  score[0] = 0;
+  const choice = new Int8Array(cellCount * states).fill(-1);
+  for (let l = 0; l < cellCount; l++) {
+    const next = new Float64Array(states).fill(-Infinity);
+    const logp = Array.from(
+      { length: NUM_CELL_CLASSES },
+      (_, c) => Math.log(Math.max(cells[l * NUM_CELL_CLASSES + c], 1e-30)),
+    );
+    for (let k = 0; k <= count; k++) {
+      for (let s = 0; s < sums; s++) {
+        const here = score[k * sums + s];
+        if (here === -Infinity) continue;
+        const keep = here + logp[NOTHING];
+        if (keep > next[k * sums + s]) {
+          next[k * sums + s] = keep;
+          choice[l * states + k * sums + s] = NOTHING;
+        }
+        if (k === count) continue;
+        for (let d = 0; d <= MAX_DIGIT && s + d < sums; d++) {
+          const to = (k + 1) * sums + s + d;
+          const value = here + logp[d];
+          if (value > next[to]) {
+            next[to] = value;
+            choice[l * states + to] = d;
+          }
+        }
+      }
+    }
+    score = next;
+  }
+  if (score[count * sums + target] === -Infinity) return null;
+  const out = new Int8Array(cellCount);
+  let k = count;
+  let s = target;
+  for (let l = cellCount - 1; l >= 0; l--) {
+    const c = choice[l * states + k * sums + s];
+    out[l] = c;
+    if (c !== NOTHING) {
+      k -= 1;
+      s -= c;
+    }
+  }
+  return out;
+}
+
+/**
+ * Per-cell probabilities (of the unshifted view) and sum distributions (over all test-time views)
+ * of a batch, in inference mode.
+ *
+ * @param model a SumNet
+ * @param x `[b, 40, 168, 1]` float32 in [0, 1]
+ * @returns `cells` `[b, 21, 11]` and `sums` `[b, 37]`, flattened
+ */
+export async function predictCells(
+  model: tf.LayersModel,
+  x: tf.Tensor4D,
+): Promise<{ cells: Float32Array; sums: Float32Array }> {
+  const b = x.shape[0];
+  const logitsLayer = model.getLayer(CELL_LOGITS_LAYER);
+  const probe = tf.model({
+    inputs: model.inputs,
+    outputs: [logitsLayer.output as tf.SymbolicTensor, model.outputs[0]],
+  });
+  const [cells, sums] = tf.tidy(() => {
+    // logits: [views * b, 1, 21, 11], view-major (the unshifted image first); sums: [b, 37]
+    // One pass over the whole batch: `predict` would split it into batches of 32 and interleave
+    // the views of each.
+    const [logits, logSums] = probe.apply(x, { training: false }) as tf.Tensor[];
+    const first = logits.slice([0, 0, 0, 0], [b, 1, NUM_CELLS, NUM_CELL_CLASSES]);
+    return [first.reshape([b, -1, NUM_CELL_CLASSES]).softmax(), logSums.exp()];
+  });
+  try {
+    return {
+      cells: await cells.data() as Float32Array,
+      sums: await sums.data() as Float32Array,
+    };
+  } finally {
+    tf.dispose([cells, sums]);
+  }
+}
+
+/** Builds the explanation of one image from its cell probabilities and sum distribution. */
+function explainFrom(cells: Float32Array, sums: Float32Array): Explanation {
+  let sum = 0;
+  for (let s = 1; s < sums.length; s++) if (sums[s] > sums[sum]) sum = s;
+  const reading = bestReading(cells, NUM_DIGITS, sum);
+  const digits: DigitReading[] = [];
+  reading?.forEach((c, cell) => {
+    if (c === NOTHING) return;
+    const row = cells.subarray(cell * NUM_CELL_CLASSES, (cell + 1) * NUM_CELL_CLASSES);
+    let runner: number = c === 0 ? 1 : 0;
+    for (let k = 0; k < NUM_CELL_CLASSES; k++) if (k !== c && row[k] > row[runner]) runner = k;
+    digits.push({
+      digit: c,
+      cell,
+      centre: cell * CELL_WIDTH + CELL_WIDTH / 2,
+      columns: [cell * CELL_WIDTH, (cell + 1) * CELL_WIDTH],
+      probability: row[c],
+      presence: 1 - row[NOTHING],
+      runnerUp: { digit: runner === NOTHING ? null : runner, probability: row[runner] },
+    });
+  });
+  return { sum, sumProbability: sums[sum], sumDistribution: sums, digits, cells };
+}
+
+/**
+ * What SumNet sees in each image of a batch: the predicted sum, its distribution, and the four
+ * digits with their places and probabilities.
+ *
+ * @param model a SumNet (trained)
+ * @param x `[b, 40, 168, 1]` float32 in [0, 1]
+ * @returns one explanation per image
+ */
+export async function explainBatch(
+  model: tf.LayersModel,
+  x: tf.Tensor4D,
+): Promise<Explanation[]> {
+  const b = x.shape[0];
+  const { cells, sums } = await predictCells(model, x);
+  const per = NUM_CELLS * NUM_CELL_CLASSES;
+  return Array.from(
+    { length: b },
+    (_, i) =>
+      explainFrom(
+        cells.slice(i * per, (i + 1) * per),
+        sums.slice(i * NUM_SUMS_OUT, (i + 1) * NUM_SUMS_OUT),
+      ),
+  );
+}
+
+/**
+ * What SumNet sees in one image (see {@linkcode explainBatch}).
+ *
+ * @param model a SumNet (trained)
+ * @param image `[40, 168]` uint8 pixels (0..255) or float32 in [0, 1]
+ * @returns the explanation
+ */
+export async function explainImage(
+  model: tf.LayersModel,
+  image: Uint8Array | Float32Array,
+): Promise<Explanation> {
+  if (image.length !== IMAGE_SIZE) {
+    throw new Error(
+      `explainImage(): expected ${IMAGE_HEIGHT} x ${IMAGE_WIDTH} = ${IMAGE_SIZE} pixels, got ${image.length}`,
+    );
+  }
+  const x = tf.tidy(() => {
+    const t = tf.tensor4d(Float32Array.from(image), [1, IMAGE_HEIGHT, IMAGE_WIDTH, 1]);
+    return image instanceof Uint8Array ? t.div(255) : t;
+  }) as tf.Tensor4D;
+  try {
+    return (await explainBatch(model, x))[0];
+  } finally {
+    x.dispose();
+  }
+}
