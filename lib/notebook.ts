@@ -918,15 +918,14 @@ export interface SaveRunOptions {
 
 /**
  * Save a notebook run where `deno task train` would (`<modelsDir>/<prefix>_<seed>/`), with the
- * same metadata, so `deno task evaluate` and the other notebooks can load it.
- *
- * @returns The checkpoint directory.
+ * same metadata, so `deno task evaluate` and the other notebooks can load it. It prints the
+ * directory and returns nothing (a cell ending with it shows no value).
  */
 export async function saveNotebookRun(
   run: NotebookRun,
   scores: SplitScores,
   options: SaveRunOptions,
-): Promise<string> {
+): Promise<void> {
   const { settings, backend } = options;
   const info = modelInfo(run.kind);
   const dir = join(settings.modelsDir, `${info.prefix}_${run.seed}`);
@@ -941,7 +940,6 @@ export async function saveNotebookRun(
     quick: settings.quick,
   });
   (options.log ?? console.log)(`Saved ${displayPath(dir)}`);
-  return dir;
 }
 
 /** The {@link AccuracyRecord} of a notebook run, for the results tables. */
