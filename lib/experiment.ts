@@ -115,6 +115,14 @@ export interface RunOptions {
   onEpochEnd?: (record: EpochRecord) => void | Promise<void>;
   /** Stop after the current epoch when this returns true (the state stays resumable). */
   shouldStop?: () => boolean;
+  /**
+   * Awaited after every training batch of both stages; once it gives true (it should keep
+   * giving true) the run stops part-way and throws {@link RunStoppedError}. With a `stateDir`,
+   * a later call resumes after the last completed epoch.
+   */
+  stopAfterBatch?: () => boolean | Promise<boolean>;
+  /** Settings for the recipe's `prepare` stage (e.g. SumNet's pretraining `{ epochs: 2 }`). */
+  prepareOptions?: Readonly<Record<string, unknown>>;
 }
 
 /** Thrown when `shouldStop` ended a run before its last epoch. */
@@ -246,7 +254,14 @@ export async function runExperiment(
       val,
       log,
       onBatchEnd: showProgress,
+      stopAfterBatch: options.stopAfterBatch,
+      options: options.prepareOptions,
     });
+    if (await options.stopAfterBatch?.()) {
+      throw new RunStoppedError(
+        `${info.title} seed ${config.seed} stopped in its recipe's prepare stage, before epoch 1`,
+      );
+    }
   }
   const schedule = recipe?.schedule;
   const valProbe = recipe?.validationImages && !config.limit
@@ -272,6 +287,7 @@ export async function runExperiment(
     history,
     log,
     shouldStop: options.shouldStop,
+    stopAfterBatch: options.stopAfterBatch,
     onBatchEnd: showProgress,
     onEpochEnd: async (record, opt) => {
       // `history` holds only the epochs before this call: grow it, or a state saved after the
@@ -283,9 +299,15 @@ export async function runExperiment(
   });
   history = result.history;
   if (result.stopped) {
+    const where = result.unfinished
+      ? `during epoch ${result.unfinished.epoch}/${config.epochs} (after batch ` +
+        `${result.unfinished.batches}/${train.numBatches})`
+      : `after epoch ${history.length}/${config.epochs}`;
     throw new RunStoppedError(
-      `${info.title} seed ${config.seed} stopped after epoch ${history.length}/${config.epochs}` +
-        (options.stateDir ? `; run again to resume from ${options.stateDir}` : ""),
+      `${info.title} seed ${config.seed} stopped ${where}` +
+        (options.stateDir
+          ? `; run again to resume after epoch ${history.length} from ${options.stateDir}`
+          : ""),
     );
   }
 

@@ -75,6 +75,10 @@ export interface PrepareContext {
   log: (line: string) => void;
   /** Per-batch progress (for progress bars). */
   onBatchEnd?: (progress: BatchProgress) => void | Promise<void>;
+  /** Awaited after every batch: true stops the stage part-way (see `trainModel`). */
+  stopAfterBatch?: () => boolean | Promise<boolean>;
+  /** The stage's own settings, overriding its defaults (e.g. fewer epochs for a quick run). */
+  options?: Readonly<Record<string, unknown>>;
 }
 
 /** Options for {@link buildModel}. */

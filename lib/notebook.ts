@@ -4,18 +4,22 @@
  * notebook's folder), rich display of SVG, tables and images, live training progress, and
  * the accuracy tables of the results-across-seeds cells.
  *
- * Outside a Jupyter kernel every display helper prints a plain-text stand-in, so the same code
- * runs under `deno run` and `deno test`.
+ * Outside a Jupyter kernel every display helper prints a plain-text stand-in (or, with
+ * `DIGITSUM_PLOT=window`, opens charts in nodeplotlib's window), so the same code runs under
+ * `deno run` and `deno test`.
  *
- * Only `console.*` and `Deno.jupyter.display` reach a notebook, and output sent just before a
- * cell ends can arrive after the kernel reports the cell idle: end each cell with
- * `await settle()`.
+ * Inside the Deno kernel the helpers also fix two things a notebook user meets: output printed
+ * at the end of a cell lands in that cell ({@link installCellEndHook}), and Kernel > Interrupt
+ * stops a training cell after its current batch, keeping the model so that running the cell
+ * again resumes ({@link trainInNotebook}, {@link runInNotebook}).
  *
  * @module
  */
-import { isAbsolute, join, normalize, relative, resolve } from "node:path";
+import { createRequire } from "node:module";
+import { dirname, isAbsolute, join, normalize, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
+import type { Layout, Plot } from "nodeplotlib";
 import {
   BATCH_SIZE,
   DEFAULT_DATA_DIR,
@@ -30,27 +34,47 @@ import {
 } from "./constants.ts";
 import {
   barChart,
+  type BarChartOptions,
+  type BarSeries,
+  type ChartOptions,
   confusionMatrix,
   dataUri,
+  DEFAULT_HEIGHT,
   FONT_FAMILY,
   FontNotFoundError,
   heatmap,
+  type HeatmapOptions,
   lineChart,
+  type LineChartOptions,
+  type LineSeries,
   PALETTE,
   svgToPng,
 } from "./charts.ts";
 import { saveCheckpoint } from "./checkpoint.ts";
 import { type Loader, loadTestLoader } from "./data.ts";
-import { type RunConfig, type SplitAccuracy, studyConfig } from "./experiment.ts";
+import {
+  configDifference,
+  type RunConfig,
+  runExperiment,
+  type RunOptions,
+  type RunResult,
+  RunStoppedError,
+  type SplitAccuracy,
+  studyConfig,
+} from "./experiment.ts";
 import { modelInfo } from "./models.ts";
 import { encodePng } from "./png.ts";
 import { jupyter, ProgressBar } from "./progress.ts";
+import { restoreRngState, type RngState, rngState } from "./seed.ts";
 import {
   type BatchProgress,
   type BatchSource,
   type EpochRecord,
   evaluateAccuracy,
   formatOverallLine,
+  type TorchAdam,
+  trainModel,
+  type UnfinishedEpoch,
 } from "./train.ts";
 import { vggWeightsPath } from "./vgg.ts";
 import { explainBatch, type Explanation } from "./sumnet.ts";
@@ -129,10 +153,14 @@ export interface NotebookSettings extends Omit<RunConfig, "model"> {
 /**
  * The notebook's configuration: the study's (15 epochs, all 24,000 training images, seed 42)
  * unless `DIGITSUM_QUICK=1`, then {@link QUICK_LIMIT} images and {@link QUICK_EPOCHS} epoch.
+ * Inside the Deno kernel it also installs {@link installCellEndHook} and
+ * {@link listenForInterrupts} (the first cell of every notebook calls it).
  *
  * @param env Variables to read instead of the process environment (for tests).
  */
 export function notebookSettings(env?: Record<string, string | undefined>): NotebookSettings {
+  installCellEndHook();
+  listenForInterrupts();
   const quick = isQuickMode(env);
   const dataDir = readEnv("DIGITSUM_DATA_DIR", env);
   return {
@@ -209,8 +237,11 @@ export function notebookRunConfig(
 // ---------------------------------------------------------------------------------------------
 // Display
 
-/** A MIME bundle, e.g. `{ "image/png": base64, "text/plain": "chart" }`. */
-export type MimeBundle = Record<string, string>;
+/**
+ * A MIME bundle, e.g. `{ "image/png": base64, "text/plain": "chart" }`: text for most types,
+ * a JSON object for JSON types such as {@link PLOTLY_MIME}.
+ */
+export type MimeBundle = Record<string, string | object>;
 
 /** Options of {@link display}. */
 export interface DisplayOptions {
@@ -235,8 +266,12 @@ interface KernelWithBroadcast {
 export async function display(bundle: MimeBundle, options: DisplayOptions = {}): Promise<void> {
   const kernel = jupyter();
   if (!kernel) {
-    console.log(bundle["text/plain"] ?? `[${Object.keys(bundle).join(", ")}]`);
-  } else if (options.metadata) {
+    const text = bundle["text/plain"];
+    console.log(typeof text === "string" ? text : `[${Object.keys(bundle).join(", ")}]`);
+    return;
+  }
+  installCellEndHook();
+  if (options.metadata) {
     await (kernel as unknown as KernelWithBroadcast).broadcast("display_data", {
       data: bundle,
       metadata: options.metadata,
@@ -248,11 +283,65 @@ export async function display(bundle: MimeBundle, options: DisplayOptions = {}):
 }
 
 /**
- * Wait briefly so that everything printed or displayed reaches the notebook before the cell
- * is reported finished (the Deno kernel can otherwise drop the last outputs).
+ * How long the kernel's output gets to reach the notebook before a cell is reported finished
+ * (30 ms: no output lost in 240 cells executed headless; without it 2-6 of 40-60 were).
  */
-export async function settle(ms = 30): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, ms));
+export const SETTLE_MS = 30;
+
+function settle(ms = SETTLE_MS): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+type BroadcastResult = ((executionCount: number, result: unknown) => Promise<void>) & {
+  [CELL_END_HOOK]?: true;
+};
+
+/** Marks the kernel's `broadcastResult` once wrapped (shared by every copy of this module). */
+const CELL_END_HOOK = Symbol.for("digitsum.cellEndHook");
+
+/** The Deno kernel's internal Jupyter object, or `undefined` outside a kernel or when renamed. */
+function kernelInternals(): { broadcastResult?: BroadcastResult } | undefined {
+  const symbol = Object.getOwnPropertySymbols(Deno).find((s) => s.description === "Deno.internal");
+  if (!symbol) return undefined;
+  const internal = (Deno as unknown as Record<symbol, { jupyter?: unknown } | undefined>)[symbol];
+  const internals = internal?.jupyter;
+  return internals && typeof internals === "object"
+    ? internals as { broadcastResult?: BroadcastResult }
+    : undefined;
+}
+
+/**
+ * Make everything a cell prints land in that cell, without an `await` at the end of each cell.
+ *
+ * The Deno kernel forwards `console.*` output on a separate task and reports a cell finished 5 ms
+ * after its code returns, so the last lines of a cell can arrive after that and show up under the
+ * next cell (or get lost when nbconvert stops listening). Before it reports a successful cell
+ * finished, the kernel calls its internal `broadcastResult` (which displays the cell's value) and
+ * waits for it; this wraps that call to wait {@link SETTLE_MS} first. It is installed once per
+ * kernel by the first helper that runs there ({@link notebookSettings}, {@link display}, the
+ * training helpers); a cell that ends with an error is not covered (the kernel skips that call),
+ * so the helpers that throw settle first.
+ *
+ * @returns whether the hook is in place (false outside a kernel, or when a Deno release no longer
+ *   has `broadcastResult`; then output behaves as before).
+ */
+export function installCellEndHook(): boolean {
+  if (!jupyter()) return false;
+  const internals = kernelInternals();
+  const original = internals?.broadcastResult;
+  if (!internals || typeof original !== "function") return false;
+  if (original[CELL_END_HOOK]) return true;
+  const wrapped: BroadcastResult = async function (
+    this: unknown,
+    executionCount: number,
+    result: unknown,
+  ) {
+    await settle();
+    return await original.call(this, executionCount, result);
+  };
+  wrapped[CELL_END_HOOK] = true;
+  internals.broadcastResult = wrapped;
+  return true;
 }
 
 /** Pixel scale of the PNG copy of a chart (shown at the SVG's size, so it stays sharp). */
@@ -266,6 +355,12 @@ export interface ShowSvgOptions {
   pngScale?: number;
   /** Also put the SVG itself into the output (default false; see {@link showSvg}). */
   vector?: boolean;
+  /**
+   * The same chart as a Plotly figure: it goes into the same bundle ({@link PLOTLY_MIME}), so
+   * JupyterLab with Plotly's renderer shows an interactive chart where other front ends show the
+   * PNG; outside a notebook, `DIGITSUM_PLOT=window` opens it in nodeplotlib's window.
+   */
+  figure?: PlotlyFigure;
 }
 
 /** Width and height attributes of an SVG document's root element. */
@@ -284,8 +379,9 @@ export function svgSize(svg: string): { width: number; height: number } {
  * its size and displayed at its size. PNG is the one image type every front end shows: classic
  * Notebook 6 and JupyterLab hide SVG output in untrusted notebooks (any notebook you did not run
  * yourself), and nbconvert 6.5's HTML export empties inline SVGs. With `vector: true` the SVG
- * goes into the bundle too, for front ends that prefer it. Without a font for the PNG (see
- * `findFont` in `lib/charts.ts`) the SVG is shown instead, with a note.
+ * goes into the bundle too, for front ends that prefer it; with a `figure`, its Plotly figure
+ * (one output either way: a front end shows one type of a bundle). Without a font for the PNG
+ * (see `findFont` in `lib/charts.ts`) the SVG is shown instead, with a note.
  */
 export async function showSvg(svg: string, options: ShowSvgOptions = {}): Promise<void> {
   const start = svg.trimStart();
@@ -295,7 +391,11 @@ export async function showSvg(svg: string, options: ShowSvgOptions = {}): Promis
   const { width, height } = svgSize(svg);
   const alt = options.alt ?? "chart";
   const bundle: MimeBundle = { "text/plain": `[${alt}]` };
-  if (jupyter() === undefined) return await display(bundle);
+  if (jupyter() === undefined) {
+    if (options.figure && await showInteractive([options.figure])) return;
+    return await display(bundle);
+  }
+  if (options.figure) bundle[PLOTLY_MIME] = options.figure;
   try {
     bundle["image/png"] = base64(
       await svgToPng(svg, { scale: options.pngScale ?? CHART_PNG_SCALE }),
@@ -441,6 +541,290 @@ export function liveProgress(): (progress: BatchProgress) => Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Kernel > Interrupt
+
+/**
+ * The error a training cell ends with when Kernel > Interrupt stopped it (its model and finished
+ * epochs are kept: running the cell again resumes), and the error of a training cell that did
+ * not start because the kernel was interrupted while the cell waited in the queue.
+ */
+export class KernelInterrupt extends Error {
+  override name = "KernelInterrupt";
+  constructor(message: string) {
+    super(message);
+    this.stack = `${this.name}: ${message}`; // the kernel prints the stack; a trace adds nothing
+  }
+}
+
+interface InterruptState {
+  /** The SIGINT listener is installed. */
+  listening: boolean;
+  /** A SIGINT arrived that no training has acted on yet. */
+  pending: boolean;
+  /** After an interrupt: the run it stopped (if any), and the runs refused since. */
+  latch?: { stopped?: string; refused: Set<string> };
+}
+
+const interrupts: InterruptState = { listening: false, pending: false };
+
+/**
+ * Let Kernel > Interrupt reach the notebook's training loops. Jupyter interrupts the Deno kernel
+ * with SIGINT: its kernelspec names no `interrupt_mode`, so the default (`signal`) applies, and the
+ * kernel itself answers an `interrupt_request` only with a log line. The kernel survives SIGINT
+ * and runs the cell to its end; with this listener the training helpers see it and stop after the
+ * current batch. Installed inside a Deno kernel only: in a terminal, Ctrl-C still ends the
+ * process.
+ *
+ * @returns whether interrupts are heard.
+ */
+export function listenForInterrupts(): boolean {
+  if (interrupts.listening) return true;
+  if (!jupyter()) return false;
+  try {
+    Deno.addSignalListener("SIGINT", () => {
+      interrupts.pending = true;
+    });
+  } catch {
+    return false; // a platform without SIGINT listeners
+  }
+  interrupts.listening = true;
+  return true;
+}
+
+/**
+ * Whether an interrupt asks the running training to stop. It first lets the event loop turn:
+ * signal listeners run only then, and a train loop on wasm otherwise awaits nothing but
+ * already-settled promises between batches.
+ */
+async function interruptRequested(): Promise<boolean> {
+  if (!interrupts.listening) return false;
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return interrupts.pending;
+}
+
+/** Record that an interrupt stopped the run named `key` (or none). */
+function latchInterrupt(key?: string): void {
+  interrupts.pending = false;
+  interrupts.latch = { stopped: key, refused: new Set() };
+}
+
+/**
+ * Called when a training cell starts. The Deno kernel ignores `stop_on_error`, so the cells
+ * queued behind an interrupted one still run; a training among them is refused once (a
+ * {@link KernelInterrupt}) instead of starting. Running the interrupted cell again (which
+ * resumes it) or running a refused cell a second time lifts that.
+ */
+function admitTraining(key: string): void {
+  if (interrupts.pending) latchInterrupt(); // interrupted while no training ran
+  const latch = interrupts.latch;
+  if (!latch) return;
+  if (latch.stopped === key || latch.refused.has(key)) {
+    interrupts.latch = undefined;
+    return;
+  }
+  latch.refused.add(key);
+  const resume = latch.stopped ? `run the cell of ${latch.stopped} again to resume it, or ` : "";
+  throw new KernelInterrupt(
+    `${key} was not started because the kernel was interrupted: ${resume}` +
+      `run this cell again to start it.`,
+  );
+}
+
+/** An interrupted notebook training, kept in the kernel until its cell runs again. */
+interface HeldRun {
+  /** The settings it was started with; a different one starts afresh. */
+  fingerprint: string;
+  model: tf.LayersModel;
+  optimizer: TorchAdam;
+  history: EpochRecord[];
+  unfinished?: UnfinishedEpoch;
+  rng?: RngState;
+  seconds: number;
+}
+
+const heldRuns = new Map<string, HeldRun>();
+
+/** Options of {@link trainInNotebook}. */
+export interface NotebookTrainOptions {
+  /** Builds the untrained model (not called when an interrupted run resumes). */
+  build: () => Promise<tf.LayersModel> | tf.LayersModel;
+  epochs: number;
+  learningRate: number;
+  /** The seed the caller seeded with (names the run). */
+  seed: number;
+  /** Training-image cap, for the record. */
+  limit?: number;
+}
+
+/** Where an interrupted run stopped, e.g. `after batch 3/8 of epoch 1/15 (0 epochs finished)`. */
+function stopPoint(
+  history: readonly EpochRecord[],
+  unfinished: UnfinishedEpoch | undefined,
+  epochs: number,
+  numBatches: number,
+): string {
+  const done = `${history.length} epoch(s) finished`;
+  return unfinished
+    ? `after batch ${unfinished.batches}/${numBatches} of epoch ${unfinished.epoch}/${epochs} ` +
+      `(${done})`
+    : `after epoch ${history.length}/${epochs} (${done})`;
+}
+
+/**
+ * Train a model with the study's loop (`trainModel`, one line per epoch) from a notebook cell,
+ * with a live progress line. Kernel > Interrupt stops it after the current batch: the cell ends
+ * with a {@link KernelInterrupt}, and the model, its optimiser state, the finished epochs and the
+ * random generator's state stay in the kernel, so that running the same cell again resumes with
+ * the next batch and ends with the weights an uninterrupted run would have. Outside a kernel it
+ * trains like `trainModel` (Ctrl-C ends the process as usual).
+ *
+ * @param kind Model kind, e.g. `cnn-regressor`.
+ * @param loaders Training and validation batches.
+ * @param options How to build the model and the run's settings.
+ */
+export async function trainInNotebook(
+  kind: string,
+  loaders: { train: BatchSource; val: BatchSource },
+  options: NotebookTrainOptions,
+): Promise<NotebookRun> {
+  installCellEndHook();
+  listenForInterrupts();
+  const { epochs, learningRate, seed, limit } = options;
+  const info = modelInfo(kind);
+  const key = `${info.title} (seed ${seed})`;
+  admitTraining(key);
+  const numBatches = loaders.train.numBatches;
+  const fingerprint = JSON.stringify({
+    kind,
+    epochs,
+    learningRate,
+    seed,
+    limit,
+    images: loaders.train.size,
+  });
+  let held = heldRuns.get(key);
+  heldRuns.delete(key);
+  if (held && held.fingerprint !== fingerprint) {
+    console.log(`Starting ${key} afresh: the interrupted run had other settings.`);
+    held.model.dispose();
+    held = undefined;
+  }
+  const started = performance.now();
+  const model = held?.model ?? await options.build();
+  if (held) {
+    if (held.rng) restoreRngState(held.rng);
+    const next = held.unfinished
+      ? `epoch ${held.unfinished.epoch}/${epochs}, batch ${
+        held.unfinished.batches + 1
+      }/${numBatches}`
+      : `epoch ${held.history.length + 1}/${epochs}`;
+    console.log(
+      `Resuming ${key} at ${next} (${held.history.length} epoch(s) finished before the interrupt).`,
+    );
+  }
+  const result = await trainModel(model, loaders, {
+    task: info.task,
+    epochs,
+    learningRate,
+    optimizer: held?.optimizer,
+    startEpoch: held?.history.length ?? 0,
+    history: held?.history,
+    resume: held?.unfinished,
+    onBatchEnd: liveProgress(),
+    stopAfterBatch: interruptRequested,
+  });
+  const seconds = (held?.seconds ?? 0) + (performance.now() - started) / 1000;
+  if (result.stopped) {
+    heldRuns.set(key, {
+      fingerprint,
+      model,
+      optimizer: result.optimizer,
+      history: result.history,
+      unfinished: result.unfinished,
+      rng: rngState(),
+      seconds,
+    });
+    latchInterrupt(key);
+    await settle();
+    throw new KernelInterrupt(
+      `${key} stopped ${stopPoint(result.history, result.unfinished, epochs, numBatches)}. ` +
+        `Run this cell again to resume.`,
+    );
+  }
+  return { kind, seed, limit, model, history: result.history, seconds };
+}
+
+/** Where {@link runInNotebook} keeps per-epoch state in quick mode. */
+export const QUICK_STATE_DIR = "runs/notebook_quick/state";
+/** Where {@link runInNotebook} keeps per-epoch state in full mode. */
+export const STATE_DIR = "runs/notebook/state";
+/**
+ * Quick mode's settings for a recipe's prepare stage: 2 epochs (SumNet's MNIST pretraining has
+ * 18), so that `beyond.ipynb` runs in about a minute.
+ */
+export const QUICK_PREPARE_OPTIONS: Readonly<Record<string, unknown>> = Object.freeze({
+  epochs: 2,
+});
+
+/**
+ * Run `runExperiment` (a model's whole recipe, as `deno task train` runs it) from a notebook
+ * cell. It saves its state after every epoch under `runs/` ({@link STATE_DIR}, or
+ * {@link QUICK_STATE_DIR}), so Kernel > Interrupt, which stops it after the current batch, leaves
+ * a run that the same cell resumes after its last finished epoch; the state is removed once the
+ * run is done. In quick mode the recipe's prepare stage is shortened
+ * ({@link QUICK_PREPARE_OPTIONS}).
+ *
+ * @param config The run, e.g. from {@link modelRunConfig}.
+ * @param settings The notebook's settings.
+ * @param options More `runExperiment` options (e.g. `{ test: false }`).
+ */
+export async function runInNotebook(
+  config: RunConfig,
+  settings: NotebookSettings,
+  options: RunOptions = {},
+): Promise<RunResult> {
+  installCellEndHook();
+  listenForInterrupts();
+  const info = modelInfo(config.model);
+  const key = `${info.title} (seed ${config.seed})`;
+  admitTraining(key);
+  const stateDir = repoPath(
+    settings.quick ? QUICK_STATE_DIR : STATE_DIR,
+    `${info.prefix}_${config.seed}`,
+  );
+  await dropStateOfOtherConfig(stateDir, config);
+  try {
+    const result = await runExperiment(config, {
+      prepareOptions: settings.quick ? QUICK_PREPARE_OPTIONS : undefined,
+      ...options,
+      stateDir,
+      stopAfterBatch: interruptRequested,
+    });
+    await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    return result;
+  } catch (error) {
+    if (!(error instanceof RunStoppedError) || !interrupts.pending) throw error;
+    latchInterrupt(key);
+    await settle();
+    throw new KernelInterrupt(`${error.message}. Run this cell again to resume.`);
+  }
+}
+
+/** Remove a notebook run's saved state when it belongs to another configuration. */
+async function dropStateOfOtherConfig(stateDir: string, config: RunConfig): Promise<void> {
+  let saved: RunConfig;
+  try {
+    saved = JSON.parse(await Deno.readTextFile(join(stateDir, "digitsum.json"))).config;
+  } catch {
+    return; // no state, or a half-written one that runExperiment will report
+  }
+  const difference = saved && configDifference(saved, config);
+  if (!difference) return;
+  console.log(`Starting afresh: ${displayPath(stateDir)} holds another run (${difference}).`);
+  await Deno.remove(stateDir, { recursive: true });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Study runs: accuracies and checkpoints
 
 /** A model trained in a notebook. */
@@ -534,15 +918,14 @@ export interface SaveRunOptions {
 
 /**
  * Save a notebook run where `deno task train` would (`<modelsDir>/<prefix>_<seed>/`), with the
- * same metadata, so `deno task evaluate` and the other notebooks can load it.
- *
- * @returns The checkpoint directory.
+ * same metadata, so `deno task evaluate` and the other notebooks can load it. It prints the
+ * directory and returns nothing (a cell ending with it shows no value).
  */
 export async function saveNotebookRun(
   run: NotebookRun,
   scores: SplitScores,
   options: SaveRunOptions,
-): Promise<string> {
+): Promise<void> {
   const { settings, backend } = options;
   const info = modelInfo(run.kind);
   const dir = join(settings.modelsDir, `${info.prefix}_${run.seed}`);
@@ -557,7 +940,6 @@ export async function saveNotebookRun(
     quick: settings.quick,
   });
   (options.log ?? console.log)(`Saved ${displayPath(dir)}`);
-  return dir;
 }
 
 /** The {@link AccuracyRecord} of a notebook run, for the results tables. */
@@ -793,14 +1175,14 @@ export async function showAccuracyBars(
   options: { title?: string } = {},
 ): Promise<void> {
   const bars = accuracyBars(records, models);
-  const svg = barChart(bars.categories, bars.series, {
+  await showBarChart(bars.categories, bars.series, {
     title: options.title ?? "Overall accuracy by model",
     subtitle: bars.subtitle,
     yLabel: "accuracy",
     yUnit: "%",
     decimals: 1,
+    alt: "accuracy bar chart",
   });
-  await showSvg(svg, { alt: "accuracy bar chart" });
 }
 
 /**
@@ -821,26 +1203,26 @@ export async function showTrainingCurves(
       y: r.history!.map((e) => e.trainLoss),
     }));
     const yLabel = modelInfo(kind).task === "regression" ? "MSE" : "cross entropy";
-    const svg = lineChart(loss, {
+    await showLineChart(loss, {
       title: `${title}: training loss`,
       xLabel: "epoch",
       yLabel,
       height: 300,
+      alt: `${title} training loss`,
     });
-    await showSvg(svg, { alt: `${title} training loss` });
   }
   if (withHistory.length === 0) return console.log("No per-epoch history to plot.");
   const accuracy = withHistory.map((r) => ({
     name: `${modelInfo(r.model).title} (seed ${r.seed})`,
     y: r.history!.map((e) => e.valAccuracy),
   }));
-  const svg = lineChart(accuracy, {
+  await showLineChart(accuracy, {
     title: "Validation accuracy per epoch",
     xLabel: "epoch",
     yLabel: "accuracy",
     yUnit: "%",
+    alt: "validation accuracy per epoch",
   });
-  await showSvg(svg, { alt: "validation accuracy per epoch" });
 }
 
 /**
@@ -976,65 +1358,293 @@ function parseRun(
 }
 
 // ---------------------------------------------------------------------------------------------
-// nodeplotlib (opt-in, terminal only)
+// Interactive charts: Plotly figures (built with nodeplotlib's types) and nodeplotlib's window
 
-/** A figure for {@link showInteractive}: plotly traces and layout, as nodeplotlib takes them. */
-export interface InteractiveFigure {
-  data: Record<string, unknown>[];
-  layout?: Record<string, unknown>;
+/**
+ * The MIME type of a Plotly figure. JupyterLab renders it as an interactive chart when Plotly's
+ * renderer is installed (the `plotly` pip package bundles it), as does VS Code; other front ends
+ * show the PNG of the same bundle.
+ */
+export const PLOTLY_MIME = "application/vnd.plotly.v1+json";
+
+/** A Plotly figure: traces and layout, typed as nodeplotlib's `plot(data, layout)` takes them. */
+export interface PlotlyFigure {
+  data: Plot[];
+  layout?: Layout;
+}
+
+/** Axis and title options shared by the figure builders (the same as `lib/charts.ts` takes). */
+type FigureOptions = Pick<ChartOptions, "title" | "subtitle" | "xLabel" | "yLabel" | "height">;
+
+function figureLayout(options: FigureOptions, yUnit?: string): Layout {
+  const title = options.subtitle
+    ? `${options.title ?? ""}<br><sup>${options.subtitle}</sup>`
+    : options.title;
+  return {
+    ...(title ? { title: { text: title, x: 0.02, xanchor: "left" } } : {}),
+    xaxis: { title: { text: options.xLabel ?? "" } },
+    yaxis: { title: { text: options.yLabel ?? "" }, ...(yUnit ? { ticksuffix: yUnit } : {}) },
+    height: options.height ?? DEFAULT_HEIGHT,
+    margin: { t: title ? (options.subtitle ? 72 : 48) : 16 },
+    font: { family: FONT_FAMILY },
+  };
+}
+
+/** A Plotly line figure from the same series and options `lineChart` takes. */
+export function lineFigure(
+  series: readonly LineSeries[],
+  options: LineChartOptions = {},
+): PlotlyFigure {
+  const layout = figureLayout(options, options.yUnit);
+  if (options.logY) layout.yaxis = { ...layout.yaxis, type: "log" };
+  if (options.yMin !== undefined || options.yMax !== undefined) {
+    layout.yaxis = { ...layout.yaxis, range: [options.yMin ?? null, options.yMax ?? null] };
+  }
+  return {
+    data: series.map((s, i) => ({
+      type: "scatter",
+      mode: (options.markers ?? s.y.length <= 30) ? "lines+markers" : "lines",
+      name: s.name,
+      x: s.x ? [...s.x] : s.y.map((_, j) => j + 1),
+      y: s.y.map((v) => v !== null && Number.isFinite(v) ? v : null),
+      line: { color: s.color ?? PALETTE[i % PALETTE.length], dash: s.dashed ? "dash" : "solid" },
+    })),
+    layout,
+  };
+}
+
+/** A Plotly grouped bar figure (with error whiskers) from the same data `barChart` takes. */
+export function barFigure(
+  categories: readonly string[],
+  series: readonly BarSeries[],
+  options: BarChartOptions = {},
+): PlotlyFigure {
+  const layout: Layout = { ...figureLayout(options, options.yUnit), barmode: "group" };
+  layout.xaxis = { ...layout.xaxis, type: "category" };
+  return {
+    data: series.map((s, i) => ({
+      type: "bar",
+      name: s.name,
+      x: [...categories],
+      y: [...s.values],
+      marker: { color: s.color ?? PALETTE[i % PALETTE.length] },
+      ...(s.errors
+        ? { error_y: { type: "data", array: s.errors.map((e) => e ?? 0), visible: true } }
+        : {}),
+    })),
+    layout,
+  };
+}
+
+/**
+ * A Plotly heatmap from the same matrix and options `heatmap` takes: `matrix[row][column]`, rows
+ * from the bottom up, zero cells left empty.
+ */
+export function heatmapFigure(
+  matrix: readonly (readonly number[])[],
+  options: HeatmapOptions = {},
+): PlotlyFigure {
+  const rows = matrix.length;
+  const columns = rows ? matrix[0].length : 0;
+  const x = options.xLabels ? [...options.xLabels] : [...Array(columns).keys()].map(String);
+  const y = options.yLabels ? [...options.yLabels] : [...Array(rows).keys()].map(String);
+  const colors = options.colors ?? ["#f0f5fb", "#9ecae1", "#3182bd", "#08306b"];
+  const layout = figureLayout(options);
+  layout.xaxis = { ...layout.xaxis, type: "category" };
+  layout.yaxis = { ...layout.yaxis, type: "category" };
+  const data: Plot[] = [{
+    type: "heatmap",
+    x,
+    y,
+    z: matrix.map((row) => row.map((v) => Number.isFinite(v) && v !== 0 ? v : null)),
+    colorscale: colors.map((c, i): [number, string] => [i / (colors.length - 1), c]),
+    ...(options.max !== undefined ? { zmin: 0, zmax: options.max } : {}),
+    hovertemplate: `${options.yLabel ?? "row"} %{y}, ${options.xLabel ?? "column"} %{x}: ` +
+      `%{z}<extra></extra>`,
+  }];
+  if (options.diagonal) {
+    const n = Math.min(rows, columns);
+    data.push({
+      type: "scatter",
+      mode: "lines",
+      x: [x[0], x[n - 1]],
+      y: [y[0], y[n - 1]],
+      line: { color: "#D55E00", dash: "dash", width: 1 },
+      hoverinfo: "skip",
+      showlegend: false,
+    });
+  }
+  return { data, layout };
+}
+
+/** Show a line chart: the PNG of `lineChart`'s SVG and its {@link lineFigure}, one bundle. */
+export async function showLineChart(
+  series: readonly LineSeries[],
+  options: LineChartOptions & { alt?: string } = {},
+): Promise<void> {
+  await showSvg(lineChart(series, options), {
+    alt: options.alt,
+    figure: lineFigure(series, options),
+  });
+}
+
+/** Show a bar chart: the PNG of `barChart`'s SVG and its {@link barFigure}, one bundle. */
+export async function showBarChart(
+  categories: readonly string[],
+  series: readonly BarSeries[],
+  options: BarChartOptions & { alt?: string } = {},
+): Promise<void> {
+  await showSvg(barChart(categories, series, options), {
+    alt: options.alt,
+    figure: barFigure(categories, series, options),
+  });
+}
+
+/** Show a heatmap: the PNG of `heatmap`'s SVG and its {@link heatmapFigure}, one bundle. */
+export async function showHeatmap(
+  matrix: readonly (readonly number[])[],
+  options: HeatmapOptions & { alt?: string } = {},
+): Promise<void> {
+  await showSvg(heatmap(matrix, options), {
+    alt: options.alt,
+    figure: heatmapFigure(matrix, options),
+  });
 }
 
 /** Whether the interactive window was asked for (env `DIGITSUM_PLOT=window`). */
 export function interactiveRequested(env?: Record<string, string | undefined>): boolean {
-  return readEnv(PLOT_ENV, env) === "window";
+  const value = readEnv(PLOT_ENV, env);
+  if (value === undefined || value === "" || value === "inline") return false;
+  if (value === "window") return true;
+  throw new Error(`${PLOT_ENV} must be 'window' or 'inline', got '${value}'`);
 }
 
+/** nodeplotlib's window, served offline (see {@link showInteractive}). */
+export interface InteractiveWindow {
+  /** The page to open. */
+  url: string;
+  /** Resolves when the page was closed and both servers stopped. */
+  closed: Promise<void>;
+}
+
+let plotWindow: InteractiveWindow | undefined;
+
 /**
- * Open nodeplotlib's browser window with these figures, only when asked for (`force`, or env
- * `DIGITSUM_PLOT=window`) and not inside a notebook. nodeplotlib serves the figures over a local
- * web server whose page loads plotly.js from a CDN, so it needs a browser and internet, and the
- * process stays alive until the page is closed. It is imported only here, on demand.
+ * Open these figures in nodeplotlib's window: only when asked for (`force`, or env
+ * `DIGITSUM_PLOT=window`) and not inside a notebook (there the figures are part of each chart's
+ * bundle). nodeplotlib serves its page and hands it the figures over socket.io, but the page
+ * loads plotly.js from a CDN and its fonts from Google. So the page is served through a small
+ * local front server that rewrites the CDN address to plotly.js from the installed npm package
+ * (`plotly.js-dist-min`), drops the web fonts, and passes everything else to nodeplotlib: the
+ * window works offline. The URL is printed and opened with `xdg-open` (or `open`) when present.
+ * Like nodeplotlib, the process stays alive until the page is closed.
  *
- * @returns `true` when the window was opened, `false` when it was not asked for.
+ * @returns The window, or `false` when it was not asked for.
  */
 export async function showInteractive(
-  figures: readonly InteractiveFigure[],
-  options: { force?: boolean } = {},
-): Promise<boolean> {
+  figures: readonly PlotlyFigure[],
+  options: { force?: boolean; open?: boolean } = {},
+): Promise<InteractiveWindow | false> {
   if (!options.force && !interactiveRequested()) return false;
   if (jupyter()) {
     throw new Error(
       "showInteractive(): nodeplotlib opens a browser window and cannot draw inside a notebook; " +
-        "use showSvg() with lib/charts.ts",
+        "the charts' bundles carry their Plotly figures there",
     );
   }
-  const specifier = "nodeplotlib";
-  const { plot } = await import(specifier) as {
-    plot(data: unknown[], layout?: unknown): void;
-  };
+  if (!plotWindow) {
+    plotWindow = await startPlotWindow(options.open ?? true);
+    plotWindow.closed.then(() => plotWindow = undefined);
+  }
+  const specifier = "nodeplotlib"; // imported on demand: 133 npm packages
+  const { plot } = await import(specifier) as typeof import("nodeplotlib");
   for (const figure of figures) plot(figure.data, figure.layout);
-  return true;
+  return plotWindow;
 }
 
-/** Plotly line traces for {@link showInteractive}, from the same series `lineChart` takes. */
-export function lineFigure(
-  series: readonly { name: string; y: ReadonlyArray<number | null>; x?: readonly number[] }[],
-  options: { title?: string; xLabel?: string; yLabel?: string } = {},
-): InteractiveFigure {
-  return {
-    data: series.map((s) => ({
-      type: "scatter",
-      mode: "lines+markers",
-      name: s.name,
-      x: s.x ? [...s.x] : s.y.map((_, i) => i + 1),
-      y: [...s.y],
-    })),
-    layout: {
-      title: options.title,
-      xaxis: { title: options.xLabel },
-      yaxis: { title: options.yLabel },
+/** Port nodeplotlib serves on (it reads `NODEPLOTLIB_PORT` when imported). */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Files of an installed npm package (installing it on demand), by its `package.json`. */
+async function npmPackageDir(name: string, version: string): Promise<string> {
+  // A JSON import makes Deno fetch the package into node_modules without running it.
+  await import(`npm:${name}@${version}/package.json`, { with: { type: "json" } });
+  const require = createRequire(import.meta.url);
+  return dirname(require.resolve(`${name}/package.json`));
+}
+
+async function startPlotWindow(open: boolean): Promise<InteractiveWindow> {
+  const nodeplotlibDir = await npmPackageDir("nodeplotlib", NODEPLOTLIB_VERSION);
+  const plotlyDir = await npmPackageDir("plotly.js-dist-min", PLOTLY_JS_VERSION);
+  const web = join(nodeplotlibDir, "src", "lib", "server", "web");
+  const page = (await Deno.readTextFile(join(web, "index.html")))
+    .replace(/https:\/\/cdn\.plot\.ly\/[^"']+/, "/plotly.min.js")
+    .replace(/<link rel="preconnect"[^>]*>/g, "")
+    .replace(/@font-face\{[^}]*fonts\.gstatic\.com[^}]*\}/g, "");
+  const plotly = await Deno.readFile(join(plotlyDir, "plotly.min.js"));
+  const backendPort = freePort();
+  Deno.env.set("NODEPLOTLIB_PORT", String(backendPort)); // also keeps it from opening a window
+  const backend = `http://127.0.0.1:${backendPort}`;
+  let lastRequest = Date.now();
+  let served = false;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (request) => {
+      lastRequest = Date.now();
+      const url = new URL(request.url);
+      if (url.pathname === "/" || url.pathname === "/index.html") {
+        served = true;
+        return new Response(page, { headers: { "content-type": "text/html; charset=utf-8" } });
+      }
+      if (url.pathname === "/plotly.min.js") {
+        return new Response(plotly, { headers: { "content-type": "text/javascript" } });
+      }
+      try {
+        return await fetch(backend + url.pathname + url.search, {
+          method: request.method,
+          headers: request.headers,
+          body: request.body,
+          redirect: "manual",
+        });
+      } catch {
+        return new Response("nodeplotlib has stopped", { status: 502 });
+      }
     },
-  };
+  );
+  const url = `http://127.0.0.1:${server.addr.port}/`;
+  // nodeplotlib stops when its page disconnects; stop the front server with it.
+  const watcher = setInterval(async () => {
+    if (!served || Date.now() - lastRequest < WINDOW_IDLE_MS) return;
+    const alive = await fetch(`${backend}/socket.io/?EIO=4&transport=polling`)
+      .then((r) => r.body?.cancel().then(() => true) ?? true, () => false);
+    if (!alive) {
+      clearInterval(watcher);
+      await server.shutdown();
+    }
+  }, WINDOW_IDLE_MS);
+  console.log(`Interactive charts (nodeplotlib, offline): ${url} (close the page to end)`);
+  if (open) openBrowser(url);
+  return { url, closed: server.finished };
+}
+
+/** How often the window's front server checks whether nodeplotlib is still running. */
+const WINDOW_IDLE_MS = 1000;
+/** The versions `deno.json` maps `nodeplotlib` and `plotly.js-dist-min` to. */
+const NODEPLOTLIB_VERSION = "1.1.2";
+const PLOTLY_JS_VERSION = "4.1.2";
+
+function openBrowser(url: string): void {
+  const command = Deno.build.os === "darwin" ? "open" : "xdg-open";
+  try {
+    new Deno.Command(command, { args: [url], stdout: "null", stderr: "null" }).spawn();
+  } catch {
+    // no desktop opener: the URL is printed
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1188,18 +1798,6 @@ export async function loaderSample(
     if (images.length >= count) break;
   }
   return { images, labels };
-}
-
-/** A plotly grouped bar figure for {@link showInteractive}, from the same data `barChart` takes. */
-export function barFigure(
-  categories: readonly string[],
-  series: readonly { name: string; values: ReadonlyArray<number | null> }[],
-  options: { title?: string; yLabel?: string } = {},
-): InteractiveFigure {
-  return {
-    data: series.map((s) => ({ type: "bar", name: s.name, x: [...categories], y: [...s.values] })),
-    layout: { title: options.title, barmode: "group", yaxis: { title: options.yLabel } },
-  };
 }
 
 /** One image of a {@link readoutFigure}: the pixels, the truth, and what a model read. */
@@ -1367,7 +1965,7 @@ export async function showSumErrors(
   const { predictions, labels } = result;
   const bySum = perClassAccuracy(predictions, labels, NUM_SUMS);
   const sums = bySum.counts.map((_, s) => s).filter((s) => bySum.counts[s] > 0);
-  const bars = barChart(sums.map(String), [{
+  await showBarChart(sums.map(String), [{
     name: "accuracy",
     values: sums.map((s) => bySum.accuracy[s]),
   }], {
@@ -1378,21 +1976,21 @@ export async function showSumErrors(
     yUnit: "%",
     labels: false,
     height: 320,
+    alt: "accuracy by true sum",
   });
-  await showSvg(bars, { alt: "accuracy by true sum" });
   const distances = errorDistances(predictions, labels);
   await showTable(
     ["off by", "images", "share"],
     distances.map(([d, n]) => [String(d), String(n), (100 * n) / labels.length]),
     { unit: "%", decimals: 1 },
   );
-  const matrix = heatmap(confusionMatrix(predictions, labels, NUM_SUMS), {
+  await showHeatmap(confusionMatrix(predictions, labels, NUM_SUMS), {
     title: `${name}: true sum (rows) against predicted sum (columns)`,
     xLabel: "predicted sum",
     yLabel: "true sum",
     diagonal: true,
+    alt: "sum confusion matrix",
   });
-  await showSvg(matrix, { alt: "sum confusion matrix" });
 }
 
 /**
@@ -1410,14 +2008,14 @@ export async function showDigitErrors(
     `${probe.read.length} composites: ${((100 * right) / Math.max(1, total)).toFixed(2)}% of ` +
       `${total} digits read right` + (skipped ? ` (${skipped} read-outs skipped)` : "") + ".",
   );
-  const svg = heatmap(matrix, {
+  await showHeatmap(matrix, {
     title: `${name}: true digit (rows) against digit read (columns)`,
     xLabel: "digit read",
     yLabel: "true digit",
     width: 520,
     height: 480,
+    alt: "digit confusion matrix",
   });
-  await showSvg(svg, { alt: "digit confusion matrix" });
   const top = topConfusions(matrix, 8);
   if (top.length) {
     await showTable(

@@ -40,7 +40,7 @@ export interface ProgressOptions {
   width?: number;
   /** Where to draw: auto-detected by default. `none` draws nothing. */
   mode?: "auto" | "tty" | "lines" | "jupyter" | "none";
-  /** Minimum seconds between two redraws (default 0.2; 2 in notebooks; 30 for lines). */
+  /** Minimum seconds between two redraws (default 0.2; 0.5 in notebooks; 30 for lines). */
   interval?: number;
 }
 
@@ -84,7 +84,7 @@ export class ProgressBar {
     if (this.mode === "none") return;
     const now = performance.now();
     const interval = this.options.interval ??
-      (this.mode === "jupyter" ? 2 : this.mode === "lines" ? 30 : 0.2);
+      (this.mode === "jupyter" ? 0.5 : this.mode === "lines" ? 30 : 0.2);
     const percent = this.total > 0 ? Math.floor((done / this.total) * 10) : 10;
     const due = (now - this.#last) / 1000 >= interval ||
       (this.mode === "lines" && percent > this.#lastPercent);

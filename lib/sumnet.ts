@@ -298,7 +298,9 @@ export async function pretrainSumNet(
         .batchMeanAccuracy,
     log: (line) => log(`  pretraining ${line}`),
     onBatchEnd: context.onBatchEnd,
+    stopAfterBatch: context.stopAfterBatch,
   });
+  if (result.stopped) return result.history;
   log("Stage 2: training the whole model on the composites' sums");
   return result.history;
 }

@@ -389,6 +389,14 @@ export interface TrainOptions {
   onEpochEnd?: (record: EpochRecord, optimizer: TorchAdam) => void | Promise<void>;
   /** Checked between batches; when it returns true the run stops after the current epoch. */
   shouldStop?: () => boolean;
+  /**
+   * Awaited after every training batch; when it gives true the run stops at once, part-way
+   * through the epoch, and {@link TrainResult.unfinished} says where (pass it back as `resume`,
+   * with the same model, `optimizer`, `startEpoch` and `history`, to continue exactly there).
+   */
+  stopAfterBatch?: () => boolean | Promise<boolean>;
+  /** An epoch that `stopAfterBatch` stopped part-way: training continues with its next batch. */
+  resume?: UnfinishedEpoch;
   /** Replaces the study's loss for `task` (e.g. a per-cell pretraining loss); gets the batch's `y`. */
   loss?: (output: tf.Tensor, labels: tf.Tensor1D) => tf.Scalar;
   /** Learning rate for each training batch (a schedule); `epoch` 1-based, `batch` 0-based. */
@@ -402,12 +410,28 @@ export interface TrainOptions {
   validate?: (model: tf.LayersModel) => number | Promise<number>;
 }
 
+/** Where an epoch stopped part-way (see `stopAfterBatch` in {@link TrainOptions}). */
+export interface UnfinishedEpoch {
+  /** 1-based epoch number. */
+  epoch: number;
+  /** Training batches of the epoch already done. */
+  batches: number;
+  /** Sum of their losses. */
+  lossSum: number;
+  /** Images they held. */
+  seen: number;
+  /** Wall seconds spent on them. */
+  seconds: number;
+}
+
 /** What {@link trainModel} returns. */
 export interface TrainResult {
   history: EpochRecord[];
   optimizer: TorchAdam;
-  /** True when `shouldStop` ended the run early. */
+  /** True when `shouldStop` or `stopAfterBatch` ended the run early. */
   stopped: boolean;
+  /** Set when `stopAfterBatch` stopped the run part-way through an epoch. */
+  unfinished?: UnfinishedEpoch;
 }
 
 /** Train a model with the study's procedure, printing one line per epoch. */
@@ -422,13 +446,25 @@ export async function trainModel(
   const optimizer = options.optimizer ??
     new TorchAdam(variables, { learningRate: options.learningRate ?? 1e-3 });
   const history = [...(options.history ?? [])];
+  const firstEpoch = (options.startEpoch ?? 0) + 1;
+  const resume = options.resume;
+  if (resume && resume.epoch !== firstEpoch) {
+    throw new Error(
+      `trainModel(): cannot resume epoch ${resume.epoch} with startEpoch ${firstEpoch - 1}`,
+    );
+  }
   let stopped = false;
-  for (let epoch = (options.startEpoch ?? 0) + 1; epoch <= epochs; epoch++) {
-    const start = performance.now();
-    let lossSum = 0;
-    let seen = 0;
+  for (let epoch = firstEpoch; epoch <= epochs; epoch++) {
+    const partial = resume?.epoch === epoch ? resume : undefined;
+    const start = performance.now() - (partial?.seconds ?? 0) * 1000;
+    let lossSum = partial?.lossSum ?? 0;
+    let seen = partial?.seen ?? 0;
     for (const batch of loaders.train.batches({ epoch })) {
       const { y, index } = batch;
+      if (partial && index < partial.batches) {
+        tf.dispose([batch.x, y]); // done before the stop
+        continue;
+      }
       const x = options.augment ? await options.augment(batch.x) : batch.x;
       if (x !== batch.x) batch.x.dispose();
       if (options.learningRateAt) optimizer.learningRate = options.learningRateAt(epoch, index);
@@ -449,6 +485,15 @@ export async function trainModel(
         loss,
         elapsed: (performance.now() - start) / 1000,
       });
+      if (index + 1 < loaders.train.numBatches && await options.stopAfterBatch?.()) {
+        const seconds = (performance.now() - start) / 1000;
+        return {
+          history,
+          optimizer,
+          stopped: true,
+          unfinished: { epoch, batches: index + 1, lossSum, seen, seconds },
+        };
+      }
     }
     const trainSeconds = (performance.now() - start) / 1000;
     const valAccuracy = options.validate
@@ -464,7 +509,7 @@ export async function trainModel(
     history.push(record);
     log?.(formatEpochLine(record, epochs));
     await options.onEpochEnd?.(record, optimizer);
-    if (options.shouldStop?.()) {
+    if (options.shouldStop?.() || (epoch < epochs && await options.stopAfterBatch?.())) {
       stopped = epoch < epochs;
       break;
     }

@@ -21,6 +21,7 @@ import {
   notebookSettings,
   perClassAccuracy,
   pickReadouts,
+  PLOTLY_MIME,
   QUICK_EPOCHS,
   QUICK_LIMIT,
   readCheckpointRecords,
@@ -40,6 +41,8 @@ const INSTALL_HINT = "install Jupyter with 'apt-get install jupyter-nbconvert py
   "jupyter-client python3-ipykernel' and the Deno kernel with 'deno jupyter --install'";
 /** Per-cell limit for nbconvert, seconds. */
 const CELL_TIMEOUT = 900;
+/** Tiny cells of the late-output test (without the cell-end hook 2-6 of 40-60 went astray). */
+const LATE_OUTPUT_CELLS = 60;
 
 // ---------------------------------------------------------------------------------------------
 // lib/notebook.ts
@@ -380,6 +383,12 @@ async function executeQuick(notebook: string): Promise<NotebookCell[]> {
       success && errors.length === 0,
       `${notebook} failed in quick mode:\n${errors.join("\n")}\n${log.slice(-4000)}`,
     );
+    const values = cells.flatMap((cell, i) =>
+      (cell.outputs ?? []).filter((o) => o.output_type === "execute_result").map((o) =>
+        `cell ${i + 1} (${joined(cell.source).split("\n")[0]}): ${joined(o.data?.["text/plain"])}`
+      )
+    );
+    assert.deepEqual(values, [], `${notebook}: cells end with a stray value`);
     return cells;
   } finally {
     await Deno.remove(outDir, { recursive: true });
@@ -424,6 +433,19 @@ Deno.test({
     }
     assert.ok(countMime(cells, "text/html") >= 3, "the three accuracy tables are missing");
     assert.ok(countImages(cells) >= 3, "the plots are missing");
+    assert.equal(
+      countMime(cells, PLOTLY_MIME),
+      countImages(cells),
+      "every chart carries its Plotly figure beside the PNG",
+    );
+    const training = cells.find((c) =>
+      joined(c.source).includes('trainStudyModel("cnn-regressor"')
+    );
+    assert.match(
+      allText(training ? [training] : []),
+      /Epoch 1\/1, Train Loss: /,
+      "the regressor's epoch line is not in its own cell",
+    );
   },
 });
 
@@ -446,6 +468,48 @@ Deno.test({
       const lines = [...text.matchAll(/Overall Accuracy of Model on Validation Split: ([\d.]+)%/g)];
       const shipped = Number(lines.at(-1)![1]);
       assert.ok(shipped >= 80, `the shipped SumNet scored ${shipped}% on validation images`);
+    }
+  },
+});
+
+Deno.test({
+  name: "every cell's last output lands in that cell (no settle lines needed)",
+  ignore: missing !== undefined && !required,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    assert.equal(missing, undefined, `CI=true requires Jupyter: ${missing}; ${INSTALL_HINT}`);
+    // Inside the repository, so that the kernel finds deno.json for lib/'s imports.
+    await Deno.mkdir(repoPath("runs"), { recursive: true });
+    const dir = await Deno.makeTempDir({ dir: repoPath("runs"), prefix: "late_output_" });
+    try {
+      const lib = new URL("../lib/notebook.ts", import.meta.url).href;
+      const code = [
+        `import * as nb from "${lib}";\nnb.notebookSettings();\nconsole.log("cell 0");`,
+        ...Array.from(
+          { length: LATE_OUTPUT_CELLS },
+          (_, i) => `const value${i + 1} = ${i + 1};\nconsole.log("cell ${i + 1}");`,
+        ),
+      ];
+      const notebook = {
+        cells: code.map((source) => ({
+          cell_type: "code",
+          execution_count: null,
+          metadata: {},
+          outputs: [],
+          source,
+        })),
+        metadata: { kernelspec: { display_name: "Deno", language: "typescript", name: "deno" } },
+        nbformat: 4,
+        nbformat_minor: 5,
+      };
+      await Deno.writeTextFile(join(dir, "late.ipynb"), JSON.stringify(notebook));
+      const cells = await executeQuick(join(dir, "late.ipynb"));
+      const wrong = cells.map((cell, i) => [i, allText([cell]).trim()] as const)
+        .filter(([i, text]) => text !== `cell ${i}`);
+      assert.deepEqual(wrong, [], "outputs missing or in another cell");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -208,3 +208,59 @@ Deno.test("trainModel() lowers the loss of a small conv net and reports every ep
     `${history[0].trainLoss} -> ${history[7].trainLoss}`,
   );
 });
+
+Deno.test("trainModel() stopped after a batch and resumed ends exactly where an unbroken run ends", async () => {
+  const n = 80;
+  const xs = Float32Array.from({ length: n * 16 }, (_, i) => ((i * 7919) % 13) / 13);
+  const ys = Float32Array.from({ length: n }, (_, i) => i % 5);
+  const build = () => {
+    const model = tf.sequential({
+      layers: [
+        tf.layers.flatten({ inputShape: [4, 4, 1] }),
+        tf.layers.dense({ units: 6, activation: "relu", kernelInitializer: "ones" }),
+        tf.layers.dense({ units: 1, kernelInitializer: "zeros" }),
+      ],
+    });
+    return model;
+  };
+  const source = arraySource(xs, ys, [4, 4, 1], 16); // 5 batches per epoch
+  const common = { task: "regression" as const, epochs: 3, learningRate: 1e-2, log: null };
+
+  const unbroken = build();
+  const whole = await trainModel(unbroken, { train: source, val: source }, common);
+
+  const model = build();
+  let batches = 0;
+  const first = await trainModel(model, { train: source, val: source }, {
+    ...common,
+    stopAfterBatch: () => ++batches === 7, // epoch 2, after its second batch
+  });
+  assert.equal(first.stopped, true);
+  assert.deepEqual(
+    { ...first.unfinished, lossSum: 0, seconds: 0 },
+    { epoch: 2, batches: 2, seen: 32, lossSum: 0, seconds: 0 },
+  );
+  assert.equal(first.history.length, 1, "only the finished epoch is in the history");
+  const seenBatches: number[] = [];
+  const rest = await trainModel(model, { train: source, val: source }, {
+    ...common,
+    optimizer: first.optimizer,
+    startEpoch: first.history.length,
+    history: first.history,
+    resume: first.unfinished,
+    onBatchEnd: (p) => void seenBatches.push(p.epoch * 10 + p.batch),
+  });
+  assert.equal(rest.stopped, false);
+  assert.deepEqual(seenBatches.slice(0, 4), [23, 24, 25, 31], "resumes with batch 3 of epoch 2");
+  assert.deepEqual(
+    rest.history.map((r) => [r.epoch, r.trainLoss, r.valAccuracy]),
+    whole.history.map((r) => [r.epoch, r.trainLoss, r.valAccuracy]),
+  );
+  const a = unbroken.getWeights().map((w) => [...w.dataSync()]);
+  const b = model.getWeights().map((w) => [...w.dataSync()]);
+  assert.deepEqual(b, a);
+  await assert.rejects(
+    trainModel(build(), { train: source, val: source }, { ...common, resume: first.unfinished }),
+    /cannot resume epoch 2 with startEpoch 0/,
+  );
+});
