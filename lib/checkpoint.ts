@@ -9,7 +9,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { basename, dirname, join } from "node:path";
 import { IMAGE_HEIGHT, IMAGE_WIDTH } from "./constants.ts";
-import { ensureDir, exists, killPoint } from "./fsutil.ts";
+import { ensureDir, exists, killPoint, replaceDir } from "./fsutil.ts";
 import { modelInfo, registerCustomLayers, type Task } from "./models.ts";
 import { type AdamState, type TorchAdam, trainableVariables } from "./train.ts";
 
@@ -51,22 +51,6 @@ const TMP_MARK = ".tmp-";
 const OLD_MARK = ".old-";
 /** The file `saveCheckpoint` writes last: a temporary directory with it is complete. */
 const META_FILE = "digitsum.json";
-
-/** Move a fully written temporary directory into place, replacing an older one. */
-async function replaceDir(tmp: string, dir: string): Promise<void> {
-  const old = `${dir}${OLD_MARK}${Deno.pid}-${Date.now()}`;
-  const had = await exists(dir);
-  if (had) await Deno.rename(dir, old);
-  // A kill here leaves no `dir`, a complete `tmp` and `old`: recoverCheckpoint() finishes the swap.
-  killPoint("checkpoint-swap");
-  try {
-    await Deno.rename(tmp, dir);
-  } catch (error) {
-    if (had) await Deno.rename(old, dir);
-    throw error;
-  }
-  if (had) await Deno.remove(old, { recursive: true });
-}
 
 /**
  * Finish or undo a checkpoint swap that a killed process left half done, and remove its
@@ -155,7 +139,8 @@ export async function saveCheckpoint(
       );
     }
     await Deno.writeTextFile(join(tmp, META_FILE), JSON.stringify(meta, null, 2) + "\n");
-    await replaceDir(tmp, dir);
+    // A kill between the renames leaves no `dir`: recoverCheckpoint() finishes the swap.
+    await replaceDir(tmp, dir, { killPoint: "checkpoint-swap" });
   } catch (error) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     throw error;

@@ -206,11 +206,18 @@ export async function exists(path: string): Promise<boolean> {
  *
  * @param tmp the complete new directory (a sibling of `dir`)
  * @param dir its final path
+ * @param options `killPoint`: the {@linkcode killPoint} name checked between the two renames
  */
-export async function replaceDir(tmp: string, dir: string): Promise<void> {
+export async function replaceDir(
+  tmp: string,
+  dir: string,
+  options: { killPoint?: string } = {},
+): Promise<void> {
   const old = `${dir}.old-${Deno.pid}-${Date.now()}`;
   const had = await exists(dir);
   if (had) await Deno.rename(dir, old);
+  // A kill here leaves no `dir`, a complete `tmp` and `old` (fault tests stop here by name).
+  if (options.killPoint) killPoint(options.killPoint);
   try {
     await Deno.rename(tmp, dir);
   } catch (error) {
