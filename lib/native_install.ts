@@ -161,21 +161,17 @@ export function checkLibrary(libDir: string, symbols: string[]): string {
   } catch (error) {
     throw new Error(`Cannot load ${path}: ${error instanceof Error ? error.message : error}`);
   }
-  try {
-    const missing = symbols.filter((s) => (library.symbols as Record<string, unknown>)[s] == null);
-    if (missing.length > 0) {
-      throw new Error(
-        `${path} lacks ${missing.length} C API function(s) the binding calls: ${
-          missing.join(", ")
-        }`,
-      );
-    }
-    const pointer = (library.symbols.TF_Version as () => Deno.PointerValue)();
-    if (pointer == null) throw new Error(`${path}: TF_Version() returned NULL`);
-    return new Deno.UnsafePointerView(pointer).getCString();
-  } finally {
-    library.close();
+  // Not dlclose'd: unloading libtensorflow leaves its static destructors pointing into unmapped
+  // code, and the process dies with SIGSEGV at exit. It stays mapped until the process ends.
+  const missing = symbols.filter((s) => (library.symbols as Record<string, unknown>)[s] == null);
+  if (missing.length > 0) {
+    throw new Error(
+      `${path} lacks ${missing.length} C API function(s) the binding calls: ${missing.join(", ")}`,
+    );
   }
+  const pointer = (library.symbols.TF_Version as () => Deno.PointerValue)();
+  if (pointer == null) throw new Error(`${path}: TF_Version() returned NULL`);
+  return new Deno.UnsafePointerView(pointer).getCString();
 }
 
 /** Runs a command, returns its output; throws with the tail of the output when it fails. */
