@@ -12,7 +12,8 @@ import { dirname, join } from "node:path";
 import { readNpyInput, readPngInput } from "../cli/predict.ts";
 import { initBackend } from "../lib/backend.ts";
 import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
-import { readImageSet } from "../lib/data.ts";
+import * as tf from "@tensorflow/tfjs";
+import { loadNpyPairLoader, readImageSet } from "../lib/data.ts";
 import { parseIdx, readIdx } from "../lib/idx.ts";
 import { asFloat32, openNpy, parseNpy, readNpy } from "../lib/npy.ts";
 import { decodePng, pngToGray } from "../lib/png.ts";
@@ -65,10 +66,19 @@ const READERS: Record<string, Reader> = {
       },
     );
     // The streaming reader (predict and evaluate on large files) reads the same array.
+    const whole = parseNpy(bytes, path).data;
     const file = await openNpy(path);
     try {
-      const rows = file.shape.length ? file.shape[0] : 1;
-      for (let start = 0; start < rows; start += 7) file.readRows(start, Math.min(7, rows - start));
+      for (let start = 0; start < file.rows; start += 7) {
+        const block = file.readRows(start, Math.min(7, file.rows - start));
+        const expected = whole.subarray(
+          start * file.rowElements,
+          start * file.rowElements + block.length,
+        );
+        if (!block.every((v, i) => Object.is(v, expected[i]))) {
+          throw new TypeError(`openNpy() rows ${start}.. differ from parseNpy()`);
+        }
+      }
     } finally {
       file.close();
     }
@@ -152,9 +162,21 @@ const READERS: Record<string, Reader> = {
   },
 
   async images(dir) {
-    // A training/evaluation pair: images and labels must fit each other and the task.
-    const set = await readImageSet([[join(dir, "images.npy"), join(dir, "labels.npy")]]);
-    return `${set.count} images`;
+    // A pair as training reads it (whole) and as evaluate reads it (a batch at a time): images
+    // and labels must fit each other and the task, and both readers must agree.
+    const [images, labels] = [join(dir, "images.npy"), join(dir, "labels.npy")];
+    return await agree(
+      async () => `${(await readImageSet([[images, labels]])).count} images`,
+      async () => {
+        const loader = await loadNpyPairLoader(images, labels, 2);
+        try {
+          for (const { x, y } of loader.batches()) tf.dispose([x, y]);
+          return `${loader.size} images`;
+        } finally {
+          loader.close();
+        }
+      },
+    );
   },
 };
 
@@ -186,6 +208,7 @@ self.onmessage = async (event: MessageEvent) => {
     root = message.init.root;
     await report(async () => {
       if (format === "checkpoint") await initBackend("wasm", { quiet: true, threads: 1 });
+      if (format === "images") await initBackend("cpu", { quiet: true });
       return "ready";
     });
     return;

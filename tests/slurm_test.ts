@@ -93,6 +93,14 @@ async function waitFor<T>(
   }
 }
 
+/** A TCP port nobody listens on now (another cluster on this machine may use SLURM's 6817). */
+function freePort(): number {
+  const listener = Deno.listen({ port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
 /** Whether a file exists. */
 async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true, () => false);
@@ -110,7 +118,8 @@ Deno.test({
     const cluster = join(scratch, "cluster");
     const started = performance.now();
     try {
-      const up = await run(CLUSTER, ["up", cluster]);
+      const ports = { SLURM_CTLD_PORT: String(freePort()), SLURM_D_PORT: String(freePort()) };
+      const up = await run(CLUSTER, ["up", cluster], { env: ports });
       const env = {
         SLURM_CONF: up.trim().replace(/^export SLURM_CONF=/, ""),
         DIGITSUM_THREADS: "1",
