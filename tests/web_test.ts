@@ -235,12 +235,21 @@ function readings(page: Page): Promise<number> {
  * and, for a drawing, one that covers all `points` drawn.
  */
 async function settled(page: Page, after: number, points?: number): Promise<Shown> {
-  await page.waitForFunction(
-    ([n, p]) =>
-      Number(document.body.dataset.readings ?? 0) > n && document.body.dataset.busy === "0" &&
-      (p === null || document.body.dataset.readPoints === String(p)),
-    [after, points ?? null] as const,
-  );
+  try {
+    await page.waitForFunction(
+      ([n, p]) =>
+        Number(document.body.dataset.readings ?? 0) > n && document.body.dataset.busy === "0" &&
+        (p === null || document.body.dataset.readPoints === String(p)),
+      [after, points ?? null] as const,
+    );
+  } catch (error) {
+    const state = await page.evaluate(() => ({ ...document.body.dataset }));
+    throw new Error(
+      `the page did not show the reading after reading ${after}` +
+        (points === undefined ? "" : ` of ${points} points`) +
+        `: ${JSON.stringify(state)} (${(error as Error).message})`,
+    );
+  }
   return await shown(page);
 }
 
@@ -248,8 +257,16 @@ async function settled(page: Page, after: number, points?: number): Promise<Show
  * Clears the pad, draws strokes (model pixels) on it with the mouse and waits for the final
  * reading.
  */
-async function drawStrokes(page: Page, strokes: Stroke[]): Promise<Shown> {
+async function drawStrokes(page: Page, drawing: Stroke[]): Promise<Shown> {
   await clear(page);
+  const outside = drawing.flat().find((p) =>
+    !(p.x > 0 && p.x < IMAGE_WIDTH && p.y > 0 && p.y < IMAGE_HEIGHT)
+  );
+  assert.equal(outside, undefined, "the test's drawing leaves the pad");
+  // A move to where the mouse already is fires no event: drop repeated points.
+  const strokes = drawing.map((stroke) =>
+    stroke.filter((p, i) => i === 0 || p.x !== stroke[i - 1].x || p.y !== stroke[i - 1].y)
+  );
   const box = (await page.locator("#pad").boundingBox())!;
   const at = (p: { x: number; y: number }): [number, number] => [
     box.x + (p.x / IMAGE_WIDTH) * box.width,
@@ -292,7 +309,40 @@ function handDrawn(
     }),
     side: SIDE,
   }));
-  return placeDigits(digits, handLayout(indices.length, random, layout));
+  return insidePad(placeDigits(digits, handLayout(indices.length, random, layout)));
+}
+
+/**
+ * The drawing moved and, if need be, shrunk (about its centre) to lie 1 px inside the pad: a
+ * stroke that starts outside it would never start (some MNIST digits reach their image's edge).
+ */
+function insidePad(strokes: Stroke[]): Stroke[] {
+  const points = strokes.flat();
+  const xs = points.map((p) => p.x);
+  const ys = points.map((p) => p.y);
+  const [left, right, top, bottom] = [
+    Math.min(...xs),
+    Math.max(...xs),
+    Math.min(...ys),
+    Math.max(...ys),
+  ];
+  const scale = Math.min(
+    1,
+    (IMAGE_WIDTH - 2) / (right - left),
+    (IMAGE_HEIGHT - 2) / (bottom - top),
+  );
+  const fit = (v: number, lo: number, hi: number, size: number) => {
+    const c = (lo + hi) / 2;
+    const half = ((hi - lo) * scale) / 2;
+    const shift = Math.max(1 + half - c, Math.min(0, size - 1 - half - c));
+    return (v - c) * scale + c + shift;
+  };
+  return strokes.map((stroke) =>
+    stroke.map((p) => ({
+      x: fit(p.x, left, right, IMAGE_WIDTH),
+      y: fit(p.y, top, bottom, IMAGE_HEIGHT),
+    }))
+  );
 }
 
 /** `deno task predict --explain` on a PNG: the sum, its p and per digit its line's fields. */

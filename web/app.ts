@@ -102,30 +102,31 @@ function startReader(backends: string[]): Promise<Reader> {
   const waiting = new Map<number, (reply: WorkerReply) => void>();
   let nextId = 1;
   const send = (request: WorkerRequest) => worker.postMessage(request);
+  const read: Reader["read"] = (pixels) =>
+    new Promise((done, fail) => {
+      const id = nextId++;
+      waiting.set(id, (answer) => {
+        if (answer.type === "reading") done(answer);
+        else fail(new Error(answer.type === "error" ? answer.message : "unexpected reply"));
+      });
+      send({ type: "read", id, pixels });
+    });
   return new Promise((resolve, reject) => {
-    worker.onerror = (event) => reject(new Error(`the reader failed to start: ${event.message}`));
+    worker.onerror = (event) => {
+      const error = new Error(`SumNet's worker failed: ${event.message}`);
+      reject(error); // before it was ready; afterwards, the readings waiting fail
+      for (const fail of waiting.values()) fail({ type: "error", message: error.message });
+      waiting.clear();
+    };
     worker.onmessage = (event: MessageEvent<WorkerReply>) => {
       const reply = event.data;
       if (reply.type === "ready") {
-        resolve({
-          backend: reply.backend,
-          tfjs: reply.tfjs,
-          read: (pixels) =>
-            new Promise((done, fail) => {
-              const id = nextId++;
-              waiting.set(id, (answer) => {
-                if (answer.type === "reading") done(answer);
-                else fail(new Error(answer.type === "error" ? answer.message : "bad reply"));
-              });
-              send({ type: "read", id, pixels });
-            }),
-        });
-      } else if (reply.type === "error" && reply.id === undefined) {
-        reject(new Error(reply.message));
-      } else if (reply.type !== "error" || reply.id !== undefined) {
-        const id = reply.id!;
-        waiting.get(id)?.(reply);
-        waiting.delete(id);
+        resolve({ backend: reply.backend, tfjs: reply.tfjs, read });
+      } else if (reply.id === undefined) {
+        reject(new Error(reply.type === "error" ? reply.message : "a reading without an id"));
+      } else {
+        waiting.get(reply.id)?.(reply);
+        waiting.delete(reply.id);
       }
     };
     send({ type: "init", backends, modelUrl: url(PATHS.model), wasmUrl: url(PATHS.wasm) });
