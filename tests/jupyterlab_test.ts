@@ -97,19 +97,18 @@ interface Output {
 
 /** A code cell as JupyterLab shows it. */
 interface CellView {
-  /** The cell's source, as the editor shows it. */
+  /** The cell's source (from the file: the editors render only their visible lines). */
   source: string;
   /** The prompt, e.g. `[3]:`, `[*]:`, `[ ]:`. */
   prompt: string;
   outputs: Output[];
 }
 
-/** The code cells of the open notebook, with their outputs. */
-async function readCells(page: Page): Promise<CellView[]> {
-  return await page.evaluate(() =>
+/** The code cells of the open notebook, with their outputs; `sources` from its file. */
+async function readCells(page: Page, sources: readonly string[]): Promise<CellView[]> {
+  const cells = await page.evaluate(() =>
     [...document.querySelectorAll(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell")].map(
       (cell) => ({
-        source: cell.querySelector(".cm-content")?.textContent ?? "",
         prompt: cell.querySelector(".jp-InputPrompt")?.textContent?.trim() ?? "",
         outputs: [...cell.querySelectorAll(".jp-OutputArea-output")].map((o) => ({
           mime: o.getAttribute("data-mime-type") ?? "",
@@ -118,6 +117,16 @@ async function readCells(page: Page): Promise<CellView[]> {
       }),
     )
   );
+  assert.equal(cells.length, sources.length, "code cells on the page and in the file");
+  return cells.map((cell, i) => ({ ...cell, source: sources[i] }));
+}
+
+/** The sources of a notebook file's code cells, in order. */
+async function codeSources(path: string): Promise<string[]> {
+  const notebook = JSON.parse(await Deno.readTextFile(path));
+  return (notebook.cells as { cell_type: string; source: string | string[] }[])
+    .filter((c) => c.cell_type === "code")
+    .map((c) => Array.isArray(c.source) ? c.source.join("") : c.source);
 }
 
 const isRunning = (cell: CellView) => cell.prompt.includes("*");
@@ -139,24 +148,35 @@ function recordProgress(cells: CellView[], log: ProgressLog): void {
   });
 }
 
+/** The open notebook as the test follows it. */
+interface Session {
+  page: Page;
+  /** Its code cells' sources. */
+  sources: string[];
+  /** Progress lines seen so far. */
+  progress: ProgressLog;
+}
+
 /**
- * Wait until no cell runs or waits (`[*]`) and the kernel is idle, reading the page every
- * {@link POLL_MS} ms; `until` may stop the wait early.
+ * After a run was started: wait until cells ran and then no cell runs or waits (`[*]`) and the
+ * kernel is idle, reading the page every {@link POLL_MS} ms; `until` may end the wait early.
  */
 async function waitForIdle(
-  page: Page,
-  log: ProgressLog,
+  session: Session,
   until?: (cells: CellView[]) => boolean,
 ): Promise<CellView[]> {
+  const { page, sources, progress } = session;
   const deadline = Date.now() + RUN_TIMEOUT_MS;
   let quiet = 0;
+  let started = false;
   for (;;) {
-    const cells = await readCells(page);
-    recordProgress(cells, log);
+    const cells = await readCells(page, sources);
+    recordProgress(cells, progress);
     if (until?.(cells)) return cells;
     const idle = await page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
       .count();
-    quiet = !cells.some(isRunning) && idle > 0 ? quiet + 1 : 0;
+    started ||= cells.some(isRunning) || idle === 0;
+    quiet = started && !cells.some(isRunning) && idle > 0 ? quiet + 1 : 0;
     if (quiet >= 3) return cells;
     if (Date.now() > deadline) {
       throw new Error(`cells still running after ${RUN_TIMEOUT_MS / 1000} s`);
@@ -166,15 +186,26 @@ async function waitForIdle(
 }
 
 /** Open a notebook of the lab's root and wait for its kernel. */
-async function openNotebook(page: Page, lab: JupyterLab, path: string): Promise<void> {
+async function openNotebook(page: Page, lab: JupyterLab, path: string): Promise<Session> {
+  const sources = await codeSources(join(lab.root, path));
   await page.goto(lab.notebookUrl(path));
   await page.locator(".jp-NotebookPanel .jp-CodeCell").first().waitFor({ timeout: 120_000 });
   await page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").waitFor({
     timeout: 120_000,
   });
+  // JupyterLab adds the cells in chunks; wait for all of them.
+  const cellCount = page.locator(".jp-CodeCell");
+  const deadline = Date.now() + 60_000;
+  while (await cellCount.count() < sources.length) {
+    assert.ok(Date.now() < deadline, `${path}: not all cells appeared`);
+    await page.waitForTimeout(100);
+  }
+  // Close the file browser (click its current tab): more room for the notebook.
+  await page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click();
+  return { page, sources, progress: new Map() };
 }
 
-/** Choose a command from JupyterLab's menu bar, e.g. `("Run", "notebook:run-all-cells")`. */
+/** Choose a command from JupyterLab's menu bar, e.g. `("Run", "runmenu:run-all")`. */
 async function menu(page: Page, title: string, command: string): Promise<void> {
   await page.locator(".lm-MenuBar-item", { hasText: title }).first().click();
   await page.locator(`.lm-Menu-item[data-command='${command}']`).first().click();
@@ -225,7 +256,9 @@ async function tables(page: Page): Promise<{ count: number; notTables: string[] 
 /** The checks every executed notebook must pass on the page. */
 async function assertRendered(page: Page, cells: CellView[], name: string): Promise<void> {
   assert.deepEqual(errors(cells), [], `${name}: error outputs`);
-  assert.equal(cells.filter((c) => !/^\[\d+\]:$/.test(c.prompt)).length, 0, `${name}: unrun cells`);
+  const counts = cells.map((c) => c.prompt.match(/^\[(\d+)\]:$/)?.[1]);
+  assert.ok(counts.every((n) => n !== undefined), `${name}: cells not run: ${counts}`);
+  assert.equal(new Set(counts).size, counts.length, `${name}: two cells with one count`);
   const shown = await images(page);
   assert.ok(shown.count > 0, `${name}: no images`);
   assert.deepEqual(shown.broken, [], `${name}: images that did not load`);
@@ -268,107 +301,110 @@ Deno.test({
     const browser = await newBrowser();
     let root: string | undefined;
     try {
-      await t.step("with Plotly's renderer: study.ipynb, interrupted and resumed", async () => {
-        const lab = await startJupyterLab();
-        root = lab.root;
-        try {
-          const page = await browser.newPage();
-          await openNotebook(page, lab, "notebooks/study.ipynb");
-          const progress: ProgressLog = new Map();
-          const started = performance.now();
-          await menu(page, "Run", "notebook:run-all-cells");
-          // Interrupt as soon as the regressor shows its progress line.
-          let regressor = -1;
-          await waitForIdle(page, progress, (cells) => {
-            regressor = cellIndex(cells, 'trainStudyModel("cnn-regressor"');
-            return isRunning(cells[regressor]) &&
-              cells[regressor].outputs.some((o) => PROGRESS.test(o.text));
-          });
-          await menu(page, "Kernel", "kernelmenu:interrupt");
-          let cells = await waitForIdle(page, progress);
-          const stop = allText([cells[regressor]]).match(
-            /KernelInterrupt.*stopped after batch (\d+)\/(\d+) of epoch 1\/1/s,
-          );
-          assert.ok(stop, `the regressor was not interrupted:\n${allText([cells[regressor]])}`);
-          const [stoppedAt, batches] = [Number(stop[1]), Number(stop[2])];
-          assert.ok(stoppedAt < batches, "it stopped before the end of the epoch");
-          const classifier = cellIndex(cells, 'trainStudyModel("cnn-classifier"');
-          assert.match(
-            allText([cells[classifier]]),
-            /was not started because the kernel was interrupted/,
-            "the training queued behind the interrupted one started",
-          );
-          // Run the interrupted cell and everything below it: it resumes.
-          await page.locator(".jp-CodeCell").nth(regressor).locator(".jp-InputPrompt").click();
-          await menu(page, "Run", "notebook:run-all-below");
-          cells = await waitForIdle(page, progress);
-          const seconds = (performance.now() - started) / 1000;
-          console.log(`study.ipynb in JupyterLab: ${seconds.toFixed(0)} s with the interrupt`);
-          assert.match(
-            allText([cells[regressor]]),
-            new RegExp(
-              `Resuming CNN Regressor \\(seed 42\\) at epoch 1/1, batch ${stoppedAt + 1}/` +
-                `${batches}[^]*Epoch 1/1, Train Loss: \\d+\\.\\d{4}`,
-            ),
-          );
-          await assertRendered(page, cells, "study.ipynb");
-          const text = allText(cells);
-          for (const noun of ["Regressor", "Classifer"]) {
-            for (const split of ["Validation", "Training", "Held-out Test"]) {
-              assert.match(
-                text,
-                new RegExp(`Overall Accuracy of ${noun} on ${split} Split: \\d+\\.\\d\\d%`),
-              );
+      const saved = await t.step(
+        "with Plotly's renderer: study.ipynb, interrupted and resumed",
+        async () => {
+          const lab = await startJupyterLab();
+          root = lab.root;
+          try {
+            const page = await browser.newPage();
+            const study = await openNotebook(page, lab, "notebooks/study.ipynb");
+            const started = performance.now();
+            await menu(page, "Run", "runmenu:run-all");
+            // Interrupt as soon as the regressor shows its progress line.
+            let regressor = -1;
+            await waitForIdle(study, (cells) => {
+              regressor = cellIndex(cells, 'trainStudyModel("cnn-regressor"');
+              return isRunning(cells[regressor]) &&
+                cells[regressor].outputs.some((o) => PROGRESS.test(o.text));
+            });
+            await menu(page, "Kernel", "kernelmenu:interrupt");
+            let cells = await waitForIdle(study);
+            const stop = allText([cells[regressor]]).match(
+              /KernelInterrupt.*stopped after batch (\d+)\/(\d+) of epoch 1\/1/s,
+            );
+            assert.ok(stop, `the regressor was not interrupted:\n${allText([cells[regressor]])}`);
+            const [stoppedAt, batches] = [Number(stop[1]), Number(stop[2])];
+            assert.ok(stoppedAt < batches, "it stopped before the end of the epoch");
+            const classifier = cellIndex(cells, 'trainStudyModel("cnn-classifier"');
+            assert.match(
+              allText([cells[classifier]]),
+              /was not started because the kernel was interrupted/,
+              "the training queued behind the interrupted one started",
+            );
+            // Run the interrupted cell and everything below it: it resumes.
+            await page.locator(".jp-CodeCell").nth(regressor).locator(".jp-InputPrompt").click();
+            await menu(page, "Run", "notebook:run-all-below");
+            cells = await waitForIdle(study);
+            const seconds = (performance.now() - started) / 1000;
+            console.log(`study.ipynb in JupyterLab: ${seconds.toFixed(0)} s with the interrupt`);
+            assert.match(
+              allText([cells[regressor]]),
+              new RegExp(
+                `Resuming CNN Regressor \\(seed 42\\) at epoch 1/1, batch ${stoppedAt + 1}/` +
+                  `${batches}[^]*Epoch 1/1, Train Loss: \\d+\\.\\d{4}`,
+              ),
+            );
+            await assertRendered(page, cells, "study.ipynb");
+            const text = allText(cells);
+            for (const noun of ["Regressor", "Classifer"]) {
+              for (const split of ["Validation", "Training", "Held-out Test"]) {
+                assert.match(
+                  text,
+                  new RegExp(`Overall Accuracy of ${noun} on ${split} Split: \\d+\\.\\d\\d%`),
+                );
+              }
             }
+            assertProgressChanged(study.progress, classifier, "study.ipynb");
+            // Charts: Plotly's renderer shows them (the PNG until the pointer comes, then the
+            // interactive chart, whose points answer with hover labels).
+            const charts = page.locator(".jp-RenderedPlotly");
+            assert.ok(await charts.count() >= 3, "Plotly's renderer shows no charts");
+            const bars = charts.first();
+            await bars.scrollIntoViewIfNeeded();
+            await bars.hover();
+            await bars.locator(".plot-container").waitFor({ timeout: 30_000 });
+            await bars.locator(".bars .point path").first().hover();
+            await bars.locator(".hoverlayer .hovertext").first().waitFor({ timeout: 10_000 });
+            await screenshot(page, SCREENSHOTS.study);
+            // Save from JupyterLab and check the file.
+            const saved = join(lab.root, "notebooks", "study.ipynb");
+            const before = (await Deno.stat(saved)).mtime?.getTime() ?? 0;
+            await page.locator(".jp-CodeCell").first().locator(".jp-InputPrompt").click();
+            await menu(page, "File", "docmanager:save");
+            const deadline = Date.now() + 30_000;
+            while (((await Deno.stat(saved)).mtime?.getTime() ?? 0) <= before) {
+              assert.ok(Date.now() < deadline, "JupyterLab did not save the notebook");
+              await page.waitForTimeout(200);
+            }
+            await page.waitForTimeout(500);
+            await assertValidNotebook(saved);
+            await page.close();
+          } finally {
+            await lab.stop();
           }
-          assertProgressChanged(progress, classifier, "study.ipynb");
-          // Charts: Plotly's renderer shows them (the PNG until the pointer comes, then the
-          // interactive chart, whose points answer with hover labels).
-          const charts = page.locator(".jp-RenderedPlotly");
-          assert.ok(await charts.count() >= 3, "Plotly's renderer shows no charts");
-          const bars = charts.first();
-          await bars.scrollIntoViewIfNeeded();
-          await bars.hover();
-          await bars.locator(".js-plotly-plot .plot-container").waitFor({ timeout: 30_000 });
-          await bars.locator(".js-plotly-plot .bars .point path").first().hover();
-          await bars.locator(".hoverlayer .hovertext").first().waitFor({ timeout: 10_000 });
-          await screenshot(page, SCREENSHOTS.study);
-          // Save from JupyterLab and check the file.
-          const saved = join(lab.root, "notebooks", "study.ipynb");
-          const before = (await Deno.stat(saved)).mtime?.getTime() ?? 0;
-          await page.locator(".jp-CodeCell").first().locator(".jp-InputPrompt").click();
-          await menu(page, "File", "docmanager:save");
-          const deadline = Date.now() + 30_000;
-          while (((await Deno.stat(saved)).mtime?.getTime() ?? 0) <= before) {
-            assert.ok(Date.now() < deadline, "JupyterLab did not save the notebook");
-            await page.waitForTimeout(200);
-          }
-          await page.waitForTimeout(500);
-          await assertValidNotebook(saved);
-          await page.close();
-        } finally {
-          await lab.stop();
-        }
-      });
+        },
+      );
 
       await t.step("without Plotly's renderer: images, and beyond.ipynb", async () => {
         const lab = await startJupyterLab({ noPlotly: true, root });
         try {
-          const page = await browser.newPage();
-          await openNotebook(page, lab, "notebooks/study.ipynb"); // as saved above
-          assert.equal(await page.locator(".jp-RenderedPlotly").count(), 0);
-          const charts = await chartBundles(join(lab.root, "notebooks", "study.ipynb"));
-          const shown = await images(page);
-          assert.ok(shown.count >= charts, `${charts} charts, ${shown.count} images`);
-          assert.deepEqual(shown.broken, []);
-          await page.close();
+          if (saved) {
+            const page = await browser.newPage();
+            await openNotebook(page, lab, "notebooks/study.ipynb"); // as saved above
+            assert.equal(await page.locator(".jp-RenderedPlotly").count(), 0);
+            const charts = await chartBundles(join(lab.root, "notebooks", "study.ipynb"));
+            const shown = await images(page);
+            assert.ok(shown.count >= charts, `${charts} charts, ${shown.count} images`);
+            assert.deepEqual(shown.broken, []);
+            await page.close();
+          }
 
           const beyond = await browser.newPage();
-          await openNotebook(beyond, lab, "notebooks/beyond.ipynb");
-          const progress: ProgressLog = new Map();
+          const session = await openNotebook(beyond, lab, "notebooks/beyond.ipynb");
           const started = performance.now();
-          await menu(beyond, "Run", "notebook:run-all-cells");
-          const cells = await waitForIdle(beyond, progress);
+          await menu(beyond, "Run", "runmenu:run-all");
+          const cells = await waitForIdle(session);
           console.log(
             `beyond.ipynb in JupyterLab: ${((performance.now() - started) / 1000).toFixed(0)} s`,
           );
@@ -376,7 +412,11 @@ Deno.test({
           const text = allText(cells);
           assert.match(text, /Overall Accuracy of Model on Held-out Test Split: \d+\.\d\d%/);
           assert.match(text, /Epoch 1\/1, Train Loss: /);
-          assertProgressChanged(progress, cellIndex(cells, "nb.runInNotebook("), "beyond.ipynb");
+          assertProgressChanged(
+            session.progress,
+            cellIndex(cells, "nb.runInNotebook("),
+            "beyond.ipynb",
+          );
           assert.equal(await beyond.locator(".jp-RenderedPlotly").count(), 0);
           await beyond.locator(".jp-OutputArea-output img").first().scrollIntoViewIfNeeded();
           await beyond.locator(".jp-CodeCell", { hasText: "nb.readoutFigure(" })

@@ -20,6 +20,12 @@ export const DEFAULT_VENV = "/opt/digitsum-jupyterlab";
 export const LAB_MAJOR = 4;
 /** Plotly's JupyterLab renderer of `application/vnd.plotly.v1+json` (the `plotly` pip package). */
 export const PLOTLY_EXTENSION = "jupyterlab-plotly";
+/**
+ * The renderer's plugin. `jupyter labextension disable jupyterlab-plotly` is not enough: JupyterLab
+ * matches disabled names against plugin ids, and this one starts with `@jupyterlab/plotly-extension`,
+ * so the renderer keeps working; disabling the plugin id turns it off.
+ */
+export const PLOTLY_PLUGIN = "@jupyterlab/plotly-extension:factory";
 /** Repository entries the scratch copy links to (notebooks/ is copied; runs/ is its own). */
 const LINKED = ["lib", "data", "trained_models", "node_modules", "deno.json", "deno.lock"];
 /** How long `jupyter lab` may take to answer, milliseconds. */
@@ -149,7 +155,7 @@ const USER_SETTINGS: Record<string, unknown> = {
 };
 
 /**
- * Start `jupyter lab` on 127.0.0.1 with a token, its own config (where `--no-plotly` disables
+ * Start `jupyter lab` on 127.0.0.1 with a token, its own config (where `noPlotly` disables
  * Plotly's renderer with `jupyter labextension disable --level=user`), settings and workspaces.
  */
 export async function startJupyterLab(options: StartOptions = {}): Promise<JupyterLab> {
@@ -172,10 +178,10 @@ export async function startJupyterLab(options: StartOptions = {}): Promise<Jupyt
   if (options.noPlotly) {
     const disabled = await output(
       jupyter,
-      ["labextension", "disable", "--level=user", PLOTLY_EXTENSION],
+      ["labextension", "disable", "--level=user", PLOTLY_PLUGIN],
       env,
     );
-    if (!disabled.ok) throw new Error(`Cannot disable ${PLOTLY_EXTENSION}: ${disabled.text}`);
+    if (!disabled.ok) throw new Error(`Cannot disable ${PLOTLY_PLUGIN}: ${disabled.text}`);
   }
   const token = crypto.randomUUID().replaceAll("-", "");
   const port = options.port ?? freePort();
