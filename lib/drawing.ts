@@ -4,7 +4,8 @@
  * 3 px wide. So the strokes are kept as lines (not pixels) and redrawn:
  *
  * 1. strokes whose horizontal extents overlap form one group (normally one digit); a short group
- *    close to its neighbour (a detached tail or bar) joins it;
+ *    close to its neighbour (a detached tail or bar) joins it; a speck far from everything (a
+ *    tap) is left out;
  * 2. each group is scaled to the height of an MNIST digit in the composites and centred
  *    vertically; a group's own height counts only within a factor of the median group height,
  *    so a stray dot is not blown up and one big digit is not shrunk beyond the others;
@@ -37,7 +38,7 @@ export interface DrawingOptions {
   fragmentHeight: number;
   /** ...when they are closer than this fraction of the median height... */
   fragmentGap: number;
-  /** ...or, at any distance, when no side of it reaches this fraction (a speck). */
+  /** A group no side of which reaches this fraction (a speck) is left out when it is not close. */
   speckSize: number;
   /** Stroke width at half intensity, px. */
   penWidth: number;
@@ -152,12 +153,12 @@ function union(a: Box, b: Box): Box {
 /**
  * Joins fragments to their nearest neighbour: a group shorter than `fragmentHeight` times the
  * median group height that lies within `fragmentGap` times that height of a neighbour (a tail or
- * bar drawn apart from the rest of its digit), or is a speck (both sides under `speckSize` times
- * that height) anywhere. Full-height groups such as a "1" never join.
+ * bar drawn apart from the rest of its digit). A speck (both sides under `speckSize` times that
+ * height) farther away than that is left out. Full-height groups such as a "1" never join.
  *
  * @param groups from {@linkcode groupStrokes}, left to right
  * @param options the fractions
- * @returns the groups after joining, left to right
+ * @returns the groups after joining (and without far specks), left to right
  */
 export function joinFragments(
   groups: { strokes: number[]; box: Box }[],
@@ -177,8 +178,13 @@ export function joinFragments(
     const j = gapLeft <= gapRight ? i - 1 : i + 1;
     const speck = Math.max(g.box.right - g.box.left, g.box.bottom - g.box.top) <
       options.speckSize * typical;
-    if (!speck && Math.min(gapLeft, gapRight) > options.fragmentGap * typical) {
+    const far = Math.min(gapLeft, gapRight) > options.fragmentGap * typical;
+    if (far && !speck) {
       i++;
+      continue;
+    }
+    if (far) {
+      out.splice(i, 1); // a stray speck far from everything (a tap): left out
       continue;
     }
     const [a, b] = j < i ? [out[j], g] : [g, out[j]];

@@ -13,6 +13,7 @@ import {
   DEFAULT_DRAWING,
   drawingToModelImage,
   groupStrokes,
+  joinFragments,
   renderLines,
   type Stroke,
 } from "../lib/drawing.ts";
@@ -90,10 +91,29 @@ Deno.test("drawingToModelImage() gives the same digits at any size and height", 
   assert.ok(differ <= 1, `the same shape redrawn differs by ${differ} gray levels`);
 });
 
-Deno.test("drawingToModelImage() keeps a stray dot small and fits many digits in the width", () => {
-  const withDot = drawingToModelImage([...twoDigits(10, 2, 30), [{ x: 100, y: 20 }]]);
-  const dot = withDot.groups[2];
-  assert.equal(dot.placed.right - dot.placed.left, 0);
+Deno.test("joinFragments() joins a detached tail, keeps a close 1 and drops a far speck", () => {
+  const digit: Stroke = [{ x: 10, y: 0 }, { x: 30, y: 0 }, { x: 20, y: 30 }]; // 30 tall
+  const tail: Stroke = [{ x: 33, y: 20 }, { x: 38, y: 28 }]; // 8 tall, 3 px away
+  const one: Stroke = [{ x: 34, y: 0 }, { x: 34, y: 30 }]; // full height, 4 px away
+  const speck: Stroke = [{ x: 120, y: 15 }, { x: 121, y: 16 }];
+  const other: Stroke = [{ x: 60, y: 2 }, { x: 70, y: 30 }];
+  const groups = joinFragments(groupStrokes([digit, tail, other]));
+  assert.deepEqual(groups.map((g) => g.strokes), [[0, 1], [2]]);
+  assert.deepEqual(joinFragments(groupStrokes([digit, one, other])).map((g) => g.strokes), [
+    [0],
+    [1],
+    [2],
+  ]);
+  assert.deepEqual(joinFragments(groupStrokes([digit, other, speck])).map((g) => g.strokes), [
+    [0],
+    [1],
+  ]);
+  // The far speck is not drawn at all.
+  const drawn = drawingToModelImage([digit, other, speck]);
+  assert.deepEqual(drawn.pixels, drawingToModelImage([digit, other]).pixels);
+});
+
+Deno.test("drawingToModelImage() fits many digits in the width, apart", () => {
   // Twelve digits drawn wide apart still fit, with a margin, in 168 px.
   const many: Stroke[] = [];
   for (let i = 0; i < 6; i++) many.push(...twoDigits(i * 60, 0, 40));
@@ -104,6 +124,21 @@ Deno.test("drawingToModelImage() keeps a stray dot small and fits many digits in
   for (let i = 1; i < drawn.groups.length; i++) {
     assert.ok(drawn.groups[i].placed.left > drawn.groups[i - 1].placed.right, "groups overlap");
   }
+});
+
+Deno.test("drawingToModelImage() scales a much smaller group at most 1.5 times the others", () => {
+  // Three digits 30 tall and a "1" 10 tall, far from them: the 1 is scaled as if it were 20 tall
+  // (median / 1.5), 1.5 times as much as the others, not 3 times.
+  const strokes: Stroke[] = [
+    ...twoDigits(0, 0, 30),
+    [{ x: 60, y: 0 }, { x: 62, y: 30 }],
+    [{ x: 110, y: 10 }, { x: 111, y: 20 }],
+  ];
+  const drawn = drawingToModelImage(strokes);
+  assert.equal(drawn.groups.length, 4);
+  const [a, b, c, small] = drawn.groups;
+  assert.ok(Math.abs(small.scale / a.scale - 1.5) < 1e-9, `${small.scale / a.scale}`);
+  assert.ok(Math.abs(b.scale - a.scale) < 1e-9 && Math.abs(c.scale - a.scale) < 1e-9);
 });
 
 Deno.test("renderLines() draws an MNIST-like stroke: solid core, soft edge, width as asked", () => {
