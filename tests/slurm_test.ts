@@ -176,11 +176,9 @@ Deno.test({
       );
       assert.equal(tasks[REQUEUED - 1].restarts, 1, "the requeued task ran twice");
       const log = await Deno.readTextFile(join(runDir, "log.txt"));
-      assert.match(
-        log,
-        /Resuming CNN Regressor seed 1 after epoch 1\/2/,
-        "it resumed, not restarted",
-      );
+      // SIGTERM lets the epoch under way finish and be saved: it resumes after epoch 1 or 2.
+      const resumed = /Resuming CNN Regressor seed 1 after epoch ([12])\/2/.exec(log);
+      assert.ok(resumed, `it resumed, not restarted:\n${log}`);
 
       // Merge the shards; the tables equal a local run of the same grid.
       const shards = Array.from({ length: TASKS }, (_, i) => join(out, `shard_${i + 1}`));
@@ -199,7 +197,8 @@ Deno.test({
       );
       console.log(
         `slurm: ${TASKS} array tasks, task ${REQUEUED} requeued after its first epoch and ` +
-          `resumed (restarts ${tasks[REQUEUED - 1].restarts}); merged tables equal the local ` +
+          `resumed after epoch ${resumed[1]} (restarts ${tasks[REQUEUED - 1].restarts}); ` +
+          `merged tables equal the local ` +
           `run's; ${((performance.now() - started) / 1000).toFixed(0)} s with the local run`,
       );
     } finally {
