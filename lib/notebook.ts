@@ -556,16 +556,43 @@ export class KernelInterrupt extends Error {
   }
 }
 
-interface InterruptState {
-  /** The SIGINT listener is installed. */
-  listening: boolean;
-  /** A SIGINT arrived that no training has acted on yet. */
-  pending: boolean;
-  /** After an interrupt: the run it stopped (if any), and the runs refused since. */
-  latch?: { stopped?: string; refused: Set<string> };
+/**
+ * What trainings may do after Kernel > Interrupt. The Deno kernel ignores `stop_on_error`, so
+ * the cells queued behind an interrupted one still run; a training among them is refused once
+ * (with a {@link KernelInterrupt}) instead of starting. Running the interrupted cell again (it
+ * resumes) or running a refused cell a second time lifts that.
+ */
+export class InterruptLatch {
+  /** An interrupt arrived that no training has acted on yet. */
+  pending = false;
+  #latch?: { stopped?: string; refused: Set<string> };
+
+  /** The pending interrupt stopped the training named `key` (or arrived while none ran). */
+  stopped(key?: string): void {
+    this.pending = false;
+    this.#latch = { stopped: key, refused: new Set() };
+  }
+
+  /** A training named `key` starts: throws a {@link KernelInterrupt} when it must not. */
+  admit(key: string): void {
+    if (this.pending) this.stopped(); // interrupted while no training ran
+    const latch = this.#latch;
+    if (!latch) return;
+    if (latch.stopped === key || latch.refused.has(key)) {
+      this.#latch = undefined;
+      return;
+    }
+    latch.refused.add(key);
+    const resume = latch.stopped ? `run the cell of ${latch.stopped} again to resume it, or ` : "";
+    throw new KernelInterrupt(
+      `${key} was not started because the kernel was interrupted: ${resume}` +
+        `run this cell again to start it.`,
+    );
+  }
 }
 
-const interrupts: InterruptState = { listening: false, pending: false };
+/** The kernel's interrupts: whether the SIGINT listener is in place, and the latch. */
+const interrupts = { listening: false, latch: new InterruptLatch() };
 
 /**
  * Let Kernel > Interrupt reach the notebook's training loops. Jupyter interrupts the Deno kernel
@@ -582,7 +609,7 @@ export function listenForInterrupts(): boolean {
   if (!jupyter()) return false;
   try {
     Deno.addSignalListener("SIGINT", () => {
-      interrupts.pending = true;
+      interrupts.latch.pending = true;
     });
   } catch {
     return false; // a platform without SIGINT listeners
@@ -599,35 +626,7 @@ export function listenForInterrupts(): boolean {
 async function interruptRequested(): Promise<boolean> {
   if (!interrupts.listening) return false;
   await new Promise((resolve) => setTimeout(resolve, 0));
-  return interrupts.pending;
-}
-
-/** Record that an interrupt stopped the run named `key` (or none). */
-function latchInterrupt(key?: string): void {
-  interrupts.pending = false;
-  interrupts.latch = { stopped: key, refused: new Set() };
-}
-
-/**
- * Called when a training cell starts. The Deno kernel ignores `stop_on_error`, so the cells
- * queued behind an interrupted one still run; a training among them is refused once (a
- * {@link KernelInterrupt}) instead of starting. Running the interrupted cell again (which
- * resumes it) or running a refused cell a second time lifts that.
- */
-function admitTraining(key: string): void {
-  if (interrupts.pending) latchInterrupt(); // interrupted while no training ran
-  const latch = interrupts.latch;
-  if (!latch) return;
-  if (latch.stopped === key || latch.refused.has(key)) {
-    interrupts.latch = undefined;
-    return;
-  }
-  latch.refused.add(key);
-  const resume = latch.stopped ? `run the cell of ${latch.stopped} again to resume it, or ` : "";
-  throw new KernelInterrupt(
-    `${key} was not started because the kernel was interrupted: ${resume}` +
-      `run this cell again to start it.`,
-  );
+  return interrupts.latch.pending;
 }
 
 /** An interrupted notebook training, kept in the kernel until its cell runs again. */
@@ -692,7 +691,7 @@ export async function trainInNotebook(
   const { epochs, learningRate, seed, limit } = options;
   const info = modelInfo(kind);
   const key = `${info.title} (seed ${seed})`;
-  admitTraining(key);
+  interrupts.latch.admit(key);
   const numBatches = loaders.train.numBatches;
   const fingerprint = JSON.stringify({
     kind,
@@ -744,7 +743,7 @@ export async function trainInNotebook(
       rng: rngState(),
       seconds,
     });
-    latchInterrupt(key);
+    interrupts.latch.stopped(key);
     await settle();
     throw new KernelInterrupt(
       `${key} stopped ${stopPoint(result.history, result.unfinished, epochs, numBatches)}. ` +
@@ -787,7 +786,7 @@ export async function runInNotebook(
   listenForInterrupts();
   const info = modelInfo(config.model);
   const key = `${info.title} (seed ${config.seed})`;
-  admitTraining(key);
+  interrupts.latch.admit(key);
   const stateDir = repoPath(
     settings.quick ? QUICK_STATE_DIR : STATE_DIR,
     `${info.prefix}_${config.seed}`,
@@ -803,8 +802,8 @@ export async function runInNotebook(
     await Deno.remove(stateDir, { recursive: true }).catch(() => {});
     return result;
   } catch (error) {
-    if (!(error instanceof RunStoppedError) || !interrupts.pending) throw error;
-    latchInterrupt(key);
+    if (!(error instanceof RunStoppedError) || !interrupts.latch.pending) throw error;
+    interrupts.latch.stopped(key);
     await settle();
     throw new KernelInterrupt(`${error.message}. Run this cell again to resume.`);
   }

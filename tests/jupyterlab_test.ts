@@ -284,7 +284,7 @@ async function newBrowser(): Promise<BrowserContext> {
 
 async function screenshot(page: Page, path: string): Promise<void> {
   const tmp = repoPath(`${path}.tmp`);
-  await page.screenshot({ path: tmp });
+  await page.screenshot({ path: tmp, type: "png" });
   await Deno.rename(tmp, repoPath(path));
 }
 
@@ -364,7 +364,10 @@ Deno.test({
             await bars.scrollIntoViewIfNeeded();
             await bars.hover();
             await bars.locator(".plot-container").waitFor({ timeout: 30_000 });
-            await bars.locator(".bars .point path").first().hover();
+            // Plotly's drag layer takes the pointer events and finds the bar under the pointer.
+            const bar = await bars.locator(".bars .point path").first().boundingBox();
+            assert.ok(bar, "no bar to point at");
+            await page.mouse.move(bar.x + bar.width / 2, bar.y + bar.height / 2, { steps: 4 });
             await bars.locator(".hoverlayer .hovertext").first().waitFor({ timeout: 10_000 });
             await screenshot(page, SCREENSHOTS.study);
             // Save from JupyterLab and check the file.

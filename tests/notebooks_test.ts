@@ -9,13 +9,18 @@ import { join } from "node:path";
 import {
   accuracyBars,
   type AccuracyRecord,
+  barFigure,
   describeSettings,
   describeSetups,
   digitConfusion,
   displayPath,
   errorDistances,
+  heatmapFigure,
   htmlTable,
+  interactiveRequested,
+  InterruptLatch,
   isQuickMode,
+  lineFigure,
   markdownTable,
   notebookRunConfig,
   notebookSettings,
@@ -250,6 +255,43 @@ Deno.test("showInteractive() does nothing unless asked for", async () => {
   } finally {
     if (previous !== undefined) Deno.env.set("DIGITSUM_PLOT", previous);
   }
+});
+
+Deno.test("InterruptLatch refuses each training queued behind an interrupt once", () => {
+  const latch = new InterruptLatch();
+  latch.admit("A"); // no interrupt
+  latch.pending = true; // SIGINT while A trains
+  latch.stopped("A");
+  assert.throws(() => latch.admit("B"), /^KernelInterrupt: B was not started .*resume it/);
+  assert.throws(() => latch.admit("C"), /C was not started because the kernel was interrupted/);
+  latch.admit("A"); // A's cell run again: it resumes, and the rest may start
+  latch.admit("B");
+  latch.admit("C");
+  latch.pending = true; // SIGINT while no training ran
+  assert.throws(() => latch.admit("B"), /B was not started .*: run this cell again to start it/);
+  latch.admit("B"); // run a second time: it starts
+  latch.admit("C");
+});
+
+Deno.test("figure builders give Plotly the data and labels of the PNG charts", () => {
+  const bars = barFigure(["CNN", "SumNet"], [{
+    name: "Validation",
+    values: [11, 97],
+    errors: [0.5, null],
+  }], { title: "Accuracy", subtitle: "seed 42", yLabel: "accuracy", yUnit: "%" });
+  assert.deepEqual(bars.data[0].x, ["CNN", "SumNet"]);
+  assert.deepEqual(bars.data[0].y, [11, 97]);
+  assert.deepEqual(bars.data[0].error_y, { type: "data", array: [0.5, 0], visible: true });
+  assert.equal(bars.layout?.yaxis?.ticksuffix, "%");
+  assert.match(JSON.stringify(bars.layout?.title), /Accuracy<br><sup>seed 42<\/sup>/);
+  const lines = lineFigure([{ name: "seed 0", y: [3, NaN, 1] }], { xLabel: "epoch" });
+  assert.deepEqual(lines.data[0].x, [1, 2, 3]);
+  assert.deepEqual(lines.data[0].y, [3, null, 1], "gaps stay gaps");
+  const map = heatmapFigure([[0, 2], [1, 0]], { diagonal: true, xLabel: "read" });
+  assert.deepEqual(map.data[0].z, [[null, 2], [1, null]], "zero cells stay empty");
+  assert.equal(map.data.length, 2, "the diagonal is a second trace");
+  assert.throws(() => interactiveRequested({ DIGITSUM_PLOT: "browser" }), /must be 'window'/);
+  assert.equal(interactiveRequested({ DIGITSUM_PLOT: "window" }), true);
 });
 
 // ---------------------------------------------------------------------------------------------
