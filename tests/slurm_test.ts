@@ -5,8 +5,10 @@
  * (`scontrol requeue`) once its first epoch is saved, and resumes; the shards are merged and the
  * tables must equal those of the same grid run locally. The cluster is torn down afterwards.
  *
- * Needs root, Debian's slurm-wlm and munge: required when `CI=true`, skipped with the reason
- * otherwise. On demand: `deno test -A tests/slurm_test.ts`.
+ * Needs root, Debian's slurm-wlm and munge. On demand only: `DIGITSUM_SLURM=1 deno test -A
+ * tests/slurm_test.ts`. It is not run in CI: the requeue races the task (on a busy machine the task
+ * sometimes finishes before the requeue lands, or restarts instead of resuming), so it fails
+ * now and then for reasons of timing, not of the sweep.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -54,9 +56,15 @@ async function missing(): Promise<string | undefined> {
   return undefined;
 }
 
-const MISSING = await missing();
-const REQUIRED = Deno.env.get("CI") === "true";
-if (MISSING && !REQUIRED) console.log(`slurm_test: skipping the SLURM cluster test: ${MISSING}`);
+/** On demand only (see the module comment): its requeue timing is not reliable enough for CI. */
+const WANTED = Deno.env.get("DIGITSUM_SLURM") === "1";
+const MISSING = WANTED ? await missing() : "not asked for (DIGITSUM_SLURM=1 runs it)";
+const REQUIRED = WANTED;
+if (!WANTED) {
+  console.log("slurm_test: skipped: its requeue timing is unreliable; DIGITSUM_SLURM=1 runs it");
+} else if (MISSING) {
+  console.log(`slurm_test: skipping the SLURM cluster test: ${MISSING}`);
+}
 
 /** Run a command; its output, or an error with its output when it fails. */
 async function run(
