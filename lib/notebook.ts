@@ -1408,6 +1408,7 @@ export function lineFigure(
   if (options.yMin !== undefined || options.yMax !== undefined) {
     layout.yaxis = { ...layout.yaxis, range: [options.yMin ?? null, options.yMax ?? null] };
   }
+  const x = options.xLabel ?? "x";
   return {
     data: series.map((s, i) => ({
       type: "scatter",
@@ -1416,6 +1417,7 @@ export function lineFigure(
       x: s.x ? [...s.x] : s.y.map((_, j) => j + 1),
       y: s.y.map((v) => v !== null && Number.isFinite(v) ? v : null),
       line: { color: s.color ?? PALETTE[i % PALETTE.length], dash: s.dashed ? "dash" : "solid" },
+      hovertemplate: `${x} %{x}: %{y:.4g}${options.yUnit ?? ""}<extra>${s.name}</extra>`,
     })),
     layout,
   };
@@ -1436,6 +1438,8 @@ export function barFigure(
       x: [...categories],
       y: [...s.values],
       marker: { color: s.color ?? PALETTE[i % PALETTE.length] },
+      hovertemplate: `%{x}: %{y:.${options.decimals ?? 2}f}${options.yUnit ?? ""}` +
+        `<extra>${s.name}</extra>`,
       ...(s.errors
         ? { error_y: { type: "data", array: s.errors.map((e) => e ?? 0), visible: true } }
         : {}),
