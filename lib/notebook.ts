@@ -765,12 +765,17 @@ export const QUICK_PREPARE_OPTIONS: Readonly<Record<string, unknown>> = Object.f
   epochs: 2,
 });
 
+/** Runs of {@link runInNotebook} started in this kernel (their saved state may be resumed). */
+const startedHere = new Set<string>();
+
 /**
  * Run `runExperiment` (a model's whole recipe, as `deno task train` runs it) from a notebook
  * cell. It saves its state after every epoch under `runs/` ({@link STATE_DIR}, or
  * {@link QUICK_STATE_DIR}), so Kernel > Interrupt, which stops it after the current batch, leaves
- * a run that the same cell resumes after its last finished epoch; the state is removed once the
- * run is done. In quick mode the recipe's prepare stage is shortened
+ * a run that the same cell resumes after its last finished epoch. Like {@link trainInNotebook}
+ * it resumes only within the kernel that stopped it: the first run of a kernel removes state left
+ * by another (e.g. a kernel that was restarted or killed mid-run), and the state is removed once
+ * the run is done. In quick mode the recipe's prepare stage is shortened
  * ({@link QUICK_PREPARE_OPTIONS}).
  *
  * @param config The run, e.g. from {@link modelRunConfig}.
@@ -791,6 +796,10 @@ export async function runInNotebook(
     settings.quick ? QUICK_STATE_DIR : STATE_DIR,
     `${info.prefix}_${config.seed}`,
   );
+  if (!startedHere.has(stateDir)) {
+    await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+    startedHere.add(stateDir);
+  }
   await dropStateOfOtherConfig(stateDir, config);
   try {
     const result = await runExperiment(config, {
@@ -1399,6 +1408,7 @@ export function lineFigure(
   if (options.yMin !== undefined || options.yMax !== undefined) {
     layout.yaxis = { ...layout.yaxis, range: [options.yMin ?? null, options.yMax ?? null] };
   }
+  const x = options.xLabel ?? "x";
   return {
     data: series.map((s, i) => ({
       type: "scatter",
@@ -1407,6 +1417,7 @@ export function lineFigure(
       x: s.x ? [...s.x] : s.y.map((_, j) => j + 1),
       y: s.y.map((v) => v !== null && Number.isFinite(v) ? v : null),
       line: { color: s.color ?? PALETTE[i % PALETTE.length], dash: s.dashed ? "dash" : "solid" },
+      hovertemplate: `${x} %{x}: %{y:.4g}${options.yUnit ?? ""}<extra>${s.name}</extra>`,
     })),
     layout,
   };
@@ -1427,6 +1438,8 @@ export function barFigure(
       x: [...categories],
       y: [...s.values],
       marker: { color: s.color ?? PALETTE[i % PALETTE.length] },
+      hovertemplate: `%{x}: %{y:.${options.decimals ?? 2}f}${options.yUnit ?? ""}` +
+        `<extra>${s.name}</extra>`,
       ...(s.errors
         ? { error_y: { type: "data", array: s.errors.map((e) => e ?? 0), visible: true } }
         : {}),

@@ -275,11 +275,36 @@ function assertProgressChanged(log: ProgressLog, cell: number, name: string): vo
   );
 }
 
+const profiles = new Map<BrowserContext, string>();
+
+/** Chromium with a fresh profile (see {@link closeBrowser}). */
 async function newBrowser(): Promise<BrowserContext> {
-  return await chromium.launchPersistentContext(
-    await Deno.makeTempDir({ prefix: "digitsum_chromium_" }),
-    { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: VIEWPORT },
-  );
+  const profile = await Deno.makeTempDir({ prefix: "digitsum_chromium_" });
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: VIEWPORT,
+  });
+  profiles.set(browser, profile);
+  return browser;
+}
+
+/** Close the browser and remove its profile. */
+async function closeBrowser(browser: BrowserContext): Promise<void> {
+  await browser.close();
+  const profile = profiles.get(browser);
+  profiles.delete(browser);
+  // Chromium may still be writing while it exits: try a few times.
+  for (let attempt = 0; profile && attempt < 10; attempt++) {
+    try {
+      await Deno.remove(profile, { recursive: true });
+      return;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
 }
 
 async function screenshot(page: Page, path: string): Promise<void> {
@@ -431,7 +456,7 @@ Deno.test({
         }
       });
     } finally {
-      await browser.close();
+      await closeBrowser(browser);
       if (root) await Deno.remove(root, { recursive: true }).catch(() => {});
     }
   },
@@ -523,7 +548,7 @@ Deno.test({
       ]);
       assert.equal(status?.code, 0, "show_charts.ts did not end after its page was closed");
     } finally {
-      await browser.close();
+      await closeBrowser(browser);
       try {
         child.kill("SIGKILL");
       } catch {
