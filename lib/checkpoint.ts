@@ -11,7 +11,7 @@ import { basename, dirname, join } from "node:path";
 import { IMAGE_HEIGHT, IMAGE_WIDTH } from "./constants.ts";
 import { ensureDir, exists, killPoint } from "./fsutil.ts";
 import { modelInfo, registerCustomLayers, type Task } from "./models.ts";
-import { type AdamState, type TorchAdam, trainableVariables } from "./train.ts";
+import { type AdamState, historyProblem, type TorchAdam, trainableVariables } from "./train.ts";
 
 /** Metadata stored beside the weights. */
 export interface CheckpointMeta {
@@ -403,16 +403,8 @@ function checkMeta(meta: Record<string, unknown>, dir: string): CheckpointMeta {
   const fail = (why: string) => problem(dir, META_FILE, why);
   if (typeof meta.kind !== "string" || meta.kind === "") throw fail("has no model 'kind'");
   if (meta.history !== undefined) {
-    if (!Array.isArray(meta.history)) throw fail("has a 'history' that is not a list");
-    meta.history.forEach((record, i) => {
-      const finite = (v: unknown) => v === null || (typeof v === "number" && Number.isFinite(v));
-      if (
-        !isObject(record) || record.epoch !== i + 1 || !finite(record.trainLoss) ||
-        !finite(record.valAccuracy)
-      ) {
-        throw fail(`has an invalid history entry ${i} (expected epoch ${i + 1} with numbers)`);
-      }
-    });
+    const problem = historyProblem(meta.history);
+    if (problem) throw fail(`has an invalid history: ${problem}`);
   }
   if (meta.config !== undefined && !isObject(meta.config)) throw fail("has an invalid 'config'");
   if (meta.rng !== undefined && !isObject(meta.rng)) throw fail("has an invalid 'rng' state");
