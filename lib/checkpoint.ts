@@ -172,6 +172,15 @@ function problem(dir: string, file: string, why: string): Error {
   return new Error(`Cannot load checkpoint ${dir}: ${file} ${why}`);
 }
 
+/** A value read from a file, quoted for a message (JSON.stringify recurses: guarded). */
+function quote(value: unknown): string {
+  try {
+    return (JSON.stringify(value) ?? "nothing").slice(0, 80);
+  } catch {
+    return "(nested too deep)";
+  }
+}
+
 /** Whether `value` is a plain JSON object (not null, not an array). */
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -254,7 +263,7 @@ function checkManifest(
         throw problem(
           dir,
           "model.json",
-          `lists weights file ${JSON.stringify(path)}; expected a file name in the checkpoint`,
+          `lists weights file ${quote(path)}; expected a file name in the checkpoint`,
         );
       }
       paths.push(path);
@@ -328,7 +337,7 @@ function checkGraph(topology: unknown, dir: string): void {
             throw problem(
               dir,
               "model.json",
-              `connects layer '${name}' to ${JSON.stringify(from) ?? "nothing"}, which is not ` +
+              `connects layer '${name}' to ${quote(from)}, which is not ` +
                 "a layer of the model",
             );
           }

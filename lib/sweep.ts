@@ -364,7 +364,11 @@ function recordProblem(record: unknown, key: string): string | undefined {
   if (!isObject(record) || !["done", "skipped", "failed"].includes(record.status as string)) {
     return "expected a run record with status done|skipped|failed";
   }
-  if (record.key !== key || `${record.model}_${record.seed}` !== key) {
+  // Types first: a template string of a deeply nested list would overflow the stack.
+  if (
+    record.key !== key || typeof record.model !== "string" || !isCount(record.seed) ||
+    `${record.model}_${record.seed}` !== key
+  ) {
     return `it records run ${describeValue(record.key)}, not ${key}`;
   }
   if (!isObject(record.config)) return "'config' is not an object";
