@@ -11,7 +11,7 @@ import { basename, dirname, join } from "node:path";
 import { IMAGE_HEIGHT, IMAGE_WIDTH } from "./constants.ts";
 import { ensureDir, exists, killPoint, replaceDir } from "./fsutil.ts";
 import { modelInfo, registerCustomLayers, type Task } from "./models.ts";
-import { type AdamState, type TorchAdam, trainableVariables } from "./train.ts";
+import { type AdamState, historyProblem, type TorchAdam, trainableVariables } from "./train.ts";
 
 /** Metadata stored beside the weights. */
 export interface CheckpointMeta {
@@ -157,6 +157,15 @@ function problem(dir: string, file: string, why: string): Error {
   return new Error(`Cannot load checkpoint ${dir}: ${file} ${why}`);
 }
 
+/** A value read from a file, quoted for a message (JSON.stringify recurses: guarded). */
+function quote(value: unknown): string {
+  try {
+    return (JSON.stringify(value) ?? "nothing").slice(0, 80);
+  } catch {
+    return "(nested too deep)";
+  }
+}
+
 /** Whether `value` is a plain JSON object (not null, not an array). */
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -239,7 +248,7 @@ function checkManifest(
         throw problem(
           dir,
           "model.json",
-          `lists weights file ${JSON.stringify(path)}; expected a file name in the checkpoint`,
+          `lists weights file ${quote(path)}; expected a file name in the checkpoint`,
         );
       }
       paths.push(path);
@@ -313,7 +322,7 @@ function checkGraph(topology: unknown, dir: string): void {
             throw problem(
               dir,
               "model.json",
-              `connects layer '${name}' to ${JSON.stringify(from) ?? "nothing"}, which is not ` +
+              `connects layer '${name}' to ${quote(from)}, which is not ` +
                 "a layer of the model",
             );
           }
@@ -388,16 +397,8 @@ function checkMeta(meta: Record<string, unknown>, dir: string): CheckpointMeta {
   const fail = (why: string) => problem(dir, META_FILE, why);
   if (typeof meta.kind !== "string" || meta.kind === "") throw fail("has no model 'kind'");
   if (meta.history !== undefined) {
-    if (!Array.isArray(meta.history)) throw fail("has a 'history' that is not a list");
-    meta.history.forEach((record, i) => {
-      const finite = (v: unknown) => v === null || (typeof v === "number" && Number.isFinite(v));
-      if (
-        !isObject(record) || record.epoch !== i + 1 || !finite(record.trainLoss) ||
-        !finite(record.valAccuracy)
-      ) {
-        throw fail(`has an invalid history entry ${i} (expected epoch ${i + 1} with numbers)`);
-      }
-    });
+    const problem = historyProblem(meta.history);
+    if (problem) throw fail(`has an invalid history: ${problem}`);
   }
   if (meta.config !== undefined && !isObject(meta.config)) throw fail("has an invalid 'config'");
   if (meta.rng !== undefined && !isObject(meta.rng)) throw fail("has an invalid 'rng' state");

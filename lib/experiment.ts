@@ -130,11 +130,28 @@ export class RunStoppedError extends Error {
   override name = "RunStoppedError";
 }
 
-/** A configuration value for a message: JSON cut to 60 characters, or `(missing)`. */
+/**
+ * A value read from a file, for a message: JSON cut to 60 characters, `(missing)`, or for a
+ * value too deeply nested to print, `(nested too deep)`.
+ */
 export function describeValue(value: unknown): string {
   if (value === undefined) return "(missing)";
-  const text = JSON.stringify(value) ?? String(value);
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    return "(nested too deep)"; // JSON.stringify recurses: a 100,000-deep list overflows it
+  }
   return text.length > 60 ? text.slice(0, 60) + "..." : text;
+}
+
+/** Whether two values have the same JSON (a value too deeply nested to print differs). */
+function sameJson(a: unknown, b: unknown): boolean {
+  try {
+    return JSON.stringify(a) === JSON.stringify(b);
+  } catch {
+    return false;
+  }
 }
 
 /** Same-config check for resuming; returns a reason when they differ. */
@@ -142,7 +159,7 @@ export function configDifference(a: RunConfig, b: RunConfig): string | undefined
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof RunConfig>;
   for (const key of keys) {
     if (key === "backend") continue;
-    if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) {
+    if (!sameJson(a[key], b[key])) {
       return `${key} differs: ${describeValue(a[key])} vs ${describeValue(b[key])}`;
     }
   }

@@ -116,7 +116,12 @@ const MAX_QUOTED_JSON = 80;
 /** A header value for an error message: JSON, cut short, or `(missing)`. */
 function quoteJson(value: unknown): string {
   if (value === undefined) return "(missing)";
-  const text = JSON.stringify(value) ?? String(value);
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    return "(nested too deep)"; // JSON.stringify recurses
+  }
   return text.length > MAX_QUOTED_JSON ? text.slice(0, MAX_QUOTED_JSON) + "..." : text;
 }
 

@@ -47,7 +47,7 @@ import { recoverCheckpoint } from "./checkpoint.ts";
 import { ensureDir, exists, isStorageError, removeStaleTemps, writeJsonAtomic } from "./fsutil.ts";
 import { modelInfo, modelKinds } from "./models.ts";
 import { formatDuration, ProgressBar } from "./progress.ts";
-import type { EpochRecord } from "./train.ts";
+import { type EpochRecord, historyProblem } from "./train.ts";
 import { estimateVggSeconds, VGG_WEIGHTS_COMMAND, vggWeightsPath } from "./vgg.ts";
 import { type DataFingerprint, dataFingerprint, ensureDataset } from "./generate.ts";
 
@@ -386,22 +386,6 @@ function isNumberOrNull(value: unknown): boolean {
   return value === null || (typeof value === "number" && Number.isFinite(value));
 }
 
-/** Why `value` is not a list of epoch records 1, 2, ..., or `undefined`. */
-function historyProblem(value: unknown): string | undefined {
-  if (!Array.isArray(value)) return "'history' is not a list";
-  for (const [i, record] of value.entries()) {
-    if (
-      !isObject(record) || record.epoch !== i + 1 || !isNumberOrNull(record.trainLoss) ||
-      !isNumberOrNull(record.valAccuracy) ||
-      !isNumberOrNull(record.seconds ?? null) ||
-      !isNumberOrNull(record.trainImagesPerSecond ?? null)
-    ) {
-      return `history entry ${i} is not epoch ${i + 1} with its loss and accuracy`;
-    }
-  }
-  return undefined;
-}
-
 /** Why `value` is not a stored split accuracy, or `undefined`. */
 function accuracyProblem(value: unknown, split: string): string | undefined {
   if (
@@ -419,8 +403,12 @@ function recordProblem(record: unknown, key: string): string | undefined {
   if (!isObject(record) || !["done", "skipped", "failed"].includes(record.status as string)) {
     return "expected a run record with status done|skipped|failed";
   }
-  if (record.key !== key || `${record.model}_${record.seed}` !== key) {
-    return `it records run ${JSON.stringify(record.key)}, not ${key}`;
+  // Types first: a template string of a deeply nested list would overflow the stack.
+  if (
+    record.key !== key || typeof record.model !== "string" || !isCount(record.seed) ||
+    `${record.model}_${record.seed}` !== key
+  ) {
+    return `it records run ${describeValue(record.key)}, not ${key}`;
   }
   if (!isObject(record.config)) return "'config' is not an object";
   if (record.reason !== undefined && typeof record.reason !== "string") {

@@ -63,6 +63,28 @@ export interface EpochRecord {
   trainImagesPerSecond: number;
 }
 
+/** The numbers of an epoch record besides its epoch (null where JSON had NaN or Infinity). */
+const EPOCH_NUMBERS = ["trainLoss", "valAccuracy", "seconds", "trainImagesPerSecond"] as const;
+
+/**
+ * Why `value` (read from a file) is not a list of epoch records 1, 2, ... with their numbers,
+ * or `undefined`. A number may be `null` (JSON writes NaN and Infinity so).
+ */
+export function historyProblem(value: unknown): string | undefined {
+  if (!Array.isArray(value)) return "'history' is not a list";
+  const numberOrNull = (v: unknown) => v === null || (typeof v === "number" && Number.isFinite(v));
+  for (const [i, record] of value.entries()) {
+    if (
+      typeof record !== "object" || record === null || record.epoch !== i + 1 ||
+      EPOCH_NUMBERS.some((key) => record[key] !== undefined && !numberOrNull(record[key])) ||
+      record.trainLoss === undefined || record.valAccuracy === undefined
+    ) {
+      return `history entry ${i} is not epoch ${i + 1} with its numbers`;
+    }
+  }
+  return undefined;
+}
+
 /** Progress of one training batch, for callbacks. */
 export interface BatchProgress {
   epoch: number;

@@ -132,7 +132,7 @@ Deno.test("loadCheckpoint() refuses a topology tfjs would loop on forever or all
         ['{"kind": 3}', /digitsum\.json has no model 'kind'/],
         [
           '{"kind": "x", "history": [{"epoch": 2}]}',
-          /digitsum\.json has an invalid history entry 0/,
+          /digitsum\.json has an invalid history: history entry 0 is not epoch 1/,
         ],
       ] as const
     ) {

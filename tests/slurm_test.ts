@@ -1,6 +1,6 @@
 /**
  * The sweep on a real SLURM cluster: tools/slurm_cluster.sh brings up a one-node cluster in a
- * scratch folder, the quick grid (CNN regressor, seeds 0, 1, 2; 2 epochs of 64 images) runs as
+ * scratch folder, the quick grid (CNN regressor, seeds 0, 1, 2; 4 epochs of 64 images) runs as
  * a job array of three tasks, one shard each (tools/slurm_sweep.sbatch). One task is requeued
  * (`scontrol requeue`) once its first epoch is saved, and resumes; the shards are merged and the
  * tables must equal those of the same grid run locally. The cluster is torn down afterwards.
@@ -26,7 +26,7 @@ const GRID = [
   "--seeds",
   "0,1,2",
   "--epochs",
-  "2",
+  "4",
   "--limit",
   "64",
   "--test-limit",
@@ -86,7 +86,7 @@ async function run(
   return out;
 }
 
-/** Poll `check` every 500 ms until it returns a value, or fail after `seconds`. */
+/** Poll `check` every 200 ms until it returns a value, or fail after `seconds`. */
 async function waitFor<T>(
   what: string,
   seconds: number,
@@ -97,7 +97,7 @@ async function waitFor<T>(
     const value = await check();
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${seconds} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 
@@ -184,8 +184,9 @@ Deno.test({
       );
       assert.equal(tasks[REQUEUED - 1].restarts, 1, "the requeued task ran twice");
       const log = await Deno.readTextFile(join(runDir, "log.txt"));
-      // SIGTERM lets the epoch under way finish and be saved: it resumes after epoch 1 or 2.
-      const resumed = /Resuming CNN Regressor seed 1 after epoch ([12])\/2/.exec(log);
+      // SIGTERM lets the epoch under way finish and be saved: it resumes after epoch 1, 2 or 3
+      // (4 epochs leave work after the requeue however fast the machine).
+      const resumed = /Resuming CNN Regressor seed 1 after epoch ([123])\/4/.exec(log);
       assert.ok(resumed, `it resumed, not restarted:\n${log}`);
 
       // Merge the shards; the tables equal a local run of the same grid.
