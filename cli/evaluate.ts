@@ -6,12 +6,12 @@
  * size. The last line is exactly `accuracy=NN.NN` (percent of images whose sum is right).
  */
 import { parseArgs } from "node:util";
-import { initBackend, parseBackendName } from "../lib/backend.ts";
-import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
+import { initBackend, parseBackendName } from "../lib/runtime/backend.ts";
+import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/training/checkpoint.ts";
 import { BATCH_SIZE } from "../lib/constants.ts";
-import { loadNpyPairLoader } from "../lib/data.ts";
-import { evaluateAccuracy } from "../lib/train.ts";
-import { parseIntFlag, runMain } from "../lib/cli.ts";
+import { loadNpyPairLoader } from "../lib/data/loader.ts";
+import { evaluateAccuracy } from "../lib/training/train.ts";
+import { parseIntFlag, runMain } from "../lib/cli/args.ts";
 
 const USAGE = `Usage: deno task evaluate --model DIR --images X.npy --labels Y.npy [options]
 

@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { DEFAULT_DATA_DIR } from "../lib/constants.ts";
-import { ensureDir, exists, writeFileAtomic } from "../lib/fsutil.ts";
+import { ensureDir, exists, writeFileAtomic } from "../lib/io/fsutil.ts";
 import {
   COURSE_IMAGE_FILES,
   COURSE_LABEL_FILES,
@@ -29,10 +29,10 @@ import {
   renderSampleGrid,
   TEST_FILES,
   writeDataset,
-} from "../lib/generate.ts";
-import { readNpy } from "../lib/npy.ts";
-import { encodePng } from "../lib/png.ts";
-import { parseIntFlag, parseSeedFlag, runMain } from "../lib/cli.ts";
+} from "../lib/data/generate.ts";
+import { readNpy } from "../lib/io/npy.ts";
+import { encodePng } from "../lib/io/png.ts";
+import { parseIntFlag, parseSeedFlag, runMain } from "../lib/cli/args.ts";
 
 /** Usage text. */
 const USAGE = `Usage: deno task generate [options]

@@ -14,7 +14,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { runMain } from "../lib/cli.ts";
+import { runMain } from "../lib/cli/args.ts";
 import {
   DEFAULT_TF_VERSION,
   describeSource,
@@ -22,7 +22,7 @@ import {
   nativePackageDir,
   runPackageInstallScript,
   uninstallNative,
-} from "../lib/native_install.ts";
+} from "../lib/runtime/native_install.ts";
 
 function usage(): string {
   return "usage: deno task install-native [--from WHEEL|DIR|TARBALL] [--tf-version VERSION] " +
@@ -31,7 +31,7 @@ function usage(): string {
 
 /** Loads the backend in a fresh process; returns its `Backend: ...` line or throws. */
 async function checkLoads(root: string): Promise<string> {
-  const code = `import { initBackend } from ${JSON.stringify(`${root}lib/backend.ts`)};` +
+  const code = `import { initBackend } from ${JSON.stringify(`${root}lib/runtime/backend.ts`)};` +
     `import * as tf from "@tensorflow/tfjs";` +
     `await initBackend("tensorflow", { quiet: true }).then((info) => {` +
     `const y = tf.matMul(tf.ones([2, 3]), tf.ones([3, 2])).dataSync();` +

@@ -14,17 +14,17 @@
 import { parseArgs } from "node:util";
 import { basename, extname } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { initBackend, parseBackendName } from "../lib/backend.ts";
-import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
+import { initBackend, parseBackendName } from "../lib/runtime/backend.ts";
+import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/training/checkpoint.ts";
 import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../lib/constants.ts";
-import type { Task } from "../lib/models.ts";
-import { type NpyFile, openNpy } from "../lib/npy.ts";
-import { pngToModelImage } from "../lib/image_input.ts";
-import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../lib/sumnet.ts";
-import { predictBatch } from "../lib/train.ts";
-import { parseIntFlag, runMain } from "../lib/cli.ts";
+import type { Task } from "../lib/models/registry.ts";
+import { type NpyFile, openNpy } from "../lib/io/npy.ts";
+import { pngToModelImage } from "../lib/data/image_input.ts";
+import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../lib/models/sumnet/net.ts";
+import { predictBatch } from "../lib/training/train.ts";
+import { parseIntFlag, runMain } from "../lib/cli/args.ts";
 
-export { resizeGray } from "../lib/image_input.ts";
+export { resizeGray } from "../lib/data/image_input.ts";
 
 /** Checkpoint used when `--model` is not given. */
 export const DEFAULT_MODEL_DIR = "trained_models/sumnet";

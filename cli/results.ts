@@ -9,8 +9,8 @@
  */
 import { relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { runMain } from "../lib/cli.ts";
-import { writeTextAtomic } from "../lib/fsutil.ts";
+import { runMain } from "../lib/cli/args.ts";
+import { writeTextAtomic } from "../lib/io/fsutil.ts";
 import {
   buildTable,
   collectResults,
@@ -18,8 +18,8 @@ import {
   readRecordsIn,
   replaceReadmeBlock,
   SPLITS,
-} from "../lib/report.ts";
-import { assertSameData, describeData } from "../lib/sweep.ts";
+} from "../lib/results/report.ts";
+import { assertSameData, describeData } from "../lib/sweep/sweep.ts";
 
 /** Where the study's records are committed. */
 export const STUDY_DIR = "results/study";

@@ -15,10 +15,10 @@
  */
 import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
-import { ensureDir } from "../lib/fsutil.ts";
-import { modelKinds } from "../lib/models.ts";
-import { formatDuration, ProgressBar } from "../lib/progress.ts";
-import { writeReport } from "../lib/report.ts";
+import { ensureDir } from "../lib/io/fsutil.ts";
+import { modelKinds } from "../lib/models/registry.ts";
+import { formatDuration, ProgressBar } from "../lib/runtime/progress.ts";
+import { writeReport } from "../lib/results/report.ts";
 import {
   formatConfig,
   formatRunLine,
@@ -37,7 +37,7 @@ import {
   SWEEP_DEFAULTS,
   type SweepConfig,
   sweepGrid,
-} from "../lib/sweep.ts";
+} from "../lib/sweep/sweep.ts";
 import {
   parseIntFlag,
   parseLimitFlag,
@@ -45,7 +45,7 @@ import {
   parsePositiveFlag,
   parseSeedsFlag,
   runMain,
-} from "../lib/cli.ts";
+} from "../lib/cli/args.ts";
 
 const USAGE = `Usage: deno task sweep [options]
        deno task sweep --merge DIR... --out DIR

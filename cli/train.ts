@@ -7,17 +7,17 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { BATCH_SIZE, DEFAULT_MODELS_DIR } from "../lib/constants.ts";
-import { runExperiment, studyConfig } from "../lib/experiment.ts";
-import { modelInfo, modelKinds } from "../lib/models.ts";
-import { formatDuration } from "../lib/progress.ts";
-import { parseBackendName } from "../lib/backend.ts";
+import { runExperiment, studyConfig } from "../lib/training/experiment.ts";
+import { modelInfo, modelKinds } from "../lib/models/registry.ts";
+import { formatDuration } from "../lib/runtime/progress.ts";
+import { parseBackendName } from "../lib/runtime/backend.ts";
 import {
   parseIntFlag,
   parseLimitFlag,
   parsePositiveFlag,
   parseSeedFlag,
   runMain,
-} from "../lib/cli.ts";
+} from "../lib/cli/args.ts";
 
 const USAGE = `Usage: deno task train --model <kind> [options]
 

@@ -10,8 +10,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { runMain } from "../lib/cli.ts";
-import { exists } from "../lib/fsutil.ts";
+import { runMain } from "../lib/cli/args.ts";
+import { exists } from "../lib/io/fsutil.ts";
 import { BUILD_DEFAULTS, buildSite } from "../web/build.ts";
 import { SERVE_DEFAULTS, serveSite } from "../web/serve.ts";
 

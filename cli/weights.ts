@@ -17,15 +17,15 @@
 import { createHash } from "node:crypto";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { ensureDir, exists, writeFileAtomic } from "../lib/fsutil.ts";
-import { encodeSafetensors, readSafetensors, type SafeTensorInput } from "../lib/safetensors.ts";
+import { ensureDir, exists, writeFileAtomic } from "../lib/io/fsutil.ts";
+import { encodeSafetensors, readSafetensors, type SafeTensorInput } from "../lib/io/safetensors.ts";
 import {
   validateVgg11Features,
   VGG11_FEATURE_KEYS,
   VGG_TORCH_EXPORT,
   VGG_WEIGHTS_COMMAND,
   vggWeightsPath,
-} from "../lib/vgg.ts";
+} from "../lib/models/vgg.ts";
 
 /** The Hugging Face repository mirroring torchvision's VGG11 IMAGENET1K_V1 weights. */
 export const VGG11_MIRROR_REPO = "timm/vgg11.tv_in1k";

@@ -14,8 +14,8 @@ import {
   parseBackendName,
   parseThreads,
   THREADS_ENV,
-} from "../lib/backend.ts";
-import { NAPI_BUILD_VERSION } from "../lib/native_install.ts";
+} from "../lib/runtime/backend.ts";
+import { NAPI_BUILD_VERSION } from "../lib/runtime/native_install.ts";
 
 /** Whether `deno task install-native` has built the native addon in this checkout. */
 function nativeInstalled(): boolean {
@@ -126,7 +126,7 @@ Deno.test({
   // A fresh process: `auto` in this one would return the backend chosen above.
   const script = `
     import { initBackend } from ${
-    JSON.stringify(new URL("../lib/backend.ts", import.meta.url).href)
+    JSON.stringify(new URL("../lib/runtime/backend.ts", import.meta.url).href)
   };
     const info = await initBackend("auto", { threads: 1 });
     console.log(JSON.stringify(info));`;
@@ -150,7 +150,7 @@ Deno.test("threaded wasm gives the same training result and lets the process exi
   const script = (threads: number) => `
     import * as tf from "@tensorflow/tfjs";
     import { initBackend } from ${
-    JSON.stringify(new URL("../lib/backend.ts", import.meta.url).href)
+    JSON.stringify(new URL("../lib/runtime/backend.ts", import.meta.url).href)
   };
     const info = await initBackend("wasm", { threads: ${threads}, quiet: true });
     const x = tf.randomUniform([8, 12, 20, 1], 0, 1, "float32", 7);

@@ -10,8 +10,8 @@ import {
   lineChart,
   renderChart,
   svgToPng,
-} from "../lib/charts.ts";
-import { decodePng } from "../lib/png.ts";
+} from "../lib/results/charts.ts";
+import { decodePng } from "../lib/io/png.ts";
 
 /** Text of every <text> element (ECharts writes labels as text nodes). */
 function texts(svg: string): string[] {

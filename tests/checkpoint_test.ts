@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
-import { initBackend } from "../lib/backend.ts";
-import { loadCheckpoint, recoverCheckpoint, saveCheckpoint } from "../lib/checkpoint.ts";
-import { buildModel } from "../lib/models.ts";
-import { seedEverything } from "../lib/seed.ts";
-import { TorchAdam, trainableVariables } from "../lib/train.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { loadCheckpoint, recoverCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
+import { buildModel } from "../lib/models/registry.ts";
+import { seedEverything } from "../lib/runtime/seed.ts";
+import { TorchAdam, trainableVariables } from "../lib/training/train.ts";
 
 await initBackend("wasm", { quiet: true });
 

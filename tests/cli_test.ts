@@ -12,9 +12,9 @@ import {
   parsePositiveFlag,
   parseSeedFlag,
   parseSeedsFlag,
-} from "../lib/cli.ts";
-import { encodeNpy } from "../lib/npy.ts";
-import { encodePng } from "../lib/png.ts";
+} from "../lib/cli/args.ts";
+import { encodeNpy } from "../lib/io/npy.ts";
+import { encodePng } from "../lib/io/png.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 

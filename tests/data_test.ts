@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { getLoaders, Loader, loadNpyPairLoader, loadTestLoader } from "../lib/data.ts";
-import { type DigitSource, loadMnist, writeDataset } from "../lib/generate.ts";
-import { type NdArray, readNpy, writeNpy } from "../lib/npy.ts";
-import { legacyPermutation } from "../lib/numpy_random.ts";
+import { getLoaders, Loader, loadNpyPairLoader, loadTestLoader } from "../lib/data/loader.ts";
+import { type DigitSource, loadMnist, writeDataset } from "../lib/data/generate.ts";
+import { type NdArray, readNpy, writeNpy } from "../lib/io/npy.ts";
+import { legacyPermutation } from "../lib/data/numpy_random.ts";
 
 const PIXELS = 40 * 168;
 /** Images per course file in the small generated data set. */

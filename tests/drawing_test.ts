@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import seedrandom from "seedrandom";
-import { initBackend } from "../lib/backend.ts";
-import { loadCheckpoint } from "../lib/checkpoint.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { loadCheckpoint } from "../lib/training/checkpoint.ts";
 import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH, NUM_DIGITS } from "../lib/constants.ts";
 import {
   DEFAULT_DRAWING,
@@ -16,10 +16,10 @@ import {
   joinFragments,
   renderLines,
   type Stroke,
-} from "../lib/drawing.ts";
-import { loadMnist } from "../lib/generate.ts";
-import { explainBatch } from "../lib/sumnet.ts";
-import { handLayout, placeDigits, thin, traceDigit } from "../lib/trace.ts";
+} from "../lib/data/drawing.ts";
+import { loadMnist } from "../lib/data/generate.ts";
+import { explainBatch } from "../lib/models/sumnet/net.ts";
+import { handLayout, placeDigits, thin, traceDigit } from "../lib/data/trace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SIDE = 28;

@@ -12,12 +12,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { initBackend } from "../lib/backend.ts";
-import { loadCheckpoint } from "../lib/checkpoint.ts";
-import { ensureDataset } from "../lib/generate.ts";
-import { collectResults } from "../lib/report.ts";
-import { readRunRecord, type RunRecord } from "../lib/sweep.ts";
-import type { EpochRecord } from "../lib/train.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { loadCheckpoint } from "../lib/training/checkpoint.ts";
+import { ensureDataset } from "../lib/data/generate.ts";
+import { collectResults } from "../lib/results/report.ts";
+import { readRunRecord, type RunRecord } from "../lib/sweep/sweep.ts";
+import type { EpochRecord } from "../lib/training/train.ts";
 import { FuzzRandom } from "./fuzz_support.ts";
 
 const ROOT = await Deno.makeTempDir({ prefix: "digitsum_faults_test_" });

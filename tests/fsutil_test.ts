@@ -6,7 +6,7 @@ import {
   writeFileAtomic,
   writeJsonAtomic,
   writeTextAtomic,
-} from "../lib/fsutil.ts";
+} from "../lib/io/fsutil.ts";
 
 /** Run `body` with a fresh temp directory that is removed afterwards. */
 async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> {

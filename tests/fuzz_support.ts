@@ -16,7 +16,7 @@
  */
 
 import assert from "node:assert/strict";
-import { MT19937 } from "../lib/numpy_random.ts";
+import { MT19937 } from "../lib/data/numpy_random.ts";
 
 /** Whether the long mode was asked for (`DIGITSUM_FUZZ=long`). */
 export const FUZZ_LONG = Deno.env.get("DIGITSUM_FUZZ") === "long";

@@ -13,16 +13,16 @@ import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { initBackend } from "../lib/backend.ts";
-import { saveCheckpoint } from "../lib/checkpoint.ts";
-import { ensureDataset, mnistDir } from "../lib/generate.ts";
-import { encodeIdx, type IdxArray } from "../lib/idx.ts";
-import { encodeNpy } from "../lib/npy.ts";
-import { encodePng } from "../lib/png.ts";
-import { encodeSafetensors } from "../lib/safetensors.ts";
-import { seedEverything } from "../lib/seed.ts";
-import { resolveConfig, runSweep } from "../lib/sweep.ts";
-import { TorchAdam, trainableVariables } from "../lib/train.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { saveCheckpoint } from "../lib/training/checkpoint.ts";
+import { ensureDataset, mnistDir } from "../lib/data/generate.ts";
+import { encodeIdx, type IdxArray } from "../lib/io/idx.ts";
+import { encodeNpy } from "../lib/io/npy.ts";
+import { encodePng } from "../lib/io/png.ts";
+import { encodeSafetensors } from "../lib/io/safetensors.ts";
+import { seedEverything } from "../lib/runtime/seed.ts";
+import { resolveConfig, runSweep } from "../lib/sweep/sweep.ts";
+import { TorchAdam, trainableVariables } from "../lib/training/train.ts";
 import {
   caseCount,
   concat,

@@ -10,17 +10,17 @@
 
 import { dirname, join } from "node:path";
 import { readNpyInput, readPngInput } from "../cli/predict.ts";
-import { initBackend } from "../lib/backend.ts";
-import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/checkpoint.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/training/checkpoint.ts";
 import * as tf from "@tensorflow/tfjs";
-import { loadNpyPairLoader, readImageSet } from "../lib/data.ts";
-import { parseIdx, readIdx } from "../lib/idx.ts";
-import { asFloat32, openNpy, parseNpy, readNpy } from "../lib/npy.ts";
-import { decodePng, pngToGray } from "../lib/png.ts";
-import { collectResults, resultsMarkdown } from "../lib/report.ts";
-import { parseSafetensors, readSafetensors } from "../lib/safetensors.ts";
-import { mergeSweeps, planSweep, type SweepConfig } from "../lib/sweep.ts";
-import { TorchAdam, trainableVariables } from "../lib/train.ts";
+import { loadNpyPairLoader, readImageSet } from "../lib/data/loader.ts";
+import { parseIdx, readIdx } from "../lib/io/idx.ts";
+import { asFloat32, openNpy, parseNpy, readNpy } from "../lib/io/npy.ts";
+import { decodePng, pngToGray } from "../lib/io/png.ts";
+import { collectResults, resultsMarkdown } from "../lib/results/report.ts";
+import { parseSafetensors, readSafetensors } from "../lib/io/safetensors.ts";
+import { mergeSweeps, planSweep, type SweepConfig } from "../lib/sweep/sweep.ts";
+import { TorchAdam, trainableVariables } from "../lib/training/train.ts";
 import type { FuzzCase, FuzzOutcome } from "./fuzz_support.ts";
 
 /** A reader: gets the case folder and the mutated file's path, returns a short summary. */

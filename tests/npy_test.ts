@@ -11,7 +11,7 @@ import {
   parseNpy,
   readNpy,
   writeNpy,
-} from "../lib/npy.ts";
+} from "../lib/io/npy.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 

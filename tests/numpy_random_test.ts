@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { legacyPermutation, MT19937 } from "../lib/numpy_random.ts";
+import { legacyPermutation, MT19937 } from "../lib/data/numpy_random.ts";
 
 /** Test vectors from ORIGINAL_STUDY.md: NumPy's legacy shuffle of arange(30000). */
 const STUDY_VECTORS = [

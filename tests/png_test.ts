@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decodePng, encodePng, pngToGray } from "../lib/png.ts";
+import { decodePng, encodePng, pngToGray } from "../lib/io/png.ts";
 
 /** The study's reference figure: an RGBA PNG written by matplotlib, using filters 0, 1, 2, 4. */
 const REFERENCE_PNG = "/work/shared/reference/original_data_samples.png";

@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readInput, readNpyInput, readPngInput, resizeGray } from "../cli/predict.ts";
 import { IMAGE_SIZE } from "../lib/constants.ts";
-import { exists } from "../lib/fsutil.ts";
-import { encodeNpy } from "../lib/npy.ts";
-import { encodePng } from "../lib/png.ts";
+import { exists } from "../lib/io/fsutil.ts";
+import { encodeNpy } from "../lib/io/npy.ts";
+import { encodePng } from "../lib/io/png.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SHIPPED = join(ROOT, "trained_models", "sumnet");
@@ -218,7 +218,7 @@ Deno.test({
   fn: async () => {
     assert.ok(await exists(join(SHIPPED, "model.json")), `${SHIPPED} is missing`);
     await withTempDir(async (dir) => {
-      const { readNpy } = await import("../lib/npy.ts");
+      const { readNpy } = await import("../lib/io/npy.ts");
       const test = await readNpy(join(ROOT, "data", "test_data.npy")).catch(() => null);
       const data = test
         ? (test.data as Uint8Array).slice(0, 2 * IMAGE_SIZE)

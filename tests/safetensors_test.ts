@@ -5,7 +5,7 @@ import {
   parseSafetensors,
   readSafetensors,
   writeSafetensors,
-} from "../lib/safetensors.ts";
+} from "../lib/io/safetensors.ts";
 
 /** A hand-built file: header JSON (unpadded) followed by `data`. */
 function rawFile(header: unknown, data: Uint8Array = new Uint8Array(0)): Uint8Array {

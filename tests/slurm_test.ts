@@ -12,8 +12,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ensureDataset } from "../lib/generate.ts";
-import { collectResults } from "../lib/report.ts";
+import { ensureDataset } from "../lib/data/generate.ts";
+import { collectResults } from "../lib/results/report.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 const CLUSTER = join(REPO, "tools", "slurm_cluster.sh");

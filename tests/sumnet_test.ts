@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { initBackend } from "../lib/backend.ts";
-import { loadCheckpoint, saveCheckpoint } from "../lib/checkpoint.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { loadCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
 import { IMAGE_SIZE } from "../lib/constants.ts";
-import { loadTestLoader } from "../lib/data.ts";
-import { exists } from "../lib/fsutil.ts";
-import { loadMnist } from "../lib/generate.ts";
-import { NOTHING, NUM_CELLS, StripLoader, synthesizeStrips } from "../lib/mnist.ts";
-import { buildModel, modelInfo } from "../lib/models.ts";
-import { seedEverything } from "../lib/seed.ts";
+import { loadTestLoader } from "../lib/data/loader.ts";
+import { exists } from "../lib/io/fsutil.ts";
+import { loadMnist } from "../lib/data/generate.ts";
+import { NOTHING, NUM_CELLS, StripLoader, synthesizeStrips } from "../lib/data/strips.ts";
+import { buildModel, modelInfo } from "../lib/models/registry.ts";
+import { seedEverything } from "../lib/runtime/seed.ts";
 import {
   bestReading,
   buildSumNet,
@@ -24,8 +24,8 @@ import {
   rollAtGaps,
   SumCombine,
   TestViews,
-} from "../lib/sumnet.ts";
-import { evaluateAccuracy, firstImages, predictBatch } from "../lib/train.ts";
+} from "../lib/models/sumnet/net.ts";
+import { evaluateAccuracy, firstImages, predictBatch } from "../lib/training/train.ts";
 
 await initBackend("wasm", { quiet: true });
 
@@ -402,7 +402,7 @@ Deno.test({
 });
 
 Deno.test("the shipped SumNet reads the digits of composites whose digits are known", async () => {
-  const { probeDigits } = await import("../lib/notebook.ts");
+  const { probeDigits } = await import("../lib/notebook/notebook.ts");
   const { model } = await loadCheckpoint(SHIPPED);
   // One batch of 100: more than `predict`'s default batch of 32, whose splitting once mixed up
   // the test-time views of the read-out.

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ensureDataset } from "../lib/generate.ts";
-import { collectResults, writeReport } from "../lib/report.ts";
+import { ensureDataset } from "../lib/data/generate.ts";
+import { collectResults, writeReport } from "../lib/results/report.ts";
 import {
   mergeSweeps,
   parseShard,
@@ -18,8 +18,8 @@ import {
   selectShard,
   type SweepConfig,
   sweepGrid,
-} from "../lib/sweep.ts";
-import type { EpochRecord } from "../lib/train.ts";
+} from "../lib/sweep/sweep.ts";
+import type { EpochRecord } from "../lib/training/train.ts";
 
 const ROOT = await Deno.makeTempDir({ prefix: "digitsum_sweep_test_" });
 const DATA = join(ROOT, "data");
@@ -347,8 +347,8 @@ Deno.test("cleanup: remove the sweep test folder", async () => {
 });
 
 Deno.test("runConfigFor() keeps a model's own recipe unless the sweep changes the study's values", async () => {
-  const { runConfigFor, SWEEP_DEFAULTS } = await import("../lib/sweep.ts");
-  const { SUMNET_RECIPE } = await import("../lib/sumnet.ts");
+  const { runConfigFor, SWEEP_DEFAULTS } = await import("../lib/sweep/sweep.ts");
+  const { SUMNET_RECIPE } = await import("../lib/models/sumnet/net.ts");
   const study = runConfigFor(SWEEP_DEFAULTS, "cnn-regressor", 10);
   assert.equal(study.epochs, 15);
   assert.equal(study.learningRate, 1e-3);
@@ -362,8 +362,8 @@ Deno.test("runConfigFor() keeps a model's own recipe unless the sweep changes th
 });
 
 Deno.test("ownRecipeLine() names the models that keep their own epochs, and only those", async () => {
-  const { SWEEP_DEFAULTS } = await import("../lib/sweep.ts");
-  const { ownRecipeLine } = await import("../lib/report.ts");
+  const { SWEEP_DEFAULTS } = await import("../lib/sweep/sweep.ts");
+  const { ownRecipeLine } = await import("../lib/results/report.ts");
   const models = [
     { kind: "cnn-regressor", title: "CNN Regressor" },
     { kind: "sumnet", title: "SumNet" },

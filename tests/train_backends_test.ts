@@ -6,7 +6,7 @@
  * `deno task install-native` has run (required in CI, which runs it first).
  */
 import assert from "node:assert/strict";
-import { NAPI_BUILD_VERSION } from "../lib/native_install.ts";
+import { NAPI_BUILD_VERSION } from "../lib/runtime/native_install.ts";
 
 /** Whether WebGPU has an adapter here (asked in a child process: this one never opens a GPU). */
 async function webgpuAvailable(): Promise<boolean> {

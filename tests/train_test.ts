@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { initBackend } from "../lib/backend.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
 import {
   type Batch,
   type BatchSource,
@@ -13,7 +13,7 @@ import {
   roundHalfEven,
   TorchAdam,
   trainModel,
-} from "../lib/train.ts";
+} from "../lib/training/train.ts";
 
 await initBackend("wasm", { quiet: true });
 

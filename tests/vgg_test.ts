@@ -12,7 +12,7 @@ import {
   readSafetensors,
   type SafeTensorInput,
   writeSafetensors,
-} from "../lib/safetensors.ts";
+} from "../lib/io/safetensors.ts";
 import {
   AdaptiveAvgPool2d,
   adaptivePoolBins,
@@ -29,10 +29,10 @@ import {
   vggFeatureSize,
   vggMacs,
   vggWeightsPath,
-} from "../lib/vgg.ts";
+} from "../lib/models/vgg.ts";
 import { installVggWeights, VGG11_MIRROR_SHA256 } from "../cli/weights.ts";
-import { lossFor, trainableVariables } from "../lib/train.ts";
-import { registerWasmTrainingKernels } from "../lib/wasm_kernels.ts";
+import { lossFor, trainableVariables } from "../lib/training/train.ts";
+import { registerWasmTrainingKernels } from "../lib/runtime/wasm_kernels.ts";
 
 const FIXTURE = new URL("./fixtures/vgg/expected.safetensors", import.meta.url).pathname;
 /** The 1x1 adapter weights used by the fixture. */

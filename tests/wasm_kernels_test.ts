@@ -10,7 +10,7 @@ import {
   registerWasmTrainingKernels,
   setWasmKernelTuning,
   wasmKernelPathCounts,
-} from "../lib/wasm_kernels.ts";
+} from "../lib/runtime/wasm_kernels.ts";
 
 /** Allowed max abs difference, relative to max(1, largest expected magnitude). */
 const RELATIVE_TOLERANCE = 1e-4;

@@ -16,8 +16,8 @@ import { join } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import seedrandom from "seedrandom";
 import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH, NUM_DIGITS } from "../lib/constants.ts";
-import { drawingToModelImage, type Stroke } from "../lib/drawing.ts";
-import { exists } from "../lib/fsutil.ts";
+import { drawingToModelImage, type Stroke } from "../lib/data/drawing.ts";
+import { exists } from "../lib/io/fsutil.ts";
 import {
   DEFAULT_GENERATOR_SEED,
   type DigitSource,
@@ -25,10 +25,10 @@ import {
   generateComposites,
   loadMnist,
   TEST_FILES,
-} from "../lib/generate.ts";
-import { readNpy } from "../lib/npy.ts";
-import { decodePng, encodePng } from "../lib/png.ts";
-import { handLayout, placeDigits, traceDigit } from "../lib/trace.ts";
+} from "../lib/data/generate.ts";
+import { readNpy } from "../lib/io/npy.ts";
+import { decodePng, encodePng } from "../lib/io/png.ts";
+import { handLayout, placeDigits, traceDigit } from "../lib/data/trace.ts";
 import { buildSite } from "../web/build.ts";
 import { serveFile, serveSite } from "../web/serve.ts";
 

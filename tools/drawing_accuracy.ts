@@ -13,16 +13,16 @@
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import seedrandom from "seedrandom";
-import { initBackend } from "../lib/backend.ts";
-import { loadCheckpoint } from "../lib/checkpoint.ts";
-import { runMain } from "../lib/cli.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { loadCheckpoint } from "../lib/training/checkpoint.ts";
+import { runMain } from "../lib/cli/args.ts";
 import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH, NUM_DIGITS } from "../lib/constants.ts";
-import { DEFAULT_DRAWING, type DrawingOptions, drawingToModelImage } from "../lib/drawing.ts";
-import { writeFileAtomic } from "../lib/fsutil.ts";
-import { loadMnist } from "../lib/generate.ts";
-import { encodePng } from "../lib/png.ts";
-import { explainBatch } from "../lib/sumnet.ts";
-import { handLayout, placeDigits, traceDigit } from "../lib/trace.ts";
+import { DEFAULT_DRAWING, type DrawingOptions, drawingToModelImage } from "../lib/data/drawing.ts";
+import { writeFileAtomic } from "../lib/io/fsutil.ts";
+import { loadMnist } from "../lib/data/generate.ts";
+import { encodePng } from "../lib/io/png.ts";
+import { explainBatch } from "../lib/models/sumnet/net.ts";
+import { handLayout, placeDigits, traceDigit } from "../lib/data/trace.ts";
 
 /** MNIST's side and pixels. */
 const SIDE = 28;

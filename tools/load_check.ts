@@ -15,12 +15,12 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { parseIntFlag, runMain } from "../lib/cli.ts";
+import { parseIntFlag, runMain } from "../lib/cli/args.ts";
 import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../lib/constants.ts";
-import { ensureDataset, TEST_FILES } from "../lib/generate.ts";
-import { encodeNpy, encodeNpyHeader, readNpy } from "../lib/npy.ts";
-import { encodePng } from "../lib/png.ts";
-import { formatDuration } from "../lib/progress.ts";
+import { ensureDataset, TEST_FILES } from "../lib/data/generate.ts";
+import { encodeNpy, encodeNpyHeader, readNpy } from "../lib/io/npy.ts";
+import { encodePng } from "../lib/io/png.ts";
+import { formatDuration } from "../lib/runtime/progress.ts";
 
 const REPO = new URL("..", import.meta.url).pathname;
 /** How often the child's peak memory is read. */

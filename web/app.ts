@@ -20,10 +20,10 @@ import {
   NUM_CELLS,
   NUM_DIGITS,
 } from "../lib/constants.ts";
-import { drawingToModelImage, type Stroke, type StrokeGroup } from "../lib/drawing.ts";
-import { decodedToModelImage, type ModelImage, pngToModelImage } from "../lib/image_input.ts";
-import { decodePng, pngToGray } from "../lib/png.ts";
-import type { Explanation } from "../lib/sumnet_core.ts";
+import { drawingToModelImage, type Stroke, type StrokeGroup } from "../lib/data/drawing.ts";
+import { decodedToModelImage, type ModelImage, pngToModelImage } from "../lib/data/image_input.ts";
+import { decodePng, pngToGray } from "../lib/io/png.ts";
+import type { Explanation } from "../lib/models/sumnet/core.ts";
 import type { WorkerReply, WorkerRequest } from "./protocol.ts";
 import type { SampleInfo } from "./samples.ts";
 

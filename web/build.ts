@@ -13,7 +13,7 @@
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH, NUM_DIGITS } from "../lib/constants.ts";
-import { ensureDir, exists, replaceDir, writeJsonAtomic } from "../lib/fsutil.ts";
+import { ensureDir, exists, replaceDir, writeJsonAtomic } from "../lib/io/fsutil.ts";
 import {
   DEFAULT_GENERATOR_SEED,
   fileSeed,
@@ -21,8 +21,8 @@ import {
   GENERATOR_VERSION,
   loadMnist,
   TEST_FILES,
-} from "../lib/generate.ts";
-import { encodePng } from "../lib/png.ts";
+} from "../lib/data/generate.ts";
+import { encodePng } from "../lib/io/png.ts";
 import type { SampleInfo } from "./samples.ts";
 
 /** The repository root. */

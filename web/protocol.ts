@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { Explanation } from "../lib/sumnet_core.ts";
+import type { Explanation } from "../lib/models/sumnet/core.ts";
 
 /** Page to reader. */
 export type WorkerRequest =

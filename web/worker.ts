@@ -12,7 +12,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import { IMAGE_SIZE } from "../lib/constants.ts";
-import { explainImage, registerLayers } from "../lib/sumnet_core.ts";
+import { explainImage, registerLayers } from "../lib/models/sumnet/core.ts";
 import type { WorkerReply, WorkerRequest } from "./protocol.ts";
 
 let model: tf.LayersModel | undefined;

@@ -8,9 +8,9 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { basename, dirname, join } from "node:path";
-import { IMAGE_HEIGHT, IMAGE_WIDTH } from "./constants.ts";
-import { ensureDir, exists, killPoint, replaceDir } from "./fsutil.ts";
-import { modelInfo, registerCustomLayers, type Task } from "./models.ts";
+import { IMAGE_HEIGHT, IMAGE_WIDTH } from "../constants.ts";
+import { ensureDir, exists, killPoint, replaceDir } from "../io/fsutil.ts";
+import { modelInfo, registerCustomLayers, type Task } from "../models/registry.ts";
 import { type AdamState, historyProblem, type TorchAdam, trainableVariables } from "./train.ts";
 
 /** Metadata stored beside the weights. */

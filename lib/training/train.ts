@@ -7,7 +7,7 @@
  * and validation accuracy as the mean over batches of each batch's percentage correct.
  */
 import * as tf from "@tensorflow/tfjs";
-import type { Task } from "./models.ts";
+import type { Task } from "../models/registry.ts";
 
 /** One batch from a loader: images and float sums. The consumer disposes both tensors. */
 export interface Batch {

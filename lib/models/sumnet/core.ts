@@ -18,7 +18,7 @@ import {
   NUM_CELL_CLASSES,
   NUM_CELLS,
   NUM_DIGITS,
-} from "./constants.ts";
+} from "../../constants.ts";
 
 /** Name of the layer that outputs the per-cell logits `[b, 1, 21, 11]`. */
 export const CELL_LOGITS_LAYER = "cell_logits";

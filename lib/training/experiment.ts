@@ -9,7 +9,7 @@
  */
 import type * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
-import { type BackendInfo, initBackend } from "./backend.ts";
+import { type BackendInfo, initBackend } from "../runtime/backend.ts";
 import { loadCheckpoint, recoverCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import {
   BATCH_SIZE,
@@ -17,12 +17,12 @@ import {
   EPOCHS,
   LEARNING_RATE,
   TRAIN_FRACTION,
-} from "./constants.ts";
-import { getLoaders, loadTestLoader } from "./data.ts";
-import { exists } from "./fsutil.ts";
-import { buildModel, type ModelInfo, modelInfo } from "./models.ts";
-import { formatDuration, ProgressBar } from "./progress.ts";
-import { isRngState, restoreRngState, type RngState, rngState, seedEverything } from "./seed.ts";
+} from "../constants.ts";
+import { getLoaders, loadTestLoader } from "../data/loader.ts";
+import { exists } from "../io/fsutil.ts";
+import { buildModel, type ModelInfo, modelInfo } from "../models/registry.ts";
+import { formatDuration, ProgressBar } from "../runtime/progress.ts";
+import { isRngState, restoreRngState, type RngState, rngState, seedEverything } from "../runtime/seed.ts";
 import {
   type AccuracyResult,
   type BatchProgress,

@@ -22,12 +22,12 @@ import {
   IMAGE_WIDTH,
   NOTHING,
   NUM_CELLS,
-} from "./constants.ts";
+} from "../constants.ts";
 import { type DigitSource, loadMnist } from "./generate.ts";
-import type { Batch, BatchSource } from "./train.ts";
+import type { Batch, BatchSource } from "../training/train.ts";
 
 // SumNet's cell geometry lives in constants.ts (browser-safe); re-exported here where it is used.
-export { CELL_WIDTH, NOTHING, NUM_CELL_CLASSES, NUM_CELLS } from "./constants.ts";
+export { CELL_WIDTH, NOTHING, NUM_CELL_CLASSES, NUM_CELLS } from "../constants.ts";
 
 /** Side of an MNIST image. */
 const MNIST_SIDE = 28;

@@ -20,10 +20,10 @@ import {
   IMAGE_WIDTH,
   NUM_SUMS,
   TRAIN_FRACTION,
-} from "./constants.ts";
+} from "../constants.ts";
 import { COURSE_IMAGE_FILES, COURSE_LABEL_FILES, ensureDataset, TEST_FILES } from "./generate.ts";
-import { asFloat32, type NdArray, type NpyFile, openNpy, readNpy } from "./npy.ts";
-import type { BatchSource } from "./train.ts";
+import { asFloat32, type NdArray, type NpyFile, openNpy, readNpy } from "../io/npy.ts";
+import type { BatchSource } from "../training/train.ts";
 import { legacyPermutation, MT19937 } from "./numpy_random.ts";
 
 /** The study's default seed for the split. */

@@ -25,7 +25,7 @@
 
 import { createRequire } from "node:module";
 import { basename, dirname, join, resolve } from "node:path";
-import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from "./fsutil.ts";
+import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from "../io/fsutil.ts";
 
 /** The tfjs-node release matching the project's tfjs (pinned in deno.json). */
 export const TFJS_NODE_VERSION = "4.22.0";
@@ -555,7 +555,7 @@ export async function installNative(
   const log = options.log ?? ((line: string) => console.log(line));
   const gpu = options.gpu ?? false;
   const pkg = gpu ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node";
-  const projectDir = options.projectDir ?? new URL("../", import.meta.url).pathname;
+  const projectDir = options.projectDir ?? new URL("../../", import.meta.url).pathname;
   const cacheDir = options.cacheDir ?? digitsumCacheDir();
   const packageDir = nativePackageDir(pkg, projectDir);
 

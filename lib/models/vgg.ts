@@ -12,8 +12,8 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
-import { IMAGE_HEIGHT, IMAGE_WIDTH } from "./constants.ts";
-import { readSafetensors, type SafeTensor } from "./safetensors.ts";
+import { IMAGE_HEIGHT, IMAGE_WIDTH } from "../constants.ts";
+import { readSafetensors, type SafeTensor } from "../io/safetensors.ts";
 
 /** VGG11's `features` layout ("M" = MaxPool 2x2 stride 2), as torchvision's config "A". */
 export const VGG11_CONFIG: readonly (number | "M")[] = [

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "./constants.ts";
+import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../constants.ts";
 
 /** A point in model pixels: x in 0..168, y in 0..40 (y down). */
 export interface Point {

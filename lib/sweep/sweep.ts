@@ -32,7 +32,7 @@ import {
   LEARNING_RATE,
   STUDY_SEEDS,
   TRAIN_FRACTION,
-} from "./constants.ts";
+} from "../constants.ts";
 import {
   configDifference,
   describeValue,
@@ -41,15 +41,15 @@ import {
   type RunResult,
   RunStoppedError,
   studyConfig,
-} from "./experiment.ts";
-import { parseBackendName } from "./backend.ts";
-import { recoverCheckpoint } from "./checkpoint.ts";
-import { ensureDir, exists, isStorageError, removeStaleTemps, writeJsonAtomic } from "./fsutil.ts";
-import { modelInfo, modelKinds } from "./models.ts";
-import { formatDuration, ProgressBar } from "./progress.ts";
-import { type EpochRecord, historyProblem } from "./train.ts";
-import { estimateVggSeconds, VGG_WEIGHTS_COMMAND, vggWeightsPath } from "./vgg.ts";
-import { type DataFingerprint, dataFingerprint, ensureDataset } from "./generate.ts";
+} from "../training/experiment.ts";
+import { parseBackendName } from "../runtime/backend.ts";
+import { recoverCheckpoint } from "../training/checkpoint.ts";
+import { ensureDir, exists, isStorageError, removeStaleTemps, writeJsonAtomic } from "../io/fsutil.ts";
+import { modelInfo, modelKinds } from "../models/registry.ts";
+import { formatDuration, ProgressBar } from "../runtime/progress.ts";
+import { type EpochRecord, historyProblem } from "../training/train.ts";
+import { estimateVggSeconds, VGG_WEIGHTS_COMMAND, vggWeightsPath } from "../models/vgg.ts";
+import { type DataFingerprint, dataFingerprint, ensureDataset } from "../data/generate.ts";
 
 /** What a sweep trains: the grid and the training setup shared by all its runs. */
 export interface SweepConfig {

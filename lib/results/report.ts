@@ -8,7 +8,7 @@
  * @module
  */
 import { join } from "node:path";
-import { COURSE_IMAGE_FILES } from "./generate.ts";
+import { COURSE_IMAGE_FILES } from "../data/generate.ts";
 import {
   barChart,
   confusionMatrix,
@@ -19,8 +19,8 @@ import {
   PALETTE,
   svgToPng,
 } from "./charts.ts";
-import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "./constants.ts";
-import { getLoaders } from "./data.ts";
+import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "../constants.ts";
+import { getLoaders } from "../data/loader.ts";
 import {
   ensureDir,
   exists,
@@ -29,9 +29,9 @@ import {
   writeFileAtomic,
   writeJsonAtomic,
   writeTextAtomic,
-} from "./fsutil.ts";
-import { modelInfo } from "./models.ts";
-import { formatDuration } from "./progress.ts";
+} from "../io/fsutil.ts";
+import { modelInfo } from "../models/registry.ts";
+import { formatDuration } from "../runtime/progress.ts";
 import {
   assertSameData,
   describeData,
@@ -46,9 +46,9 @@ import {
   type StoredAccuracy,
   SWEEP_DEFAULTS,
   type SweepConfig,
-} from "./sweep.ts";
-import type { EpochRecord } from "./train.ts";
-import type { DataFingerprint } from "./generate.ts";
+} from "../sweep/sweep.ts";
+import type { EpochRecord } from "../training/train.ts";
+import type { DataFingerprint } from "../data/generate.ts";
 
 /** The splits of the result tables, in order. */
 export const SPLITS = ["val", "train", "test"] as const;
