@@ -20,14 +20,19 @@ import { parseArgs } from "node:util";
 import os from "node:os";
 import process from "node:process";
 import * as tf from "@tensorflow/tfjs";
-import { type BackendInfo, initBackend, parseBackendName, parseThreads } from "../lib/runtime/backend.ts";
+import {
+  type BackendInfo,
+  initBackend,
+  parseBackendName,
+  parseThreads,
+} from "../lib/runtime/backend.ts";
 import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "../lib/constants.ts";
-import { buildModel, modelInfo } from "../lib/models/registry.ts";
 import { lossFor, TorchAdam, trainableVariables } from "../lib/training/train.ts";
 import { setWasmKernelTuning, type WasmKernelTuning } from "../lib/runtime/wasm_kernels.ts";
 import { exists } from "../lib/io/fsutil.ts";
 import { encodeSafetensors, type SafeTensorInput } from "../lib/io/safetensors.ts";
 import { VGG11_FEATURE_SHAPES, vggWeightsPath } from "../lib/models/vgg.ts";
+import { buildModel, modelInfo } from "../lib/models/mod.ts";
 
 /** Models benchmarked by default. */
 const DEFAULT_MODELS = ["cnn-regressor", "cnn-classifier"];

@@ -20,7 +20,7 @@ import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../lib/consta
 import type { Task } from "../lib/models/registry.ts";
 import { type NpyFile, openNpy } from "../lib/io/npy.ts";
 import { pngToModelImage } from "../lib/data/image_input.ts";
-import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../lib/models/sumnet/net.ts";
+import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../lib/models/sumnet/mod.ts";
 import { predictBatch } from "../lib/training/train.ts";
 import { parseIntFlag, runMain } from "../lib/cli/args.ts";
 

@@ -16,7 +16,6 @@
 import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
 import { ensureDir } from "../lib/io/fsutil.ts";
-import { modelKinds } from "../lib/models/registry.ts";
 import { formatDuration, ProgressBar } from "../lib/runtime/progress.ts";
 import { writeReport } from "../lib/results/report.ts";
 import {
@@ -46,6 +45,7 @@ import {
   parseSeedsFlag,
   runMain,
 } from "../lib/cli/args.ts";
+import { modelKinds } from "../lib/models/mod.ts";
 
 const USAGE = `Usage: deno task sweep [options]
        deno task sweep --merge DIR... --out DIR

@@ -8,7 +8,6 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { BATCH_SIZE, DEFAULT_MODELS_DIR } from "../lib/constants.ts";
 import { runExperiment, studyConfig } from "../lib/training/experiment.ts";
-import { modelInfo, modelKinds } from "../lib/models/registry.ts";
 import { formatDuration } from "../lib/runtime/progress.ts";
 import { parseBackendName } from "../lib/runtime/backend.ts";
 import {
@@ -18,6 +17,7 @@ import {
   parseSeedFlag,
   runMain,
 } from "../lib/cli/args.ts";
+import { modelInfo, modelKinds } from "../lib/models/mod.ts";
 
 const USAGE = `Usage: deno task train --model <kind> [options]
 

@@ -20,4 +20,4 @@ export * from "./training/checkpoint.ts";
 export * from "./training/experiment.ts";
 export * from "./runtime/progress.ts";
 export * from "./data/strips.ts";
-export * from "./models/sumnet/net.ts";
+export * from "./models/sumnet/mod.ts";

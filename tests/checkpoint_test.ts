@@ -3,9 +3,9 @@ import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { initBackend } from "../lib/runtime/backend.ts";
 import { loadCheckpoint, recoverCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
-import { buildModel } from "../lib/models/registry.ts";
 import { seedEverything } from "../lib/runtime/seed.ts";
 import { TorchAdam, trainableVariables } from "../lib/training/train.ts";
+import { buildModel } from "../lib/models/mod.ts";
 
 await initBackend("wasm", { quiet: true });
 

@@ -18,7 +18,7 @@ import {
   type Stroke,
 } from "../lib/data/drawing.ts";
 import { loadMnist } from "../lib/data/generate.ts";
-import { explainBatch } from "../lib/models/sumnet/net.ts";
+import { explainBatch } from "../lib/models/sumnet/mod.ts";
 import { handLayout, placeDigits, thin, traceDigit } from "../lib/data/trace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

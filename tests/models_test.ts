@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/runtime/backend.ts";
-import { buildModel, modelInfo, modelKinds } from "../lib/models/registry.ts";
 import { seedEverything } from "../lib/runtime/seed.ts";
+import { buildModel, modelInfo, modelKinds } from "../lib/models/mod.ts";
 
 await initBackend("wasm", { quiet: true });
 

@@ -8,7 +8,6 @@ import { loadTestLoader } from "../lib/data/loader.ts";
 import { exists } from "../lib/io/fsutil.ts";
 import { loadMnist } from "../lib/data/generate.ts";
 import { NOTHING, NUM_CELLS, StripLoader, synthesizeStrips } from "../lib/data/strips.ts";
-import { buildModel, modelInfo } from "../lib/models/registry.ts";
 import { seedEverything } from "../lib/runtime/seed.ts";
 import {
   bestReading,
@@ -24,8 +23,10 @@ import {
   rollAtGaps,
   SumCombine,
   TestViews,
-} from "../lib/models/sumnet/net.ts";
-import { evaluateAccuracy, firstImages, predictBatch } from "../lib/training/train.ts";
+} from "../lib/models/sumnet/mod.ts";
+import { evaluateAccuracy, predictBatch } from "../lib/training/train.ts";
+import { firstImages } from "../lib/data/batch.ts";
+import { buildModel, modelInfo } from "../lib/models/mod.ts";
 
 await initBackend("wasm", { quiet: true });
 

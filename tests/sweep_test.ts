@@ -348,7 +348,7 @@ Deno.test("cleanup: remove the sweep test folder", async () => {
 
 Deno.test("runConfigFor() keeps a model's own recipe unless the sweep changes the study's values", async () => {
   const { runConfigFor, SWEEP_DEFAULTS } = await import("../lib/sweep/sweep.ts");
-  const { SUMNET_RECIPE } = await import("../lib/models/sumnet/net.ts");
+  const { SUMNET_RECIPE } = await import("../lib/models/sumnet/mod.ts");
   const study = runConfigFor(SWEEP_DEFAULTS, "cnn-regressor", 10);
   assert.equal(study.epochs, 15);
   assert.equal(study.learningRate, 1e-3);

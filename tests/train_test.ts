@@ -2,8 +2,6 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/runtime/backend.ts";
 import {
-  type Batch,
-  type BatchSource,
   countCorrect,
   evaluateAccuracy,
   formatEpochLine,
@@ -14,6 +12,7 @@ import {
   TorchAdam,
   trainModel,
 } from "../lib/training/train.ts";
+import { type Batch, type BatchSource } from "../lib/data/batch.ts";
 
 await initBackend("wasm", { quiet: true });
 

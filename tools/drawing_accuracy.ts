@@ -21,7 +21,7 @@ import { DEFAULT_DRAWING, type DrawingOptions, drawingToModelImage } from "../li
 import { writeFileAtomic } from "../lib/io/fsutil.ts";
 import { loadMnist } from "../lib/data/generate.ts";
 import { encodePng } from "../lib/io/png.ts";
-import { explainBatch } from "../lib/models/sumnet/net.ts";
+import { explainBatch } from "../lib/models/sumnet/mod.ts";
 import { handLayout, placeDigits, traceDigit } from "../lib/data/trace.ts";
 
 /** MNIST's side and pixels. */

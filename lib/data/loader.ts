@@ -23,8 +23,8 @@ import {
 } from "../constants.ts";
 import { COURSE_IMAGE_FILES, COURSE_LABEL_FILES, ensureDataset, TEST_FILES } from "./generate.ts";
 import { asFloat32, type NdArray, type NpyFile, openNpy, readNpy } from "../io/npy.ts";
-import type { BatchSource } from "../training/train.ts";
 import { legacyPermutation, MT19937 } from "./numpy_random.ts";
+import { type BatchSource } from "./batch.ts";
 
 /** The study's default seed for the split. */
 export const DEFAULT_SPLIT_SEED = 42;

@@ -24,7 +24,7 @@ import {
   NUM_CELLS,
 } from "../constants.ts";
 import { type DigitSource, loadMnist } from "./generate.ts";
-import type { Batch, BatchSource } from "../training/train.ts";
+import { type Batch, type BatchSource } from "./batch.ts";
 
 // SumNet's cell geometry lives in constants.ts (browser-safe); re-exported here where it is used.
 export { CELL_WIDTH, NOTHING, NUM_CELL_CLASSES, NUM_CELLS } from "../constants.ts";

@@ -12,6 +12,8 @@
  */
 
 import * as tf from "@tensorflow/tfjs";
+import { ModelUnavailableError } from "./registry.ts";
+import { torchInit } from "./torch_init.ts";
 import { IMAGE_HEIGHT, IMAGE_WIDTH } from "../constants.ts";
 import { readSafetensors, type SafeTensor } from "../io/safetensors.ts";
 
@@ -204,7 +206,7 @@ export async function loadVgg11Features(path: string): Promise<Map<string, SafeT
     tensors = await readSafetensors(path, { include: (key) => key.startsWith("features.") });
   } catch (error) {
     if ((error as Error).cause instanceof Deno.errors.NotFound) {
-      throw new Error(missingWeightsMessage(path), { cause: error });
+      throw new ModelUnavailableError(missingWeightsMessage(path), { cause: error });
     }
     throw error;
   }
@@ -334,11 +336,6 @@ export function registerVggLayers(): void {
   layersRegistered = true;
 }
 
-/** Alias of {@link registerVggLayers} under the name `lib/models.ts` looks for. */
-export function registerLayers(): void {
-  registerVggLayers();
-}
-
 registerVggLayers();
 
 /** Spatial size after VGG11's five 2x2 pools: `[floor(h / 32), floor(w / 32)]` (40x168 -> 1x5). */
@@ -348,12 +345,6 @@ export function vggFeatureSize(height: number, width: number): [number, number] 
     if (item === "M") [h, w] = [Math.floor(h / 2), Math.floor(w / 2)];
   }
   return [h, w];
-}
-
-/** PyTorch's default init: uniform in (-1/sqrt(fan_in), 1/sqrt(fan_in)). */
-function torchUniform(fanIn: number): ReturnType<typeof tf.initializers.randomUniform> {
-  const bound = 1 / Math.sqrt(fanIn);
-  return tf.initializers.randomUniform({ minval: -bound, maxval: bound });
 }
 
 /** Options for {@link buildVggRegressor}. */
@@ -400,7 +391,7 @@ export async function buildVggRegressor(
     filters: 3,
     kernelSize: 1,
     useBias: false,
-    kernelInitializer: torchUniform(1),
+    kernelInitializer: torchInit(1),
   }).apply(input) as tf.SymbolicTensor; // [b, h, w, 3]
   const convLayers: Array<{ layer: tf.layers.Layer; spec: VggConvSpec }> = [];
   for (const step of featureSteps()) {
@@ -436,8 +427,8 @@ export async function buildVggRegressor(
       name: `head_fc${i + 1}`,
       units,
       activation: "relu",
-      kernelInitializer: torchUniform(fanIn),
-      biasInitializer: torchUniform(fanIn),
+      kernelInitializer: torchInit(fanIn),
+      biasInitializer: torchInit(fanIn),
     }).apply(x) as tf.SymbolicTensor;
     x = tf.layers.dropout({ name: `head_dropout${i + 1}`, rate: VGG_DROPOUT })
       .apply(x) as tf.SymbolicTensor;
@@ -446,8 +437,8 @@ export async function buildVggRegressor(
   const output = tf.layers.dense({
     name: "head_out",
     units: 1,
-    kernelInitializer: torchUniform(fanIn),
-    biasInitializer: torchUniform(fanIn),
+    kernelInitializer: torchInit(fanIn),
+    biasInitializer: torchInit(fanIn),
   }).apply(x) as tf.SymbolicTensor; // [b, 1]
   const model = tf.model({ inputs: input, outputs: output, name: "vgg_regressor" });
 

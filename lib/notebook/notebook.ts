@@ -62,13 +62,10 @@ import {
   type SplitAccuracy,
   studyConfig,
 } from "../training/experiment.ts";
-import { modelInfo } from "../models/registry.ts";
 import { encodePng } from "../io/png.ts";
-import { jupyter, ProgressBar } from "../runtime/progress.ts";
+import { type BatchProgress, jupyter, ProgressBar } from "../runtime/progress.ts";
 import { restoreRngState, type RngState, rngState } from "../runtime/seed.ts";
 import {
-  type BatchProgress,
-  type BatchSource,
   type EpochRecord,
   evaluateAccuracy,
   formatOverallLine,
@@ -77,8 +74,10 @@ import {
   type UnfinishedEpoch,
 } from "../training/train.ts";
 import { vggWeightsPath } from "../models/vgg.ts";
-import { explainBatch, type Explanation } from "../models/sumnet/net.ts";
+import { explainBatch, type Explanation } from "../models/sumnet/mod.ts";
 import { generateComposites, loadMnist } from "../data/generate.ts";
+import { type BatchSource } from "../data/batch.ts";
+import { modelInfo } from "../models/mod.ts";
 
 /** Environment variable that switches every notebook to quick mode (`1`) or full mode (`0`). */
 export const QUICK_ENV = "DIGITSUM_QUICK";

@@ -30,7 +30,6 @@ import {
   writeJsonAtomic,
   writeTextAtomic,
 } from "../io/fsutil.ts";
-import { modelInfo } from "../models/registry.ts";
 import { formatDuration } from "../runtime/progress.ts";
 import {
   assertSameData,
@@ -49,6 +48,7 @@ import {
 } from "../sweep/sweep.ts";
 import type { EpochRecord } from "../training/train.ts";
 import type { DataFingerprint } from "../data/generate.ts";
+import { modelInfo } from "../models/mod.ts";
 
 /** The splits of the result tables, in order. */
 export const SPLITS = ["val", "train", "test"] as const;

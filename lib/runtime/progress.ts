@@ -122,3 +122,14 @@ export class ProgressBar {
     }
   }
 }
+
+/** Progress of one training batch, for callbacks. */
+export interface BatchProgress {
+  epoch: number;
+  epochs: number;
+  batch: number;
+  numBatches: number;
+  loss: number;
+  /** Seconds since the epoch started. */
+  elapsed: number;
+}

@@ -44,12 +44,18 @@ import {
 } from "../training/experiment.ts";
 import { parseBackendName } from "../runtime/backend.ts";
 import { recoverCheckpoint } from "../training/checkpoint.ts";
-import { ensureDir, exists, isStorageError, removeStaleTemps, writeJsonAtomic } from "../io/fsutil.ts";
-import { modelInfo, modelKinds } from "../models/registry.ts";
+import {
+  ensureDir,
+  exists,
+  isStorageError,
+  removeStaleTemps,
+  writeJsonAtomic,
+} from "../io/fsutil.ts";
 import { formatDuration, ProgressBar } from "../runtime/progress.ts";
 import { type EpochRecord, historyProblem } from "../training/train.ts";
 import { estimateVggSeconds, VGG_WEIGHTS_COMMAND, vggWeightsPath } from "../models/vgg.ts";
 import { type DataFingerprint, dataFingerprint, ensureDataset } from "../data/generate.ts";
+import { modelInfo, modelKinds } from "../models/mod.ts";
 
 /** What a sweep trains: the grid and the training setup shared by all its runs. */
 export interface SweepConfig {

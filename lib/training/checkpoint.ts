@@ -10,8 +10,9 @@ import * as tf from "@tensorflow/tfjs";
 import { basename, dirname, join } from "node:path";
 import { IMAGE_HEIGHT, IMAGE_WIDTH } from "../constants.ts";
 import { ensureDir, exists, killPoint, replaceDir } from "../io/fsutil.ts";
-import { modelInfo, registerCustomLayers, type Task } from "../models/registry.ts";
+import { type Task } from "../models/registry.ts";
 import { type AdamState, historyProblem, type TorchAdam, trainableVariables } from "./train.ts";
+import { modelInfo, registerCustomLayers } from "../models/mod.ts";
 
 /** Metadata stored beside the weights. */
 export interface CheckpointMeta {
@@ -495,7 +496,7 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
     parts.push(await readSized(dir, path, sizes[i], "its size a moment ago"));
   }
   const weights = concatBuffers(parts.map((p) => p.slice().buffer as ArrayBuffer));
-  await registerCustomLayers();
+  registerCustomLayers();
   let model: tf.LayersModel;
   try {
     model = await withWeightBudget(values, () =>

@@ -20,20 +20,26 @@ import {
 } from "../constants.ts";
 import { getLoaders, loadTestLoader } from "../data/loader.ts";
 import { exists } from "../io/fsutil.ts";
-import { buildModel, type ModelInfo, modelInfo } from "../models/registry.ts";
-import { formatDuration, ProgressBar } from "../runtime/progress.ts";
-import { isRngState, restoreRngState, type RngState, rngState, seedEverything } from "../runtime/seed.ts";
+import { type ModelInfo } from "../models/registry.ts";
+import { type BatchProgress, formatDuration, ProgressBar } from "../runtime/progress.ts";
+import {
+  isRngState,
+  restoreRngState,
+  type RngState,
+  rngState,
+  seedEverything,
+} from "../runtime/seed.ts";
 import {
   type AccuracyResult,
-  type BatchProgress,
   type EpochRecord,
   evaluateAccuracy,
-  firstImages,
   formatOverallLine,
   TorchAdam,
   trainableVariables,
   trainModel,
 } from "./train.ts";
+import { firstImages } from "../data/batch.ts";
+import { buildModel, modelInfo } from "../models/mod.ts";
 
 /** Everything that defines a run; two runs with equal configs give equal results. */
 export interface RunConfig {
@@ -191,7 +197,7 @@ export async function runExperiment(
   if (info.estimateSeconds) {
     const evalImages = train.size + val.size +
       (options.test === false ? 0 : options.testLimit ?? 10_000);
-    const seconds = await info.estimateSeconds({
+    const seconds = info.estimateSeconds({
       trainImages: config.epochs * train.size,
       evalImages: config.epochs * val.size + evalImages,
       backend: backend.name,

@@ -7,47 +7,9 @@
  * and validation accuracy as the mean over batches of each batch's percentage correct.
  */
 import * as tf from "@tensorflow/tfjs";
+import type { BatchSource } from "../data/batch.ts";
 import type { Task } from "../models/registry.ts";
-
-/** One batch from a loader: images and float sums. The consumer disposes both tensors. */
-export interface Batch {
-  /** [b, 40, 168, 1] float32 in [0, 1]. */
-  x: tf.Tensor4D;
-  /** [b] float32 sums. */
-  y: tf.Tensor1D;
-  /** Index of the batch within the epoch. */
-  index: number;
-}
-
-/** What the train loop needs from a data loader (`Loader` in `data.ts` is one). */
-export interface BatchSource {
-  readonly name: string;
-  readonly size: number;
-  readonly numBatches: number;
-  batches(options?: { epoch?: number }): Iterable<Batch>;
-}
-
-/** The batches of `loader` that hold its first `count` images (whole batches). */
-export function firstImages(loader: BatchSource, count: number): BatchSource {
-  if (count >= loader.size) return loader;
-  const perBatch = Math.ceil(loader.size / loader.numBatches);
-  const numBatches = Math.max(1, Math.ceil(count / perBatch));
-  return {
-    name: `${loader.name} (first ${numBatches * perBatch})`,
-    size: Math.min(loader.size, numBatches * perBatch),
-    numBatches,
-    *batches(options) {
-      let i = 0;
-      for (const batch of loader.batches(options)) {
-        if (i++ === numBatches) {
-          tf.dispose([batch.x, batch.y]);
-          return;
-        }
-        yield batch;
-      }
-    },
-  };
-}
+import type { BatchProgress } from "../runtime/progress.ts";
 
 /** One epoch of training history. */
 export interface EpochRecord {
@@ -83,17 +45,6 @@ export function historyProblem(value: unknown): string | undefined {
     }
   }
   return undefined;
-}
-
-/** Progress of one training batch, for callbacks. */
-export interface BatchProgress {
-  epoch: number;
-  epochs: number;
-  batch: number;
-  numBatches: number;
-  loss: number;
-  /** Seconds since the epoch started. */
-  elapsed: number;
 }
 
 /** Hyper-parameters of {@link TorchAdam}. */
