@@ -11,15 +11,9 @@ import { relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { runMain } from "../lib/cli/args.ts";
 import { writeTextAtomic } from "../lib/io/fsutil.ts";
-import {
-  buildTable,
-  collectResults,
-  readmeResultsMarkdown,
-  readRecordsIn,
-  replaceReadmeBlock,
-  SPLITS,
-} from "../lib/results/report.ts";
-import { assertSameData, describeData } from "../lib/sweep/sweep.ts";
+import { buildTable, collectResults, SPLITS } from "../lib/results/report.ts";
+import { assertSameData, describeData, readRecordsIn } from "../lib/results/record.ts";
+import { readmeResultsMarkdown, replaceReadmeBlock } from "../lib/results/readme.ts";
 
 /** Where the study's records are committed. */
 export const STUDY_DIR = "results/study";

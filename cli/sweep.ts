@@ -19,25 +19,6 @@ import { ensureDir } from "../lib/io/fsutil.ts";
 import { formatDuration, ProgressBar } from "../lib/runtime/progress.ts";
 import { writeReport } from "../lib/results/report.ts";
 import {
-  formatConfig,
-  formatRunLine,
-  mergeSweeps,
-  parseShard,
-  prepareOutDir,
-  PRESETS,
-  readJsonFile,
-  readRunRecord,
-  resolveConfig,
-  RUN_FILES,
-  runSweep,
-  selectShard,
-  type Shard,
-  storageStopped,
-  SWEEP_DEFAULTS,
-  type SweepConfig,
-  sweepGrid,
-} from "../lib/sweep/sweep.ts";
-import {
   parseIntFlag,
   parseLimitFlag,
   parseListFlag,
@@ -46,6 +27,21 @@ import {
   runMain,
 } from "../lib/cli/args.ts";
 import { modelKinds } from "../lib/models/mod.ts";
+import { readJsonFile } from "../lib/io/json.ts";
+import { formatRunLine, readRunRecord, RUN_FILES } from "../lib/results/record.ts";
+import { mergeSweeps } from "../lib/sweep/merge.ts";
+import {
+  formatConfig,
+  parseShard,
+  PRESETS,
+  resolveConfig,
+  selectShard,
+  type Shard,
+  SWEEP_DEFAULTS,
+  type SweepConfig,
+  sweepGrid,
+} from "../lib/sweep/config.ts";
+import { prepareOutDir, runSweep, storageStopped } from "../lib/sweep/run.ts";
 
 const USAGE = `Usage: deno task sweep [options]
        deno task sweep --merge DIR... --out DIR

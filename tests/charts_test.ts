@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import {
   barChart,
   confusionMatrix,
-  dataUri,
   findFont,
   FontNotFoundError,
   heatmap,
@@ -12,6 +11,7 @@ import {
   svgToPng,
 } from "../lib/results/charts.ts";
 import { decodePng } from "../lib/io/png.ts";
+import { dataUri } from "../lib/io/text.ts";
 
 /** Text of every <text> element (ECharts writes labels as text nodes). */
 function texts(svg: string): string[] {

@@ -16,9 +16,9 @@ import { initBackend } from "../lib/runtime/backend.ts";
 import { loadCheckpoint } from "../lib/training/checkpoint.ts";
 import { ensureDataset } from "../lib/data/generate.ts";
 import { collectResults } from "../lib/results/report.ts";
-import { readRunRecord, type RunRecord } from "../lib/sweep/sweep.ts";
 import type { EpochRecord } from "../lib/training/train.ts";
 import { FuzzRandom } from "./fuzz_support.ts";
+import { readRunRecord, type RunRecord } from "../lib/results/record.ts";
 
 const ROOT = await Deno.makeTempDir({ prefix: "digitsum_faults_test_" });
 const DATA = join(ROOT, "data");

@@ -21,7 +21,6 @@ import { encodeNpy } from "../lib/io/npy.ts";
 import { encodePng } from "../lib/io/png.ts";
 import { encodeSafetensors } from "../lib/io/safetensors.ts";
 import { seedEverything } from "../lib/runtime/seed.ts";
-import { resolveConfig, runSweep } from "../lib/sweep/sweep.ts";
 import { TorchAdam, trainableVariables } from "../lib/training/train.ts";
 import {
   caseCount,
@@ -35,6 +34,8 @@ import {
   runFuzz,
   truncationLengths,
 } from "./fuzz_support.ts";
+import { resolveConfig } from "../lib/sweep/config.ts";
+import { runSweep } from "../lib/sweep/run.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const FIXTURES = join(ROOT, "tests", "fixtures");

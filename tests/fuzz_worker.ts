@@ -19,9 +19,11 @@ import { asFloat32, openNpy, parseNpy, readNpy } from "../lib/io/npy.ts";
 import { decodePng, pngToGray } from "../lib/io/png.ts";
 import { collectResults, resultsMarkdown } from "../lib/results/report.ts";
 import { parseSafetensors, readSafetensors } from "../lib/io/safetensors.ts";
-import { mergeSweeps, planSweep, type SweepConfig } from "../lib/sweep/sweep.ts";
 import { TorchAdam, trainableVariables } from "../lib/training/train.ts";
 import type { FuzzCase, FuzzOutcome } from "./fuzz_support.ts";
+import { mergeSweeps } from "../lib/sweep/merge.ts";
+import { type SweepConfig } from "../lib/sweep/config.ts";
+import { planSweep } from "../lib/sweep/run.ts";
 
 /** A reader: gets the case folder and the mutated file's path, returns a short summary. */
 type Reader = (dir: string, path: string, fuzzCase: FuzzCase) => Promise<string>;

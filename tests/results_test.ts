@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { PYTORCH_DIR, STUDY_DIR, studyBlock } from "../cli/results.ts";
-import { README_MARKERS, replaceReadmeBlock } from "../lib/results/report.ts";
+import { README_MARKERS, replaceReadmeBlock } from "../lib/results/readme.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 

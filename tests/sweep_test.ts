@@ -7,19 +7,18 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ensureDataset } from "../lib/data/generate.ts";
 import { collectResults, writeReport } from "../lib/results/report.ts";
+import type { EpochRecord } from "../lib/training/train.ts";
+import { readRunRecord, type RunRecord } from "../lib/results/record.ts";
+import { mergeSweeps } from "../lib/sweep/merge.ts";
 import {
-  mergeSweeps,
   parseShard,
   PRESETS,
-  readRunRecord,
   resolveConfig,
-  type RunRecord,
-  runSweep,
   selectShard,
   type SweepConfig,
   sweepGrid,
-} from "../lib/sweep/sweep.ts";
-import type { EpochRecord } from "../lib/training/train.ts";
+} from "../lib/sweep/config.ts";
+import { runSweep } from "../lib/sweep/run.ts";
 
 const ROOT = await Deno.makeTempDir({ prefix: "digitsum_sweep_test_" });
 const DATA = join(ROOT, "data");
@@ -347,7 +346,7 @@ Deno.test("cleanup: remove the sweep test folder", async () => {
 });
 
 Deno.test("runConfigFor() keeps a model's own recipe unless the sweep changes the study's values", async () => {
-  const { runConfigFor, SWEEP_DEFAULTS } = await import("../lib/sweep/sweep.ts");
+  const { runConfigFor, SWEEP_DEFAULTS } = await import("../lib/sweep/config.ts");
   const { SUMNET_RECIPE } = await import("../lib/models/sumnet/mod.ts");
   const study = runConfigFor(SWEEP_DEFAULTS, "cnn-regressor", 10);
   assert.equal(study.epochs, 15);
@@ -362,7 +361,7 @@ Deno.test("runConfigFor() keeps a model's own recipe unless the sweep changes th
 });
 
 Deno.test("ownRecipeLine() names the models that keep their own epochs, and only those", async () => {
-  const { SWEEP_DEFAULTS } = await import("../lib/sweep/sweep.ts");
+  const { SWEEP_DEFAULTS } = await import("../lib/sweep/config.ts");
   const { ownRecipeLine } = await import("../lib/results/report.ts");
   const models = [
     { kind: "cnn-regressor", title: "CNN Regressor" },

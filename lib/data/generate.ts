@@ -27,6 +27,7 @@ import {
 import { ensureDir, exists, writeFileAtomic, writeJsonAtomic } from "../io/fsutil.ts";
 import { readIdx } from "../io/idx.ts";
 import { encodeNpy } from "../io/npy.ts";
+import { isObject, readJsonFile } from "../io/json.ts";
 
 /** Identifies the generator (and its layout rules) in MANIFEST.json. */
 export const GENERATOR_VERSION = "digitsum-mnist-composites/1";
@@ -526,20 +527,11 @@ async function sha256Hex(bytes: Uint8Array): Promise<string> {
 
 /** Reads a manifest, or undefined when absent; a malformed one is an error naming it. */
 export async function readManifest(path: string): Promise<Manifest | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw new Error(`Cannot read ${path}: ${(error as Error).message}`);
+  const manifest = await readJsonFile<Manifest>(path);
+  if (manifest !== undefined && !(isObject(manifest) && isObject(manifest.files))) {
+    throw new Error(`Cannot read ${path}: not a digitsum manifest (no files)`);
   }
-  try {
-    const manifest = JSON.parse(text) as Manifest;
-    if (typeof manifest.files !== "object" || manifest.files === null) throw new Error("no files");
-    return manifest;
-  } catch (error) {
-    throw new Error(`Cannot read ${path}: not a digitsum manifest (${(error as Error).message})`);
-  }
+  return manifest;
 }
 
 /**

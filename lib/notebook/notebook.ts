@@ -38,7 +38,6 @@ import {
   type BarSeries,
   type ChartOptions,
   confusionMatrix,
-  dataUri,
   DEFAULT_HEIGHT,
   FONT_FAMILY,
   FontNotFoundError,
@@ -78,6 +77,7 @@ import { explainBatch, type Explanation } from "../models/sumnet/mod.ts";
 import { generateComposites, loadMnist } from "../data/generate.ts";
 import { type BatchSource } from "../data/batch.ts";
 import { modelInfo } from "../models/mod.ts";
+import { base64, dataUri, escapeHtml } from "../io/text.ts";
 
 /** Environment variable that switches every notebook to quick mode (`1`) or full mode (`0`). */
 export const QUICK_ENV = "DIGITSUM_QUICK";
@@ -410,14 +410,6 @@ export async function showSvg(svg: string, options: ShowSvgOptions = {}): Promis
 
 let fontWarned = false;
 
-function base64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
-}
-
 /** Show PNG bytes as an image. */
 export async function showPng(png: Uint8Array, alt = "image"): Promise<void> {
   const signature = [0x89, 0x50, 0x4e, 0x47];
@@ -482,10 +474,6 @@ export function markdownTable(
     ...texts.map(line),
   ];
   return (options.caption ? `**${options.caption}**\n\n` : "") + lines.join("\n");
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
 /** An HTML table (numbers right-aligned). */
@@ -1823,11 +1811,6 @@ export interface ReadoutItem {
   digits: readonly { digit: number; centre: number; probability: number }[];
 }
 
-function escapeXml(text: string): string {
-  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;");
-}
-
 /**
  * A figure of per-digit read-outs: each image with every digit a model read written under the
  * place it found it (with its probability), and the predicted against the true sum, green when
@@ -1854,7 +1837,7 @@ export async function readoutFigure(
   const wrong = PALETTE[3];
   const text = (x: number, y: number, size: number, fill: string, body: string, extra = "") =>
     `<text x="${x}" y="${y}" font-family="${FONT_FAMILY}" font-size="${size}" fill="${fill}" ` +
-    `text-anchor="middle"${extra}>${escapeXml(body)}</text>`;
+    `text-anchor="middle"${extra}>${escapeHtml(body)}</text>`;
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" ` +
     `width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
@@ -1863,7 +1846,7 @@ export async function readoutFigure(
   if (options.title) {
     parts.push(
       `<text x="${gap}" y="24" font-family="${FONT_FAMILY}" font-size="15" font-weight="bold" ` +
-        `fill="#222">${escapeXml(options.title)}</text>`,
+        `fill="#222">${escapeHtml(options.title)}</text>`,
     );
   }
   for (let i = 0; i < items.length; i++) {

@@ -21,6 +21,7 @@
 import * as echarts from "echarts";
 import { initWasm, Resvg } from "@resvg/resvg-wasm";
 import { encodePng } from "../io/png.ts";
+import { dataUri, escapeHtml } from "../io/text.ts";
 
 /** Default chart width in pixels. */
 export const DEFAULT_WIDTH = 720;
@@ -614,30 +615,6 @@ export function confusionMatrix(
   return matrix;
 }
 
-function escapeXml(text: string): string {
-  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;");
-}
-
-/** Base64 of bytes (chunked, so large images do not overflow the argument list). */
-function base64(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
-}
-
-/**
- * A `data:` URI for bytes, for inlining images in HTML or SVG.
- *
- * @param bytes The file's bytes.
- * @param mime Its media type (default `image/png`).
- */
-export function dataUri(bytes: Uint8Array, mime = "image/png"): string {
-  return `data:${mime};base64,${base64(bytes)}`;
-}
-
 /**
  * A grid of grayscale images with captions (e.g. validation images with true and predicted sums),
  * as SVG with the images embedded as PNG `data:` URIs.
@@ -669,7 +646,7 @@ export async function imageGrid(
   if (options.title) {
     parts.push(
       `<text x="${gap}" y="24" font-family="${FONT_FAMILY}" font-size="15" ` +
-        `font-weight="bold" fill="#222">${escapeXml(options.title)}</text>`,
+        `font-weight="bold" fill="#222">${escapeHtml(options.title)}</text>`,
     );
   }
   for (let i = 0; i < images.length; i++) {
@@ -688,7 +665,7 @@ export async function imageGrid(
       parts.push(
         `<text x="${x + w / 2}" y="${y + h + 15}" text-anchor="middle" ` +
           `font-family="${FONT_FAMILY}" font-size="12" fill="${im.captionColor ?? "#222"}">` +
-          `${escapeXml(im.caption)}</text>`,
+          `${escapeHtml(im.caption)}</text>`,
       );
     }
   }

@@ -31,35 +31,39 @@ import {
   writeTextAtomic,
 } from "../io/fsutil.ts";
 import { formatDuration } from "../runtime/progress.ts";
+import type { EpochRecord } from "../training/train.ts";
+import type { DataFingerprint } from "../data/generate.ts";
+import { modelInfo } from "../models/mod.ts";
+import { escapeHtml } from "../io/text.ts";
+import { formatPercent, formatStats, meanRate, meanStd, plural, type Stats } from "./stats.ts";
 import {
   assertSameData,
   describeData,
   readRunHistory,
   readRunRecord,
-  readSweepConfig,
   readValPredictions,
   RUN_FILES,
+  type RunRecord,
+} from "./record.ts";
+import {
+  readSweepConfig,
   runConfigFor,
   runDir,
-  type RunRecord,
-  type StoredAccuracy,
   SWEEP_DEFAULTS,
   type SweepConfig,
-} from "../sweep/sweep.ts";
-import type { EpochRecord } from "../training/train.ts";
-import type { DataFingerprint } from "../data/generate.ts";
-import { modelInfo } from "../models/mod.ts";
-
-/** The splits of the result tables, in order. */
+} from "../sweep/config.ts"; /** The splits of the result tables, in order. */
 export const SPLITS = ["val", "train", "test"] as const;
+
 /** One split of the tables. */
 export type Split = typeof SPLITS[number];
+
 /** Table titles per split (the study's two, plus the held-out test set). */
 export const SPLIT_TITLES: Readonly<Record<Split, string>> = {
   val: "Validation Accuracy",
   train: "Training Accuracy",
   test: "Held-out Test Accuracy",
 };
+
 /** Sample validation images shown for the best run. */
 const SAMPLE_IMAGES = 12;
 
@@ -78,35 +82,25 @@ export const STUDY_RESULTS: Readonly<
 /** State of one cell of the grid. */
 export type CellStatus = "done" | "skipped" | "failed" | "running" | "pending";
 
-/** One run as reported. */
-export interface RunRow {
-  key: string;
-  model: string;
-  title: string;
-  seed: number;
-  status: CellStatus;
-  /** Why skipped or failed. */
-  reason?: string;
-  /** Overall accuracy (percent, with counts) per split, when done. */
-  accuracy?: { train: StoredAccuracy; val: StoredAccuracy; test?: StoredAccuracy };
-  /** Per-epoch history (also for unfinished runs, as far as they got). */
-  history: EpochRecord[];
-  epochs: number;
-  params?: number;
-  seconds?: number;
-  backend?: string;
-  versions?: Record<string, string>;
-  /** The run directory, relative to the sweep directory. */
-  dir: string;
-}
-
-/** Mean and sample standard deviation (n - 1) of the finished runs of one model. */
-export interface Stats {
-  mean: number | null;
-  /** Sample standard deviation (n - 1); `null` with fewer than two values. */
-  std: number | null;
-  n: number;
-}
+/**
+ * One cell of the grid as reported: the fields of its {@link RunRecord} the tables use, plus the
+ * state of a run that has not ended (`running`, `pending`), its epochs so far and its folder.
+ */
+export type RunRow =
+  & Pick<
+    RunRecord,
+    "key" | "model" | "title" | "seed" | "reason" | "accuracy" | "params" | "seconds" | "versions"
+  >
+  & {
+    status: CellStatus;
+    /** Per-epoch history (also for unfinished runs, as far as they got). */
+    history: EpochRecord[];
+    epochs: number;
+    /** Name of the backend that trained it. */
+    backend?: string;
+    /** The run directory, relative to the sweep directory. */
+    dir: string;
+  };
 
 /** One results table: a row per seed, a column per model. */
 export interface ResultTable {
@@ -131,28 +125,6 @@ export interface SweepResults {
   best?: string;
   /** The data the finished runs were trained on (all the same, or collecting fails). */
   data?: DataFingerprint;
-}
-
-/** Mean and sample standard deviation. */
-export function meanStd(values: readonly number[]): Stats {
-  const n = values.length;
-  if (n === 0) return { mean: null, std: null, n };
-  const mean = values.reduce((a, b) => a + b, 0) / n;
-  if (n < 2) return { mean, std: null, n };
-  const variance = values.reduce((a, v) => a + (v - mean) ** 2, 0) / (n - 1);
-  return { mean, std: Math.sqrt(variance), n };
-}
-
-/** `11.42%`, as the study's tables print accuracies. */
-export function formatPercent(value: number): string {
-  return `${value.toFixed(2)}%`;
-}
-
-/** `10.99 ± 0.39%` (or `11.42% (n=1)` with one value, `—` with none). */
-export function formatStats(stats: Stats): string {
-  if (stats.mean === null) return "—";
-  if (stats.std === null) return `${formatPercent(stats.mean)} (n=1)`;
-  return `${stats.mean.toFixed(2)} ± ${stats.std.toFixed(2)}%`;
 }
 
 function cellText(row: RunRow | undefined, split: Split): { value: number | null; text: string } {
@@ -276,7 +248,7 @@ export function tableMarkdown(table: ResultTable): string {
 }
 
 /** Notes for skipped, failed and unfinished runs (one line per reason). */
-function statusNotes(results: SweepResults): string[] {
+export function statusNotes(results: SweepResults): string[] {
   const groups = new Map<string, string[]>();
   for (const run of results.runs) {
     if (run.status === "done") continue;
@@ -372,11 +344,6 @@ export function resultsMarkdown(results: SweepResults): string {
   return lines.join("\n") + "\n";
 }
 
-/** `1 epoch`, `15 epochs`. */
-function plural(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
-}
-
 /** Why a model has no training curves. */
 function noCurvesReason(results: SweepResults, model: string): string {
   const runs = results.runs.filter((r) => r.model === model);
@@ -385,12 +352,6 @@ function noCurvesReason(results: SweepResults, model: string): string {
     return `${skipped.status}: ${skipped.reason ?? "no reason recorded"}`;
   }
   return "no epoch finished yet.";
-}
-
-function meanRate(history: readonly EpochRecord[]): number {
-  return history.length
-    ? history.reduce((n, r) => n + r.trainImagesPerSecond, 0) / history.length
-    : NaN;
 }
 
 /** Figures of a report, as SVG strings keyed by file stem. */
@@ -549,11 +510,6 @@ async function sampleImages(
   } catch (error) {
     return { note: `unavailable: ${(error as Error).message}` };
   }
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;");
 }
 
 /**
@@ -797,127 +753,4 @@ export async function writeReport(out: string, options: ReportOptions = {}): Pro
     reportHtml(results, figures, { png: options.png !== false && !pngError }),
   );
   return { results, files, pngError };
-}
-
-/** Markers of the block of README.md that `deno task results --readme` rewrites. */
-export const README_MARKERS = {
-  begin: "<!-- study-results:begin (generated by `deno task results --readme`; do not edit) -->",
-  end: "<!-- study-results:end -->",
-} as const;
-
-/** Finished run records in `<dir>/<key>/result.json` (e.g. the PyTorch cross-check). */
-export async function readRecordsIn(dir: string): Promise<RunRecord[]> {
-  if (!(await exists(dir))) return [];
-  const names: string[] = [];
-  for await (const entry of Deno.readDir(dir)) if (entry.isDirectory) names.push(entry.name);
-  const records: RunRecord[] = [];
-  for (const name of names.sort()) {
-    const record = await readRunRecord(join(dir, name));
-    if (record?.status === "done") records.push(record);
-  }
-  return records;
-}
-
-/**
- * The study block of the README, from the committed records only: the grid's three tables, the
- * study's published numbers beside digitsum's (mean ± std over seeds), and the PyTorch
- * cross-check run for run. Every number names the record folder it comes from.
- *
- * @param study From {@link collectResults} on the study's sweep folder.
- * @param pytorch Records written by tools/pytorch_study.py.
- * @param names How the text names the two record folders (e.g. `results/study`).
- */
-export function readmeResultsMarkdown(
-  study: SweepResults,
-  pytorch: readonly RunRecord[],
-  names: { study: string; pytorch: string },
-): string {
-  const c = study.config;
-  const pytorchDir = names.pytorch;
-  const done = study.runs.filter((r) => r.status === "done");
-  const backends = [...new Set(done.map((r) => r.backend).filter(Boolean))].join(", ");
-  const lines = [
-    `From the run records in \`${names.study}/runs/\` (${done.length} of ${study.runs.length} runs ` +
-    `finished; ${plural(c.epochs, "epoch")}, batch ${c.batchSize}, Adam lr ${c.learningRate}, ` +
-    `the study's 24,000 / 6,000 split, ${
-      study.data ? describeData(study.data) : "no finished run yet"
-    }${backends ? `, trained on ${backends}` : ""}). Overall accuracy (correct / images).`,
-  ];
-  for (const split of SPLITS) {
-    lines.push("", `**${study.tables[split].title}**`, "", tableMarkdown(study.tables[split]));
-  }
-  const notes = statusNotes(study);
-  if (notes.length) lines.push("", ...notes.map((n) => `- ${n}`));
-  const compared = study.models.filter((m) => STUDY_RESULTS[m.kind]);
-  lines.push(
-    "",
-    "**Beside the study** (its published numbers, seeds 0, 10, 42; mean ± std over seeds):",
-    "",
-    "| Model | Study val | digitsum val | Study train | digitsum train | digitsum test |",
-    "|-------|-----------|--------------|-------------|----------------|---------------|",
-  );
-  for (const m of compared) {
-    const j = study.models.findIndex((x) => x.kind === m.kind);
-    const stats = (split: Split) => formatStats(study.tables[split].stats[j]);
-    const theirs = (split: "val" | "train") =>
-      formatStats(meanStd([...STUDY_RESULTS[m.kind][split]]));
-    lines.push(
-      `| ${m.title} | ${theirs("val")} | ${stats("val")} | ${theirs("train")} | ` +
-        `${stats("train")} | ${stats("test")} |`,
-    );
-  }
-  lines.push("", `**PyTorch cross-check** (\`${pytorchDir}/\`, tools/pytorch_study.py):`, "");
-  if (pytorch.length === 0) {
-    lines.push("No PyTorch record yet.");
-  } else {
-    lines.push(
-      "| Run | digitsum val / train / test | PyTorch val / train / test | PyTorch |",
-      "|-----|-----------------------------|----------------------------|---------|",
-    );
-    for (const record of pytorch) {
-      const ours = study.runs.find((r) => r.key === record.key && r.status === "done");
-      const three = (a: RunRecord["accuracy"] | RunRow["accuracy"]) =>
-        a
-          ? `${formatPercent(a.val.accuracy)} / ${formatPercent(a.train.accuracy)} / ${
-            a.test ? formatPercent(a.test.accuracy) : "—"
-          }`
-          : "not finished";
-      lines.push(
-        `| ${record.title} seed ${record.seed} | ${three(ours?.accuracy)} | ` +
-          `${three(record.accuracy)} | ${record.versions?.torch ?? "?"} |`,
-      );
-    }
-    for (const record of pytorch) {
-      const ours = study.runs.find((r) => r.key === record.key && r.status === "done");
-      if (!ours || !record.history) continue;
-      lines.push(
-        "",
-        `Per epoch, ${record.title} seed ${record.seed} (train loss, validation accuracy as the ` +
-          "study prints them):",
-        "",
-        "| Epoch | digitsum loss | digitsum val | PyTorch loss | PyTorch val |",
-        "|-------|---------------|--------------|--------------|-------------|",
-      );
-      for (const theirs of record.history) {
-        const mine = ours.history.find((h) => h.epoch === theirs.epoch);
-        lines.push(
-          `| ${theirs.epoch} | ${mine ? mine.trainLoss.toFixed(4) : "—"} | ` +
-            `${mine ? formatPercent(mine.valAccuracy) : "—"} | ${theirs.trainLoss.toFixed(4)} | ` +
-            `${formatPercent(theirs.valAccuracy)} |`,
-        );
-      }
-    }
-  }
-  return lines.join("\n");
-}
-
-/** `text` with the block between {@link README_MARKERS} replaced by `block`. */
-export function replaceReadmeBlock(text: string, block: string, name = "README.md"): string {
-  const begin = text.indexOf(README_MARKERS.begin);
-  const end = text.indexOf(README_MARKERS.end);
-  if (begin < 0 || end < begin) {
-    throw new Error(`Cannot update ${name}: its study-results markers are missing or out of order`);
-  }
-  return text.slice(0, begin + README_MARKERS.begin.length) + "\n\n" + block + "\n\n" +
-    text.slice(end);
 }

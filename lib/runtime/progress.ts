@@ -133,3 +133,19 @@ export interface BatchProgress {
   /** Seconds since the epoch started. */
   elapsed: number;
 }
+
+/**
+ * A train loop's `onBatchEnd` callback drawing one progress bar per epoch: a live-updating line
+ * in a notebook, a bar on a terminal, a line every few percent when piped.
+ */
+export function epochProgress(): (progress: BatchProgress) => Promise<void> {
+  let bar: ProgressBar | undefined;
+  return async (p) => {
+    bar ??= new ProgressBar(p.numBatches, { label: `epoch ${p.epoch}/${p.epochs}` });
+    await bar.update(p.batch, `loss ${p.loss.toFixed(3)}`);
+    if (p.batch === p.numBatches) {
+      await bar.finish();
+      bar = undefined;
+    }
+  };
+}

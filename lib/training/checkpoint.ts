@@ -13,6 +13,7 @@ import { ensureDir, exists, killPoint, replaceDir } from "../io/fsutil.ts";
 import { type Task } from "../models/registry.ts";
 import { type AdamState, historyProblem, type TorchAdam, trainableVariables } from "./train.ts";
 import { modelInfo, registerCustomLayers } from "../models/mod.ts";
+import { isCount, isObject } from "../io/json.ts";
 
 /** Metadata stored beside the weights. */
 export interface CheckpointMeta {
@@ -165,16 +166,6 @@ function quote(value: unknown): string {
   } catch {
     return "(nested too deep)";
   }
-}
-
-/** Whether `value` is a plain JSON object (not null, not an array). */
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-/** Whether `value` is an integer in 0..2^53-1. */
-function isCount(value: unknown): value is number {
-  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
 /** Size of a checkpoint file, or `undefined` when it does not exist. */

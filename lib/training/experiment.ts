@@ -18,10 +18,11 @@ import {
   LEARNING_RATE,
   TRAIN_FRACTION,
 } from "../constants.ts";
-import { getLoaders, loadTestLoader } from "../data/loader.ts";
+import { getLoaders, type Loader, loadTestLoader } from "../data/loader.ts";
+import { TEST_SET_SIZE } from "../data/generate.ts";
 import { exists } from "../io/fsutil.ts";
 import { type ModelInfo } from "../models/registry.ts";
-import { type BatchProgress, formatDuration, ProgressBar } from "../runtime/progress.ts";
+import { type BatchProgress, epochProgress, formatDuration } from "../runtime/progress.ts";
 import {
   isRngState,
   restoreRngState,
@@ -40,7 +41,7 @@ import {
 } from "./train.ts";
 import { firstImages } from "../data/batch.ts";
 import { buildModel, modelInfo } from "../models/mod.ts";
-
+import { describeValue, sameJson } from "../io/json.ts";
 /** Everything that defines a run; two runs with equal configs give equal results. */
 export interface RunConfig {
   /** Model kind (`cnn-regressor`, `cnn-classifier`, `vgg-regressor`, ...). */
@@ -80,11 +81,18 @@ export function studyConfig(model: string, overrides: Partial<RunConfig> = {}): 
   };
 }
 
-/** Accuracy summary of one split (no per-image arrays). */
+/** Overall accuracy of one split: correct / total images, in percent (no per-image arrays). */
 export interface SplitAccuracy {
   correct: number;
   total: number;
   accuracy: number;
+}
+
+/** Overall accuracy per split: `train`, `val` and (when evaluated) the held-out `test`. */
+export interface RunAccuracy {
+  train: SplitAccuracy;
+  val: SplitAccuracy;
+  test?: SplitAccuracy;
 }
 
 /** What a finished run leaves. */
@@ -93,8 +101,10 @@ export interface RunResult {
   info: ModelInfo;
   history: EpochRecord[];
   /** Overall accuracy per split: `train`, `val` and the held-out `test`. */
-  accuracy: { train: SplitAccuracy; val: SplitAccuracy; test?: SplitAccuracy };
+  accuracy: RunAccuracy;
   backend: BackendInfo;
+  /** Runtime and library versions (Deno, V8, TypeScript and the backend's). */
+  versions: Record<string, string>;
   params: number;
   /** Wall seconds of the whole run, epochs done before a resume included. */
   seconds: number;
@@ -136,30 +146,6 @@ export class RunStoppedError extends Error {
   override name = "RunStoppedError";
 }
 
-/**
- * A value read from a file, for a message: JSON cut to 60 characters, `(missing)`, or for a
- * value too deeply nested to print, `(nested too deep)`.
- */
-export function describeValue(value: unknown): string {
-  if (value === undefined) return "(missing)";
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    return "(nested too deep)"; // JSON.stringify recurses: a 100,000-deep list overflows it
-  }
-  return text.length > 60 ? text.slice(0, 60) + "..." : text;
-}
-
-/** Whether two values have the same JSON (a value too deeply nested to print differs). */
-function sameJson(a: unknown, b: unknown): boolean {
-  try {
-    return JSON.stringify(a) === JSON.stringify(b);
-  } catch {
-    return false;
-  }
-}
-
 /** Same-config check for resuming; returns a reason when they differ. */
 export function configDifference(a: RunConfig, b: RunConfig): string | undefined {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof RunConfig>;
@@ -176,121 +162,159 @@ function summary(result: AccuracyResult): SplitAccuracy {
   return { correct: result.correct, total: result.total, accuracy: result.accuracy };
 }
 
-/** Train and evaluate one model as the study did (resuming from `stateDir` when possible). */
-export async function runExperiment(
+/** Runtime and library versions of a run: Deno's, then the backend's. */
+function runVersions(backend: BackendInfo): Record<string, string> {
+  const versions: Record<string, string> = {
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    typescript: Deno.version.typescript,
+  };
+  for (const [k, v] of Object.entries(backend.versions ?? {})) versions[k] = String(v);
+  return versions;
+}
+
+/** What a run has when its epochs start: fresh, or resumed from its state. */
+interface RunStart {
+  model: tf.LayersModel;
+  history: EpochRecord[];
+  optimizer?: TorchAdam;
+  /** Wall seconds of the epochs before a resume. */
+  previousSeconds: number;
+}
+
+/**
+ * The run's saved state in `stateDir`, when there is one (the fresh `model` is then disposed),
+ * else the fresh start. A kill in the middle of saving the state may leave it half swapped:
+ * the swap is finished first.
+ *
+ * @throws Error `Cannot resume from <dir>: ...` when the state is unusable or of another config.
+ */
+async function resumeOrStart(
+  model: tf.LayersModel,
   config: RunConfig,
-  options: RunOptions = {},
-): Promise<RunResult> {
-  const log = options.log ?? console.log;
-  const info = modelInfo(config.model);
-  const backend = await initBackend(config.backend as never, { log });
-  const started = performance.now();
-
-  seedEverything(config.seed);
-  const { train, val } = await getLoaders(config.trainFraction, config.batchSize, {
-    seed: config.seed,
-    dataDir: config.dataDir,
-    limit: config.limit,
-    shuffleEachEpoch: info.recipe?.shuffleEachEpoch,
+  stateDir: string | undefined,
+  log: (line: string) => void,
+): Promise<RunStart> {
+  const fresh = { model, history: [], previousSeconds: 0 };
+  if (!stateDir || !await recoverCheckpoint(stateDir)) return fresh;
+  if (!await exists(join(stateDir, "model.json"))) return fresh;
+  const saved = await loadCheckpoint(stateDir);
+  const savedConfig = saved.meta.config as RunConfig | undefined;
+  const unusable = !savedConfig
+    ? "digitsum.json has no 'config'"
+    : saved.meta.rng !== undefined && !isRngState(saved.meta.rng)
+    ? "digitsum.json has an invalid 'rng' state"
+    : !saved.optimizerState
+    ? "optimizer.json is missing"
+    : undefined;
+  if (unusable) {
+    saved.model.dispose();
+    throw new Error(`Cannot resume from ${stateDir}: ${unusable}`);
+  }
+  const difference = configDifference(savedConfig!, config);
+  if (difference) {
+    throw new Error(
+      `Cannot resume from ${stateDir}: it belongs to another configuration (${difference})`,
+    );
+  }
+  model.dispose();
+  const history = (saved.meta.history as EpochRecord[]) ?? [];
+  const optimizer = new TorchAdam(trainableVariables(saved.model), {
+    learningRate: config.learningRate,
   });
-  let model = await buildModel(config.model, { weightsPath: Deno.env.get("DIGITSUM_VGG_WEIGHTS") });
-  if (info.estimateSeconds) {
-    const evalImages = train.size + val.size +
-      (options.test === false ? 0 : options.testLimit ?? 10_000);
-    const seconds = info.estimateSeconds({
-      trainImages: config.epochs * train.size,
-      evalImages: config.epochs * val.size + evalImages,
-      backend: backend.name,
-    });
-    log(
-      `Estimated time for ${info.title} on ${backend.name}: about ${formatDuration(seconds)} ` +
-        `(${config.epochs} epoch(s) of ${train.size} images); a GPU backend is much faster`,
+  optimizer.setState(saved.optimizerState!);
+  if (saved.meta.rng) restoreRngState(saved.meta.rng as RngState);
+  log(
+    `Resuming ${modelInfo(config.model).title} seed ${config.seed} after epoch ` +
+      `${history.length}/${config.epochs}`,
+  );
+  return {
+    model: saved.model,
+    history,
+    optimizer,
+    previousSeconds: (saved.meta.seconds as number) ?? 0,
+  };
+}
+
+/** The loaders of a run and what the rest of it needs to know. */
+interface RunSetup {
+  info: ModelInfo;
+  backend: BackendInfo;
+  train: Loader;
+  val: Loader;
+  log: (line: string) => void;
+  /** `performance.now()` when the run started (after the backend). */
+  started: number;
+}
+
+/** The per-batch progress callback of a run: bars, or nothing with `progress: false`. */
+function batchProgress(options: RunOptions): (progress: BatchProgress) => Promise<void> {
+  return options.progress === false ? () => Promise.resolve() : epochProgress();
+}
+
+/** Print the registry's time estimate of a slow model (VGG) before its run starts. */
+function logEstimate(setup: RunSetup, config: RunConfig, options: RunOptions): void {
+  const { info, train, val, backend } = setup;
+  if (!info.estimateSeconds) return;
+  const evalImages = train.size + val.size +
+    (options.test === false ? 0 : options.testLimit ?? TEST_SET_SIZE);
+  const seconds = info.estimateSeconds({
+    trainImages: config.epochs * train.size,
+    evalImages: config.epochs * val.size + evalImages,
+    backend: backend.name,
+  });
+  setup.log(
+    `Estimated time for ${info.title} on ${backend.name}: about ${formatDuration(seconds)} ` +
+      `(${config.epochs} epoch(s) of ${train.size} images); a GPU backend is much faster`,
+  );
+}
+
+/** The recipe's prepare stage (e.g. SumNet's MNIST pretraining), on a fresh run only. */
+async function prepareStage(
+  start: RunStart,
+  setup: RunSetup,
+  config: RunConfig,
+  options: RunOptions,
+): Promise<void> {
+  const prepare = setup.info.recipe?.prepare;
+  if (start.history.length > 0 || !prepare) return;
+  await prepare(start.model, {
+    seed: config.seed,
+    limit: config.limit,
+    val: setup.val,
+    log: setup.log,
+    onBatchEnd: batchProgress(options),
+    stopAfterBatch: options.stopAfterBatch,
+    options: options.prepareOptions,
+  });
+  if (await options.stopAfterBatch?.()) {
+    throw new RunStoppedError(
+      `${setup.info.title} seed ${config.seed} stopped in its recipe's prepare stage, before ` +
+        "epoch 1",
     );
   }
-  let history: EpochRecord[] = [];
-  let optimizer: TorchAdam | undefined;
-  let previousSeconds = 0;
+}
 
-  // A kill in the middle of saving the state may leave it half swapped: finish the swap first.
-  if (
-    options.stateDir && await recoverCheckpoint(options.stateDir) &&
-    await exists(join(options.stateDir, "model.json"))
-  ) {
-    const saved = await loadCheckpoint(options.stateDir);
-    const savedConfig = saved.meta.config as RunConfig | undefined;
-    const unusable = !savedConfig
-      ? "digitsum.json has no 'config'"
-      : saved.meta.rng !== undefined && !isRngState(saved.meta.rng)
-      ? "digitsum.json has an invalid 'rng' state"
-      : !saved.optimizerState
-      ? "optimizer.json is missing"
-      : undefined;
-    if (unusable) {
-      saved.model.dispose();
-      throw new Error(`Cannot resume from ${options.stateDir}: ${unusable}`);
-    }
-    const difference = configDifference(savedConfig!, config);
-    if (difference) {
-      throw new Error(
-        `Cannot resume from ${options.stateDir}: it belongs to another configuration (${difference})`,
-      );
-    }
-    model.dispose();
-    model = saved.model;
-    history = (saved.meta.history as EpochRecord[]) ?? [];
-    previousSeconds = (saved.meta.seconds as number) ?? 0;
-    optimizer = new TorchAdam(trainableVariables(model), { learningRate: config.learningRate });
-    if (saved.optimizerState) optimizer.setState(saved.optimizerState);
-    if (saved.meta.rng) restoreRngState(saved.meta.rng as RngState);
-    log(
-      `Resuming ${info.title} seed ${config.seed} after epoch ${history.length}/${config.epochs}`,
-    );
-  }
-
-  const saveState = async (opt: TorchAdam, done: EpochRecord[]) => {
-    if (!options.stateDir) return;
-    await saveCheckpoint(options.stateDir, model, {
-      kind: config.model,
-      config,
-      history: done,
-      rng: rngState(),
-      seconds: previousSeconds + (performance.now() - started) / 1000,
-      backend: backend.name,
-    }, { optimizer: opt });
-  };
-
-  let bar: ProgressBar | undefined;
-  const showProgress = async (p: BatchProgress) => {
-    if (options.progress === false) return;
-    bar ??= new ProgressBar(p.numBatches, { label: `epoch ${p.epoch}/${p.epochs}` });
-    await bar.update(p.batch, `loss ${p.loss.toFixed(3)}`);
-    if (p.batch === p.numBatches) {
-      await bar.finish("");
-      bar = undefined;
-    }
-  };
+/**
+ * The epochs (`trainModel` with the recipe's schedule, augmentation and validation probe), the
+ * state saved after each; returns the full history.
+ *
+ * @throws RunStoppedError when `shouldStop` or `stopAfterBatch` ended it early.
+ */
+async function trainStage(
+  start: RunStart,
+  setup: RunSetup,
+  config: RunConfig,
+  options: RunOptions,
+): Promise<EpochRecord[]> {
+  const { info, train, val, backend } = setup;
   const recipe = info.recipe;
-  if (history.length === 0 && recipe?.prepare) {
-    await recipe.prepare(model, {
-      seed: config.seed,
-      limit: config.limit,
-      val,
-      log,
-      onBatchEnd: showProgress,
-      stopAfterBatch: options.stopAfterBatch,
-      options: options.prepareOptions,
-    });
-    if (await options.stopAfterBatch?.()) {
-      throw new RunStoppedError(
-        `${info.title} seed ${config.seed} stopped in its recipe's prepare stage, before epoch 1`,
-      );
-    }
-  }
   const schedule = recipe?.schedule;
   const valProbe = recipe?.validationImages && !config.limit
     ? firstImages(val, recipe.validationImages)
     : undefined;
-  const result = await trainModel(model, { train, val }, {
+  let history = start.history;
+  const result = await trainModel(start.model, { train, val }, {
     validate: valProbe &&
       (async (m) => (await evaluateAccuracy(m, valProbe, info.task)).batchMeanAccuracy),
     augment: recipe?.augment,
@@ -305,39 +329,57 @@ export async function runExperiment(
         numBatches: train.numBatches,
         learningRate: config.learningRate,
       })),
-    optimizer,
-    startEpoch: history.length,
-    history,
-    log,
+    optimizer: start.optimizer,
+    startEpoch: start.history.length,
+    history: start.history,
+    log: setup.log,
     shouldStop: options.shouldStop,
     stopAfterBatch: options.stopAfterBatch,
-    onBatchEnd: showProgress,
-    onEpochEnd: async (record, opt) => {
+    onBatchEnd: batchProgress(options),
+    onEpochEnd: async (record, optimizer) => {
       // `history` holds only the epochs before this call: grow it, or a state saved after the
       // second epoch of one process would record fewer epochs than its weights have seen.
       history = [...history.slice(0, record.epoch - 1), record];
-      await saveState(opt, history);
+      if (options.stateDir) {
+        await saveCheckpoint(options.stateDir, start.model, {
+          kind: config.model,
+          config,
+          history,
+          rng: rngState(),
+          seconds: start.previousSeconds + (performance.now() - setup.started) / 1000,
+          backend: backend.name,
+        }, { optimizer });
+      }
       await options.onEpochEnd?.(record);
     },
   });
-  history = result.history;
   if (result.stopped) {
+    const done = result.history.length;
     const where = result.unfinished
       ? `during epoch ${result.unfinished.epoch}/${config.epochs} (after batch ` +
         `${result.unfinished.batches}/${train.numBatches})`
-      : `after epoch ${history.length}/${config.epochs}`;
+      : `after epoch ${done}/${config.epochs}`;
     throw new RunStoppedError(
       `${info.title} seed ${config.seed} stopped ${where}` +
         (options.stateDir
-          ? `; run again to resume after epoch ${history.length} from ${options.stateDir}`
+          ? `; run again to resume after epoch ${done} from ${options.stateDir}`
           : ""),
     );
   }
+  return result.history;
+}
 
+/** Overall accuracy on every split, one line each in the study's format. */
+async function evaluateSplits(
+  model: tf.LayersModel,
+  setup: RunSetup,
+  config: RunConfig,
+  options: RunOptions,
+): Promise<{ accuracy: RunAccuracy; valResult: AccuracyResult }> {
+  const { info, train, val, log } = setup;
   const valResult = await evaluateAccuracy(model, val, info.task);
-  const trainScored = recipe?.trainAccuracyImages
-    ? firstImages(train, recipe.trainAccuracyImages)
-    : train;
+  const trainImages = info.recipe?.trainAccuracyImages;
+  const trainScored = trainImages ? firstImages(train, trainImages) : train;
   const trainResult = await evaluateAccuracy(model, trainScored, info.task);
   log(formatOverallLine(info.noun, "Validation", valResult.accuracy));
   log(formatOverallLine(
@@ -357,13 +399,43 @@ export async function runExperiment(
       : `Held-out Test (first ${test.total})`;
     log(formatOverallLine(info.noun, label, test.accuracy));
   }
-  const seconds = previousSeconds + (performance.now() - started) / 1000;
+  return { accuracy: { train: summary(trainResult), val: summary(valResult), test }, valResult };
+}
+
+/**
+ * Train and evaluate one model as the study did (resuming from `stateDir` when possible): the
+ * one way digitsum runs a model, used by `deno task train`, the sweep and the notebooks.
+ */
+export async function runExperiment(
+  config: RunConfig,
+  options: RunOptions = {},
+): Promise<RunResult> {
+  const log = options.log ?? console.log;
+  const info = modelInfo(config.model);
+  const backend = await initBackend(config.backend as never, { log });
+  const started = performance.now();
+  seedEverything(config.seed);
+  const { train, val } = await getLoaders(config.trainFraction, config.batchSize, {
+    seed: config.seed,
+    dataDir: config.dataDir,
+    limit: config.limit,
+    shuffleEachEpoch: info.recipe?.shuffleEachEpoch,
+  });
+  const built = await buildModel(config.model);
+  const setup: RunSetup = { info, backend, train, val, log, started };
+  logEstimate(setup, config, options);
+  const start = await resumeOrStart(built, config, options.stateDir, log);
+  const model = start.model;
+  await prepareStage(start, setup, config, options);
+  const history = await trainStage(start, setup, config, options);
+  const { accuracy, valResult } = await evaluateSplits(model, setup, config, options);
+  const seconds = start.previousSeconds + (performance.now() - started) / 1000;
   if (options.checkpointDir) {
     await saveCheckpoint(options.checkpointDir, model, {
       kind: config.model,
       config,
       history,
-      accuracy: { train: summary(trainResult), val: summary(valResult), test },
+      accuracy,
       seconds,
       backend: backend.name,
       versions: backend.versions,
@@ -373,8 +445,9 @@ export async function runExperiment(
     config,
     info,
     history,
-    accuracy: { train: summary(trainResult), val: summary(valResult), test },
+    accuracy,
     backend,
+    versions: runVersions(backend),
     params: model.countParams(),
     seconds,
     model,
