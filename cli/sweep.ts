@@ -15,33 +15,26 @@
  */
 import { parseArgs } from "node:util";
 import { join, resolve } from "node:path";
-import { ensureDir } from "../lib/io/fsutil.ts";
-import { formatDuration, ProgressBar } from "../lib/runtime/progress.ts";
-import { writeReport } from "../lib/results/report.ts";
+import { parseIntFlag, parseListFlag, parseSeedsFlag, runMain } from "../lib/cli/args.ts";
 import {
-  parseIntFlag,
-  parseLimitFlag,
-  parseListFlag,
-  parsePositiveFlag,
-  parseSeedsFlag,
-  runMain,
-} from "../lib/cli/args.ts";
+  parseTrainingFlags,
+  TRAINING_FLAGS,
+  trainingFlagsHelp,
+} from "../lib/cli/training_flags.ts";
 import { modelKinds } from "../lib/models/mod.ts";
-import { readJsonFile } from "../lib/io/json.ts";
-import { formatRunLine, readRunRecord, RUN_FILES } from "../lib/results/record.ts";
-import { mergeSweeps } from "../lib/sweep/merge.ts";
+import { writeReport } from "../lib/results/report.ts";
+import { formatDuration } from "../lib/runtime/progress.ts";
+import { installStopHandler } from "../lib/runtime/signals.ts";
 import {
   formatConfig,
   parseShard,
   PRESETS,
   resolveConfig,
-  selectShard,
-  type Shard,
   SWEEP_DEFAULTS,
-  type SweepConfig,
-  sweepGrid,
 } from "../lib/sweep/config.ts";
-import { prepareOutDir, runSweep, storageStopped } from "../lib/sweep/run.ts";
+import { mergeSweeps } from "../lib/sweep/merge.ts";
+import { runSweep, storageStopped } from "../lib/sweep/run.ts";
+import { runWorkers } from "../lib/sweep/workers.ts";
 
 const USAGE = `Usage: deno task sweep [options]
        deno task sweep --merge DIR... --out DIR
@@ -54,14 +47,16 @@ Grid and training (defaults: the study):
   --models LIST     comma-separated model kinds (default ${SWEEP_DEFAULTS.models.join(",")};
                     known: ${modelKinds().join(", ")})
   --seeds LIST      comma-separated seeds (default ${SWEEP_DEFAULTS.seeds.join(",")})
-  --epochs N        epochs per run (default ${SWEEP_DEFAULTS.epochs})
-  --limit N|all     training images per run (validation gets a quarter); default all
-  --test-limit N|all  held-out test images evaluated per run; default all
-  --batch-size N    batch size (default ${SWEEP_DEFAULTS.batchSize})
-  --lr X            Adam learning rate (default ${SWEEP_DEFAULTS.learningRate})
-  --backend NAME    auto|tensorflow|webgpu|wasm|cpu (default $DIGITSUM_BACKEND or auto)
-  --data-dir DIR    folder of the .npy files (default ${SWEEP_DEFAULTS.dataDir})
-  --out DIR         output folder (default ${SWEEP_DEFAULTS.out}; --quick: ${PRESETS.quick.overrides.out})
+${
+  trainingFlagsHelp({
+    epochs: String(SWEEP_DEFAULTS.epochs),
+    limit: "training images per run (validation gets a quarter)",
+    batchSize: SWEEP_DEFAULTS.batchSize,
+    learningRate: String(SWEEP_DEFAULTS.learningRate),
+    dataDir: SWEEP_DEFAULTS.dataDir,
+    out: `output folder (default ${SWEEP_DEFAULTS.out}; --quick: ${PRESETS.quick.overrides.out})`,
+  })
+}
 Presets:
 ${
   Object.entries(PRESETS).map(([name, p]) =>
@@ -79,54 +74,6 @@ Other:
   --no-png          write SVG figures only
   -h, --help        this text
 `;
-
-/** Flags that reproduce a resolved configuration exactly (for child processes). */
-function configArgs(config: SweepConfig): string[] {
-  return [
-    "--models",
-    config.models.join(","),
-    "--seeds",
-    config.seeds.join(","),
-    "--epochs",
-    String(config.epochs),
-    "--limit",
-    config.limit === null ? "all" : String(config.limit),
-    "--test-limit",
-    config.testLimit === null ? "all" : String(config.testLimit),
-    "--batch-size",
-    String(config.batchSize),
-    "--lr",
-    String(config.learningRate),
-    "--backend",
-    config.backend,
-    "--data-dir",
-    config.dataDir,
-    "--out",
-    config.out,
-  ];
-}
-
-/** Stop flag set by the first Ctrl-C / SIGTERM; a second one exits at once. */
-function installStopHandler(onStop: () => void): { stopped: () => boolean } {
-  let stop = false;
-  const handler = () => {
-    if (stop) {
-      console.error(
-        "\nSecond interrupt: exiting now. The run resumes from its last completed epoch.",
-      );
-      Deno.exit(130);
-    }
-    stop = true;
-    console.error(
-      "\nInterrupt: stopping after the current epoch (its state is saved then). " +
-        "Press Ctrl-C again to quit at once.",
-    );
-    onStop();
-  };
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, handler);
-  return { stopped: () => stop };
-}
 
 function resumeHint(): string {
   return `Resume with the same command: deno task sweep ${Deno.args.join(" ")}`.trimEnd();
@@ -156,113 +103,6 @@ async function report(out: string, png: boolean): Promise<void> {
   );
 }
 
-/** Copy a child's output stream into its log file. */
-async function pump(stream: ReadableStream<Uint8Array>, file: Deno.FsFile): Promise<void> {
-  for await (const chunk of stream) {
-    let written = 0;
-    while (written < chunk.length) written += await file.write(chunk.subarray(written));
-  }
-}
-
-/** `--workers N`: N child sweeps, each with its part of the grid; progress from the run files. */
-async function runWorkers(
-  config: SweepConfig,
-  workers: number,
-  options: { shard?: Shard; keepState: boolean; png: boolean; report: boolean },
-): Promise<number> {
-  const grid = sweepGrid(config);
-  await prepareOutDir(config, grid); // refuse conflicts once, before any child starts
-  const selected = selectShard(grid, options.shard);
-  const logDir = join(config.out, "logs");
-  await ensureDir(logDir);
-  const script = new URL(import.meta.url).pathname;
-  const children: Array<{ process: Deno.ChildProcess; log: string; pumps: Promise<void> }> = [];
-  const stop = installStopHandler(() => {
-    for (const child of children) {
-      try {
-        child.process.kill("SIGINT");
-      } catch {
-        // already exited
-      }
-    }
-  });
-  const count = Math.min(workers, Math.max(1, selected.length));
-  for (let w = 1; w <= count; w++) {
-    const log = join(logDir, `worker_${w}.log`);
-    await Deno.writeTextFile(log, `deno ${["run", "-A", script].join(" ")} ...\n`);
-    const args = [
-      "run",
-      "-A",
-      script,
-      ...configArgs(config),
-      ...(options.shard ? ["--shard", `${options.shard.index}/${options.shard.count}`] : []),
-      "--worker",
-      `${w}/${count}`,
-      "--no-report",
-      ...(options.keepState ? ["--keep-state"] : []),
-    ];
-    const process = new Deno.Command(Deno.execPath(), {
-      args,
-      stdout: "piped",
-      stderr: "piped",
-      stdin: "null",
-      detached: true, // own process group: Ctrl-C reaches the parent, which forwards it once
-    }).spawn();
-    const file = await Deno.open(log, { append: true }); // O_APPEND: both streams interleave safely
-    const pumps = Promise.all([pump(process.stdout, file), pump(process.stderr, file)])
-      .then(() => file.close(), () => file.close());
-    children.push({ process, log, pumps });
-    console.log(`worker ${w}/${count}: pid ${process.pid}, log ${log}`);
-  }
-  // Progress: epochs recorded in the runs' files; a line per run that ends while we watch.
-  const seen = new Map<string, string>(); // run key -> finishedAt of its result.json
-  const poll = async (report: boolean): Promise<number> => {
-    let epochs = 0;
-    for (const run of selected) {
-      const record = await readRunRecord(run.dir).catch(() => undefined);
-      if (record && record.status !== "failed") epochs += run.config.epochs;
-      else {
-        const history = await readJsonFile<{ history: unknown[] }>(
-          join(run.dir, RUN_FILES.history),
-        ).catch(() => undefined);
-        epochs += history?.history.length ?? 0;
-      }
-      if (record && seen.get(run.key) !== record.finishedAt) {
-        seen.set(run.key, record.finishedAt);
-        if (report) await bar.finish(formatRunLine(record)); // replaces the bar on a terminal
-      }
-    }
-    return epochs;
-  };
-  const bar = new ProgressBar(1, { label: "grid" });
-  const initial = await poll(false);
-  bar.total = Math.max(1, selected.length * config.epochs - initial);
-  let running = true;
-  const statuses = Promise.all(children.map((c) => c.process.status)).finally(() =>
-    running = false
-  );
-  while (running) {
-    await Promise.race([statuses, new Promise((r) => setTimeout(r, 2000))]);
-    const epochs = await poll(true);
-    await bar.update(epochs - initial, `epochs; ${seen.size}/${selected.length} runs ended`);
-  }
-  await bar.finish();
-  await Promise.all(children.map((c) => c.pumps));
-  const codes = (await statuses).map((s) => s.code);
-  const failedWorkers = codes.map((code, i) => ({ code, i })).filter((c) => c.code !== 0);
-  if (!stop.stopped()) {
-    for (const { code, i } of failedWorkers) {
-      console.error(`worker ${i + 1} exited with code ${code}; see ${children[i].log}`);
-    }
-  }
-  if (stop.stopped()) {
-    console.log(`Stopped. ${resumeHint()}`);
-    return 130;
-  }
-  if (options.report) await report(config.out, options.png);
-  return failedWorkers.length ? 1 : 0;
-}
-
 async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     args: Deno.args,
@@ -270,14 +110,7 @@ async function main(): Promise<number> {
     options: {
       models: { type: "string" },
       seeds: { type: "string" },
-      epochs: { type: "string" },
-      limit: { type: "string" },
-      "test-limit": { type: "string" },
-      "batch-size": { type: "string" },
-      lr: { type: "string" },
-      backend: { type: "string" },
-      "data-dir": { type: "string" },
-      out: { type: "string" },
+      ...TRAINING_FLAGS,
       shard: { type: "string" },
       worker: { type: "string" }, // internal: the part of the shard a --workers child runs
       workers: { type: "string" },
@@ -315,17 +148,12 @@ async function main(): Promise<number> {
   const presets = Object.keys(PRESETS).filter((name) => (values as Record<string, unknown>)[name]);
   if (presets.length > 1) throw new Error(`Choose one preset, got --${presets.join(" --")}`);
   const preset = presets[0];
+  const flags = parseTrainingFlags(values);
   const config = resolveConfig({
+    ...flags,
     models: parseListFlag(values.models, "models"),
     seeds: parseSeedsFlag(values.seeds),
-    epochs: parseIntFlag(values.epochs, "epochs"),
-    limit: parseLimitFlag(values.limit, "limit"),
-    testLimit: parseLimitFlag(values["test-limit"], "test-limit"),
-    batchSize: parseIntFlag(values["batch-size"], "batch-size"),
-    learningRate: parsePositiveFlag(values.lr, "lr"),
-    backend: values.backend ?? Deno.env.get("DIGITSUM_BACKEND"),
-    dataDir: values["data-dir"],
-    out: values.out,
+    backend: flags.backend ?? Deno.env.get("DIGITSUM_BACKEND"),
   }, preset);
   outDir = config.out;
   if (values["report-only"]) {
@@ -339,12 +167,13 @@ async function main(): Promise<number> {
   console.log(formatConfig(config, preset));
   if (workers !== undefined && workers > 1) {
     if (worker) throw new Error("--workers and --worker cannot be combined");
-    const code = await runWorkers(config, workers, {
+    const { code, stopped } = await runWorkers(config, workers, {
+      script: new URL(import.meta.url).pathname,
       shard,
       keepState: !!values["keep-state"],
-      png,
-      report: !values["no-report"],
     });
+    if (stopped) console.log(`Stopped. ${resumeHint()}`);
+    else if (!values["no-report"]) await report(config.out, png);
     console.log(`Wall time ${formatDuration((performance.now() - started) / 1000)}.`);
     return code;
   }

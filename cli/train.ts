@@ -6,31 +6,32 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { BATCH_SIZE, DEFAULT_MODELS_DIR } from "../lib/constants.ts";
-import { runExperiment, studyConfig } from "../lib/training/experiment.ts";
-import { formatDuration } from "../lib/runtime/progress.ts";
-import { parseBackendName } from "../lib/runtime/backend.ts";
+import { parseSeedFlag, runMain } from "../lib/cli/args.ts";
 import {
-  parseIntFlag,
-  parseLimitFlag,
-  parsePositiveFlag,
-  parseSeedFlag,
-  runMain,
-} from "../lib/cli/args.ts";
+  parseTrainingFlags,
+  TRAINING_FLAGS,
+  trainingFlagsHelp,
+} from "../lib/cli/training_flags.ts";
+import { BATCH_SIZE, DEFAULT_MODELS_DIR } from "../lib/constants.ts";
 import { modelInfo, modelKinds } from "../lib/models/mod.ts";
+import { meanRate } from "../lib/results/stats.ts";
+import { formatDuration } from "../lib/runtime/progress.ts";
+import { runExperiment, studyConfig } from "../lib/training/experiment.ts";
 
 const USAGE = `Usage: deno task train --model <kind> [options]
 
   --model KIND        one of: ${modelKinds().join(", ")}
   --seed N            random seed (default 42)
-  --epochs N          epochs (default 15; a model's own recipe may differ, e.g. sumnet)
-  --limit N|all       train on the first N training images only (quick runs; default all)
-  --test-limit N|all  score only the first N held-out test images (default all 10,000)
-  --batch-size N      batch size (default 64)
-  --lr X              Adam learning rate (default 1e-3, or the model's recipe)
-  --backend NAME      auto|tensorflow|webgpu|wasm|cpu (default: $DIGITSUM_BACKEND or auto)
-  --data-dir DIR      directory of the .npy files (default data)
-  --out DIR           checkpoint parent directory (default trained_models)
+${
+  trainingFlagsHelp({
+    epochs: "15; a model's own recipe may differ, e.g. sumnet",
+    limit: "train on the first N training images only (quick runs)",
+    batchSize: BATCH_SIZE,
+    learningRate: "1e-3, or the model's recipe",
+    dataDir: "data",
+    out: "checkpoint parent directory (default trained_models)",
+  })
+}
 `;
 
 async function main(): Promise<void> {
@@ -38,14 +39,7 @@ async function main(): Promise<void> {
     options: {
       model: { type: "string" },
       seed: { type: "string" },
-      epochs: { type: "string" },
-      limit: { type: "string" },
-      "test-limit": { type: "string" },
-      "batch-size": { type: "string" },
-      lr: { type: "string" },
-      backend: { type: "string" },
-      "data-dir": { type: "string" },
-      out: { type: "string" },
+      ...TRAINING_FLAGS,
       help: { type: "boolean", short: "h" },
     },
   });
@@ -54,29 +48,25 @@ async function main(): Promise<void> {
     Deno.exit(values.help ? 0 : 2);
   }
   const info = modelInfo(values.model);
-  // The same flags as `deno task sweep`, read by the same parsers (lib/cli.ts).
+  // The same flags as `deno task sweep`, read by the same parser (lib/cli/training_flags.ts).
+  const flags = parseTrainingFlags(values);
   const recipe = studyConfig(info.kind);
-  const lr = parsePositiveFlag(values.lr, "lr");
-  if (values.backend !== undefined) parseBackendName(values.backend);
   const config = studyConfig(info.kind, {
     seed: parseSeedFlag(values.seed) ?? 42,
-    epochs: parseIntFlag(values.epochs, "epochs") ?? recipe.epochs,
-    limit: parseLimitFlag(values.limit, "limit") ?? undefined,
-    batchSize: parseIntFlag(values["batch-size"], "batch-size") ?? BATCH_SIZE,
-    ...(lr !== undefined ? { learningRate: lr } : {}),
-    ...(values.backend ? { backend: values.backend } : {}),
-    ...(values["data-dir"] ? { dataDir: values["data-dir"] } : {}),
+    epochs: flags.epochs ?? recipe.epochs,
+    limit: flags.limit ?? undefined,
+    batchSize: flags.batchSize ?? BATCH_SIZE,
+    ...(flags.learningRate !== undefined ? { learningRate: flags.learningRate } : {}),
+    ...(flags.backend ? { backend: flags.backend } : {}),
+    ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
   });
-  const testLimit = parseLimitFlag(values["test-limit"], "test-limit") ?? undefined;
-  const checkpointDir = join(values.out ?? DEFAULT_MODELS_DIR, `${info.prefix}_${config.seed}`);
+  const checkpointDir = join(flags.out ?? DEFAULT_MODELS_DIR, `${info.prefix}_${config.seed}`);
   console.log(`Config: ${JSON.stringify(config)}`);
   const result = await runExperiment(config, {
     checkpointDir,
-    testLimit,
+    testLimit: flags.testLimit ?? undefined,
   });
-  const rate = result.history.length
-    ? result.history.reduce((n, r) => n + r.trainImagesPerSecond, 0) / result.history.length
-    : 0;
+  const rate = result.history.length ? meanRate(result.history) : 0;
   console.log(
     `Saved ${checkpointDir} (${result.params.toLocaleString("en-US")} parameters); ` +
       `${formatDuration(result.seconds)} total, ${
