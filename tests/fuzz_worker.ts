@@ -9,7 +9,7 @@
 /// <reference lib="deno.worker" />
 
 import { dirname, join } from "node:path";
-import { readNpyInput, readPngInput } from "../cli/predict.ts";
+import { readNpyInput, readPngInput } from "../lib/data/input_files.ts";
 import { initBackend } from "../lib/runtime/backend.ts";
 import { checkImageModel, checkpointTask, loadCheckpoint } from "../lib/training/checkpoint.ts";
 import * as tf from "@tensorflow/tfjs";

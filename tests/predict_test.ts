@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { readInput, readNpyInput, readPngInput, resizeGray } from "../cli/predict.ts";
+import { readInput, readNpyInput, readPngInput } from "../lib/data/input_files.ts";
+import { resizeGray } from "../lib/data/image_input.ts";
 import { IMAGE_SIZE } from "../lib/constants.ts";
 import { exists } from "../lib/io/fsutil.ts";
 import { encodeNpy } from "../lib/io/npy.ts";

@@ -1,0 +1,78 @@
+/**
+ * Predicted sums of raw images with a trained model (`deno task predict`), and SumNet's
+ * explanation of a reading as printed lines.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../constants.ts";
+import type { Task } from "../models/registry.ts";
+import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../models/sumnet/core.ts";
+import { predictBatch } from "./train.ts";
+
+/** One explanation as printed lines (after the sum line). */
+export function formatExplanation(explanation: Explanation): string[] {
+  const lines = [
+    `  digits: ${explanation.digits.map((d) => d.digit).join(" + ")} = ${explanation.sum}`,
+  ];
+  for (const d of explanation.digits) {
+    const other = d.runnerUp.digit === null ? "nothing" : String(d.runnerUp.digit);
+    lines.push(
+      `  ${d.digit} at columns ${d.columns[0]}-${d.columns[1] - 1} (centre ${d.centre}): ` +
+        `p ${d.probability.toFixed(3)}, next ${other} ${d.runnerUp.probability.toFixed(3)}`,
+    );
+  }
+  return lines;
+}
+
+/** Options of {@linkcode predictImages}. */
+export interface PredictOptions {
+  /** Compute SumNet explanations too. */
+  explain?: boolean;
+  /** Images per forward pass (default 64). */
+  batchSize?: number;
+}
+
+/**
+ * Predicted sums (and explanations) for `[n, 40, 168]` uint8 images.
+ *
+ * @param model a loaded checkpoint's model
+ * @param pixels the images
+ * @returns sums, and explanations when asked for (SumNet only)
+ */
+export async function predictImages(
+  model: tf.LayersModel,
+  pixels: Uint8Array,
+  options: PredictOptions & { task: Task },
+): Promise<{ sums: number[]; explanations?: Explanation[] }> {
+  const count = pixels.length / IMAGE_SIZE;
+  const batchSize = options.batchSize ?? BATCH_SIZE;
+  const sums: number[] = [];
+  const explanations: Explanation[] = [];
+  for (let start = 0; start < count; start += batchSize) {
+    const size = Math.min(batchSize, count - start);
+    const x = tf.tidy(() =>
+      tf.tensor4d(
+        Float32Array.from(pixels.subarray(start * IMAGE_SIZE, (start + size) * IMAGE_SIZE)),
+        [size, IMAGE_HEIGHT, IMAGE_WIDTH, 1],
+      ).div(255)
+    ) as tf.Tensor4D;
+    try {
+      if (options.explain) {
+        const batch = await explainBatch(model, x);
+        explanations.push(...batch);
+        sums.push(...batch.map((e) => e.sum));
+      } else {
+        sums.push(...(await predictBatch(model, x, options.task)));
+      }
+    } finally {
+      x.dispose();
+    }
+  }
+  return options.explain ? { sums, explanations } : { sums };
+}
+
+/** Whether a model has SumNet's per-cell read-out. */
+export function hasCells(model: tf.LayersModel): boolean {
+  return model.layers.some((layer) => layer.name === CELL_LOGITS_LAYER);
+}
