@@ -17,7 +17,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
-import { repoPath } from "../lib/notebook/notebook.ts";
+import { repoPath } from "../lib/notebook/mod.ts";
 import {
   type JupyterLab,
   missingJupyterLab,

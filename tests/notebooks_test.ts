@@ -39,7 +39,7 @@ import {
   showSvg,
   svgSize,
   topConfusions,
-} from "../lib/notebook/notebook.ts";
+} from "../lib/notebook/mod.ts";
 
 const NOTEBOOKS = ["notebooks/study.ipynb", "notebooks/beyond.ipynb"];
 const INSTALL_HINT = "install Jupyter with 'apt-get install jupyter-nbconvert python3-nbclient " +
@@ -525,7 +525,7 @@ Deno.test({
     await Deno.mkdir(repoPath("runs"), { recursive: true });
     const dir = await Deno.makeTempDir({ dir: repoPath("runs"), prefix: "late_output_" });
     try {
-      const lib = new URL("../lib/notebook/notebook.ts", import.meta.url).href;
+      const lib = new URL("../lib/notebook/mod.ts", import.meta.url).href;
       const code = [
         `import * as nb from "${lib}";\nnb.notebookSettings();\nconsole.log("cell 0");`,
         ...Array.from(

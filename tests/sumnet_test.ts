@@ -403,7 +403,7 @@ Deno.test({
 });
 
 Deno.test("the shipped SumNet reads the digits of composites whose digits are known", async () => {
-  const { probeDigits } = await import("../lib/notebook/notebook.ts");
+  const { probeDigits } = await import("../lib/notebook/mod.ts");
   const { model } = await loadCheckpoint(SHIPPED);
   // One batch of 100: more than `predict`'s default batch of 32, whose splitting once mixed up
   // the test-time views of the read-out.

@@ -12,7 +12,7 @@
  */
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { REPO_ROOT } from "../lib/notebook/notebook.ts";
+import { REPO_ROOT } from "../lib/notebook/mod.ts";
 
 /** Where `.ci/run` installs JupyterLab 4.6.4 and plotly (a venv); env `DIGITSUM_JUPYTERLAB_VENV`. */
 export const DEFAULT_VENV = "/opt/digitsum-jupyterlab";

@@ -24,7 +24,7 @@ import {
   showTrainingCurves,
   studyModels,
   studyRunsOnRecord,
-} from "../lib/notebook/notebook.ts";
+} from "../lib/notebook/mod.ts";
 
 const HELP =
   `Usage: deno run -A tools/show_charts.ts [--plot window|inline] [--results FILE] [--no-open]
