@@ -8,7 +8,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
   accuracyBars,
-  type AccuracyRecord,
   barFigure,
   describeSettings,
   describeSetups,
@@ -22,7 +21,7 @@ import {
   isQuickMode,
   lineFigure,
   markdownTable,
-  notebookRunConfig,
+  modelRunConfig,
   notebookSettings,
   perClassAccuracy,
   pickReadouts,
@@ -40,6 +39,8 @@ import {
   svgSize,
   topConfusions,
 } from "../lib/notebook/mod.ts";
+import type { RunOutcome } from "../lib/results/record.ts";
+import { studyConfig } from "../lib/training/experiment.ts";
 
 const NOTEBOOKS = ["notebooks/study.ipynb", "notebooks/beyond.ipynb"];
 const INSTALL_HINT = "install Jupyter with 'apt-get install jupyter-nbconvert python3-nbclient " +
@@ -77,7 +78,7 @@ Deno.test("notebookSettings() gives the study's configuration, or a small one in
   assert.notEqual(quick.modelsDir, full.modelsDir, "quick runs must not replace real checkpoints");
   assert.match(describeSettings(quick), /^QUICK MODE \(DIGITSUM_QUICK=1\)/);
 
-  const config = notebookRunConfig("cnn-classifier", quick);
+  const config = modelRunConfig("cnn-classifier", quick);
   assert.deepEqual(
     [config.model, config.seed, config.epochs, config.limit],
     ["cnn-classifier", 42, 1, 512],
@@ -99,10 +100,30 @@ Deno.test("markdownTable() and htmlTable() format numbers and reject ragged rows
   assert.throws(() => markdownTable(["a", "b"], [["x"]]), /row 1 has 1 cells, the header has 2/);
 });
 
-const RECORDS: AccuracyRecord[] = [
-  { model: "cnn-regressor", seed: 42, train: 20, val: 10, test: 9 },
-  { model: "cnn-regressor", seed: 0, train: 22, val: 12, test: 11 },
-  { model: "cnn-classifier", seed: 42, train: 70, val: 7 },
+/** A finished run's outcome with these accuracies (percent; 100 images per split). */
+function outcome(
+  model: string,
+  seed: number,
+  train: number,
+  val: number,
+  test?: number,
+): RunOutcome {
+  const split = (accuracy: number) => ({ correct: accuracy, total: 100, accuracy });
+  return {
+    model,
+    seed,
+    config: studyConfig(model, { seed }),
+    accuracy: {
+      train: split(train),
+      val: split(val),
+      test: test === undefined ? undefined : split(test),
+    },
+  };
+}
+const RECORDS: RunOutcome[] = [
+  outcome("cnn-regressor", 42, 20, 10, 9),
+  outcome("cnn-regressor", 0, 22, 12, 11),
+  outcome("cnn-classifier", 42, 70, 7),
 ];
 const MODELS = [
   { kind: "cnn-regressor", title: "CNN Regressor" },
@@ -128,7 +149,7 @@ Deno.test("accuracyBars() averages over seeds with the spread as error", () => {
   assert.throws(() => accuracyBars(RECORDS, [MODELS[2]]), /no records/);
 });
 
-Deno.test("readSweepResults() reads both result shapes and names the file on bad input", async () => {
+Deno.test("readSweepResults() reads the finished runs of results.json and names the file on bad input", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = join(dir, "results.json");
@@ -138,12 +159,25 @@ Deno.test("readSweepResults() reads both result shapes and names the file on bad
       JSON.stringify({
         config: { epochs: 15, limit: 512 },
         runs: [
-          { model: "cnn-regressor", seed: 0, train: 21.9, val: 11.4, test: 10 },
           {
-            config: { model: "cnn-classifier", seed: 10 },
+            model: "cnn-regressor",
+            seed: 0,
+            status: "done",
+            accuracy: {
+              train: { accuracy: 21.9 },
+              val: { accuracy: 11.4 },
+              test: { accuracy: 10 },
+            },
+          },
+          {
+            model: "cnn-classifier",
+            seed: 10,
+            status: "done",
+            epochs: 15,
             accuracy: { train: { accuracy: 76.9 }, val: { accuracy: 8 } },
             history: [{ epoch: 1, trainLoss: 3, valAccuracy: 7 }],
           },
+          { model: "cnn-classifier", seed: 42, status: "running", history: [] },
           { model: "vgg-regressor", seed: 0, status: "failed" },
         ],
       }),
@@ -151,10 +185,10 @@ Deno.test("readSweepResults() reads both result shapes and names the file on bad
     const records = await readSweepResults(path);
     assert.equal(records?.length, 2);
     assert.deepEqual(records![1].model, "cnn-classifier");
-    assert.equal(records![1].train, 76.9);
+    assert.equal(records![1].accuracy?.train.accuracy, 76.9);
     assert.equal(records![1].history?.length, 1);
     assert.deepEqual(
-      [records![0].epochs, records![0].limit],
+      [records![0].config.epochs, records![0].config.limit],
       [15, 512],
       "file-wide config applies",
     );
@@ -164,7 +198,7 @@ Deno.test("readSweepResults() reads both result shapes and names the file on bad
       readSweepResults(path),
       new RegExp(`Cannot read .*results.json: invalid JSON`),
     );
-    await Deno.writeTextFile(path, JSON.stringify([{ seed: 1 }]));
+    await Deno.writeTextFile(path, JSON.stringify({ runs: [{ seed: 1 }] }));
     await assert.rejects(readSweepResults(path), /run 1: missing 'model' or 'seed'/);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -227,9 +261,12 @@ Deno.test("readCheckpointRecords() reads digitsum.json of <prefix>_<seed> folder
       /Cannot read .*cnnclassifier_10\/digitsum.json/,
     );
     const records = await readCheckpointRecords([dir, join(dir, "missing")], ["cnn-regressor"]);
-    assert.deepEqual(records.map((r) => [r.model, r.seed, r.val, r.epochs]), [
-      ["cnn-regressor", 0, 11.42, 15],
-    ]);
+    assert.deepEqual(
+      records.map((r) => [r.model, r.seed, r.accuracy?.val.accuracy, r.config.epochs]),
+      [
+        ["cnn-regressor", 0, 11.42, 15],
+      ],
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -12,7 +12,6 @@
  */
 import { parseArgs } from "node:util";
 import {
-  type AccuracyRecord,
   interactiveRequested,
   notebookSettings,
   PLOT_ENV,
@@ -25,6 +24,7 @@ import {
   studyModels,
   studyRunsOnRecord,
 } from "../lib/notebook/mod.ts";
+import type { RunOutcome } from "../lib/results/record.ts";
 
 const HELP =
   `Usage: deno run -A tools/show_charts.ts [--plot window|inline] [--results FILE] [--no-open]
@@ -35,7 +35,7 @@ const HELP =
   --no-open       print the window's URL without starting a browser`;
 
 /** Read the records to chart: `file` when given, else the runs on record. */
-async function records(file: string | undefined): Promise<AccuracyRecord[]> {
+async function records(file: string | undefined): Promise<RunOutcome[]> {
   if (file) {
     const found = await readSweepResults(repoPath(file));
     if (!found) throw new Error(`Cannot read ${file}: no such file`);

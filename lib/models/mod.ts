@@ -64,8 +64,8 @@ registerModel(
     prefix: "vggregressor",
     task: "regression",
     study: true,
-    unavailableReason: async () => {
-      const path = vggWeightsPath();
+    unavailableReason: async ({ weightsPath }) => {
+      const path = vggWeightsPath(weightsPath);
       if (await exists(path)) return undefined;
       return `VGG11 weights not found at ${path}; get them with \`${VGG_WEIGHTS_COMMAND}\``;
     },

@@ -29,7 +29,7 @@ export interface ModelInfo {
    * Why this kind cannot be built on this machine (e.g. `VGG11 weights not found at ...`), or
    * `undefined` when it can. The sweep records such runs as skipped; notebooks skip their cell.
    */
-  unavailableReason?: () => Promise<string | undefined>;
+  unavailableReason?: (options: BuildOptions) => Promise<string | undefined>;
   /** Rough wall-time estimate of a run on a backend, printed before heavy runs start. */
   estimateSeconds?: (
     work: { trainImages: number; evalImages: number; backend: string },

@@ -11,38 +11,31 @@ import { modelInfo } from "../models/mod.ts";
 import { displayPath, type NotebookSettings, repoPath } from "./settings.ts";
 import { type Cell, showTable } from "./display.ts";
 import { showBarChart, showLineChart } from "./figures.ts";
-
-/** The overall accuracies (percent) of one model and seed. */
-export interface AccuracyRecord {
-  /** Model kind, e.g. `cnn-regressor`. */
-  model: string;
-  seed: number;
-  train: number;
-  val: number;
-  /** Held-out test split; absent when it was not evaluated. */
-  test?: number;
-  /** Per-epoch history, when known (for the training-curve plots). */
-  history?: EpochRecord[];
-  /** Epochs of the run, when known. */
-  epochs?: number;
-  /** Training-image cap of the run (`undefined` = all images). */
-  limit?: number;
-}
+import { isObject, readJsonFile } from "../io/json.ts";
+import { studyModelKinds } from "../models/mod.ts";
+import type { RunOutcome } from "../results/record.ts";
+import { meanStd } from "../results/stats.ts";
+import { type RunAccuracy, type RunConfig, studyConfig } from "../training/experiment.ts";
 
 /**
  * How the runs behind some records were trained, e.g. `15 epochs, all training images`
  * (several descriptions joined with `; ` when they differ).
  */
-export function describeSetups(records: readonly AccuracyRecord[]): string {
+export function describeSetups(records: readonly RunOutcome[]): string {
   const setups = new Set(records.map((r) =>
-    `${r.epochs ?? r.history?.length ?? "?"} epoch(s), ` +
-    (r.limit ? `${r.limit} training images` : "all training images")
+    `${r.config.epochs} epoch(s), ` +
+    (r.config.limit ? `${r.config.limit} training images` : "all training images")
   ));
   return [...setups].join("; ");
 }
 
 /** Accuracy splits a table can show. */
 export type Split = "train" | "val" | "test";
+
+/** The accuracy of a run on one split (percent), when it was evaluated there. */
+function accuracyOn(record: RunOutcome, split: Split): number | undefined {
+  return record.accuracy?.[split]?.accuracy;
+}
 
 /**
  * One results-across-seeds table (the study's layout): a row per seed, a column per model,
@@ -53,7 +46,7 @@ export type Split = "train" | "val" | "test";
  * @param models Column order (model kinds) and titles.
  */
 export function seedTable(
-  records: readonly AccuracyRecord[],
+  records: readonly RunOutcome[],
   split: Split,
   models: readonly { kind: string; title: string }[],
 ): { headers: string[]; rows: Cell[][] } {
@@ -62,7 +55,7 @@ export function seedTable(
     String(seed),
     ...models.map(({ kind }) => {
       const values = records.filter((r) => r.seed === seed && r.model === kind)
-        .map((r) => r[split]).filter((v): v is number => typeof v === "number");
+        .map((r) => accuracyOn(r, split)).filter((v): v is number => typeof v === "number");
       return values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
     }),
   ]);
@@ -77,7 +70,7 @@ export function seedTable(
  * @returns Arguments for `barChart(categories, series, { subtitle })` of `lib/charts.ts`.
  */
 export function accuracyBars(
-  records: readonly AccuracyRecord[],
+  records: readonly RunOutcome[],
   models: readonly { kind: string; title: string }[],
 ): {
   categories: string[];
@@ -94,14 +87,10 @@ export function accuracyBars(
   const several = seeds.length > 1;
   const series = splits.map(([split, name]) => {
     const stats = present.map(({ kind }) => {
-      const values = records.filter((r) => r.model === kind).map((r) => r[split])
+      const values = records.filter((r) => r.model === kind).map((r) => accuracyOn(r, split))
         .filter((v): v is number => typeof v === "number");
-      if (values.length === 0) return { mean: null, sd: null };
-      const mean = values.reduce((a, b) => a + b, 0) / values.length;
-      const variance = values.length > 1
-        ? values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1)
-        : 0;
-      return { mean, sd: Math.sqrt(variance) };
+      const { mean, std, n } = meanStd(values);
+      return { mean, sd: n === 0 ? null : std ?? 0 };
     });
     return {
       name,
@@ -121,10 +110,9 @@ export interface ModelColumn {
   title: string;
 }
 
-/** The study's three models, in the column order of its tables. */
+/** The study's models (the registry's), in the column order of its tables. */
 export function studyModels(): ModelColumn[] {
-  return ["cnn-regressor", "cnn-classifier", "vgg-regressor"]
-    .map((kind) => ({ kind, title: modelInfo(kind).title }));
+  return studyModelKinds().map((kind) => ({ kind, title: modelInfo(kind).title }));
 }
 
 /**
@@ -135,8 +123,8 @@ export function studyModels(): ModelColumn[] {
  */
 export async function resultsAcrossSeeds(
   settings: NotebookSettings,
-  fallback: readonly AccuracyRecord[],
-): Promise<{ records: AccuracyRecord[]; source: string }> {
+  fallback: readonly RunOutcome[],
+): Promise<{ records: RunOutcome[]; source: string }> {
   const swept = await readSweepResults(settings.sweepResults);
   if (swept?.length) {
     return {
@@ -158,7 +146,7 @@ export async function resultsAcrossSeeds(
  * per seed and a column per model (models without runs are shown as `-`, with a note).
  */
 export async function showSeedTables(
-  records: readonly AccuracyRecord[],
+  records: readonly RunOutcome[],
   models: readonly ModelColumn[],
 ): Promise<void> {
   const absent = models.filter((m) => !records.some((r) => r.model === m.kind));
@@ -181,7 +169,7 @@ export async function showSeedTables(
  * training and held-out test accuracy, averaged over seeds).
  */
 export async function showAccuracyTable(
-  records: readonly AccuracyRecord[],
+  records: readonly RunOutcome[],
   models: readonly ModelColumn[],
 ): Promise<void> {
   const bars = accuracyBars(records, models);
@@ -198,7 +186,7 @@ export async function showAccuracyTable(
  * The study models' runs on record: the sweep's results when present, else the checkpoints in
  * `trained_models/` and then the notebooks' quick-mode checkpoints.
  */
-export async function studyRunsOnRecord(settings: NotebookSettings): Promise<AccuracyRecord[]> {
+export async function studyRunsOnRecord(settings: NotebookSettings): Promise<RunOutcome[]> {
   const swept = await readSweepResults(settings.sweepResults);
   if (swept?.length) return swept;
   const dirs = [repoPath(DEFAULT_MODELS_DIR), settings.modelsDir];
@@ -206,7 +194,7 @@ export async function studyRunsOnRecord(settings: NotebookSettings): Promise<Acc
 }
 
 /** Training accuracy, validation accuracy and the gap between them, one row per run. */
-export async function showTrainValGap(records: readonly AccuracyRecord[]): Promise<void> {
+export async function showTrainValGap(records: readonly RunOutcome[]): Promise<void> {
   if (records.length === 0) {
     return console.log("No trained study models on record (run study.ipynb or 'deno task sweep').");
   }
@@ -214,16 +202,16 @@ export async function showTrainValGap(records: readonly AccuracyRecord[]): Promi
   const rows = records.map((r) => [
     modelInfo(r.model).title,
     String(r.seed),
-    r.train,
-    r.val,
-    r.train - r.val,
+    r.accuracy!.train.accuracy,
+    r.accuracy!.val.accuracy,
+    r.accuracy!.train.accuracy - r.accuracy!.val.accuracy,
   ]);
   await showTable(["model", "seed", "training", "validation", "gap"], rows, { unit: "%" });
 }
 
 /** The accuracy tables as a grouped bar chart (see {@link accuracyBars}). */
 export async function showAccuracyBars(
-  records: readonly AccuracyRecord[],
+  records: readonly RunOutcome[],
   models: readonly ModelColumn[],
   options: { title?: string } = {},
 ): Promise<void> {
@@ -244,7 +232,7 @@ export async function showAccuracyBars(
  * validation accuracy per epoch for all of them.
  */
 export async function showTrainingCurves(
-  records: readonly Pick<AccuracyRecord, "model" | "seed" | "history">[],
+  records: readonly Pick<RunOutcome, "model" | "seed" | "history">[],
   models: readonly ModelColumn[],
 ): Promise<void> {
   const withHistory = records.filter((r) => r.history?.length);
@@ -279,36 +267,20 @@ export async function showTrainingCurves(
 }
 
 /**
- * Read accuracy records from the sweep's `results.json`. Accepts an array of runs or an object
- * with a `runs` array; each run needs `model`, `seed` and the accuracies either flat
- * (`train`, `val`, `test` numbers) or as `accuracy: { train: { accuracy }, ... }` (the shape
- * `runExperiment` saves).
+ * The finished runs of the sweep's `results.json` (its `runs`, the report's rows of the grid),
+ * with the sweep's configuration.
  *
  * @returns The records, or `undefined` when the file does not exist.
  */
-export async function readSweepResults(path: string): Promise<AccuracyRecord[] | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw new Error(`Cannot read ${path}: ${(error as Error).message}`);
+export async function readSweepResults(path: string): Promise<RunOutcome[] | undefined> {
+  const parsed = await readJsonFile<{ config?: unknown; runs?: unknown }>(path);
+  if (parsed === undefined) return undefined;
+  if (!isObject(parsed) || !Array.isArray(parsed.runs)) {
+    throw new Error(`Cannot read ${path}: expected the sweep's results, an object with 'runs'`);
   }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (error) {
-    throw new Error(`Cannot read ${path}: invalid JSON (${(error as Error).message})`);
-  }
-  const runs = Array.isArray(parsed) ? parsed : (parsed as { runs?: unknown })?.runs;
-  if (!Array.isArray(runs)) {
-    throw new Error(`Cannot read ${path}: expected an array of runs or an object with 'runs'`);
-  }
-  const shared = Array.isArray(parsed)
-    ? {}
-    : (parsed as { config?: Record<string, unknown> }).config ?? {};
-  return runs.map((run, i) => parseRun(run, `${path} run ${i + 1}`, shared))
-    .filter((r): r is AccuracyRecord => r !== undefined);
+  const shared = isObject(parsed.config) ? parsed.config : {};
+  return parsed.runs.map((run, i) => parseRun(run, `${path} run ${i + 1}`, shared))
+    .filter((r): r is RunOutcome => r !== undefined);
 }
 
 /**
@@ -322,8 +294,8 @@ export async function readSweepResults(path: string): Promise<AccuracyRecord[] |
 export async function readCheckpointRecords(
   dirs: readonly string[],
   kinds: readonly string[],
-): Promise<AccuracyRecord[]> {
-  const found = new Map<string, AccuracyRecord>();
+): Promise<RunOutcome[]> {
+  const found = new Map<string, RunOutcome>();
   for (const dir of dirs) {
     let entries: Deno.DirEntry[];
     try {
@@ -338,13 +310,8 @@ export async function readCheckpointRecords(
         const match = entry.name.match(new RegExp(`^${prefix}_(\\d+)$`));
         if (!entry.isDirectory || !match || found.has(`${kind}_${match[1]}`)) continue;
         const metaPath = join(dir, entry.name, "digitsum.json");
-        let meta: unknown;
-        try {
-          meta = JSON.parse(await Deno.readTextFile(metaPath));
-        } catch (error) {
-          if (error instanceof Deno.errors.NotFound) continue;
-          throw new Error(`Cannot read ${metaPath}: ${(error as Error).message}`);
-        }
+        const meta = await readJsonFile<object>(metaPath);
+        if (meta === undefined) continue;
         const record = parseRun(
           { model: kind, seed: Number(match[1]), ...meta as object },
           metaPath,
@@ -361,51 +328,43 @@ export function checkpointHistory(meta: Record<string, unknown>): EpochRecord[] 
   return Array.isArray(meta.history) ? meta.history as EpochRecord[] : [];
 }
 
-function pick(r: Record<string, unknown>, keys: string[]): Record<string, unknown> {
-  return Object.fromEntries(keys.filter((k) => r[k] !== undefined).map((k) => [k, r[k]]));
-}
-
-function accuracyOf(value: unknown): number | undefined {
-  if (typeof value === "number") return value;
-  if (
-    value && typeof value === "object" &&
-    typeof (value as { accuracy?: unknown }).accuracy === "number"
-  ) {
-    return (value as { accuracy: number }).accuracy;
-  }
-  return undefined;
-}
-
+/**
+ * What the tables need of one run as a file records it (a row of the sweep's `results.json`, or
+ * a checkpoint's `digitsum.json` with its `model` and `seed`), or `undefined` when it did not
+ * finish. `shared`: the sweep's configuration (a row's own `epochs` win over it).
+ */
 function parseRun(
   run: unknown,
   where: string,
   shared: Record<string, unknown> = {},
-): AccuracyRecord | undefined {
-  if (!run || typeof run !== "object") throw new Error(`Cannot read ${where}: not an object`);
-  const r = run as Record<string, unknown>;
-  // A run's own settings win over the file-wide configuration (the sweep's results.json).
-  const config = { ...shared, ...r.config as object, ...pick(r, ["epochs", "limit"]) } as Record<
-    string,
-    unknown
-  >;
-  const model = r.model ?? r.kind ?? config.model;
-  const seed = r.seed ?? config.seed;
+): RunOutcome | undefined {
+  if (!isObject(run)) throw new Error(`Cannot read ${where}: not an object`);
+  const own = isObject(run.config) ? run.config : {};
+  const model = run.model ?? run.kind ?? own.model;
+  const seed = run.seed ?? own.seed;
   if (typeof model !== "string" || typeof seed !== "number") {
     throw new Error(`Cannot read ${where}: missing 'model' or 'seed'`);
   }
-  if (r.status !== undefined && r.status !== "done" && r.status !== "ok") return undefined;
-  const acc = (r.accuracy ?? r) as Record<string, unknown>;
-  const train = accuracyOf(acc.train);
-  const val = accuracyOf(acc.val);
-  if (train === undefined || val === undefined) return undefined; // unfinished run
+  if (run.status !== undefined && run.status !== "done") return undefined;
+  const accuracy = run.accuracy;
+  const scored = (split: unknown) => isObject(split) && typeof split.accuracy === "number";
+  if (!isObject(accuracy) || !scored(accuracy.train) || !scored(accuracy.val)) return undefined;
+  const setup = Object.fromEntries(
+    ["epochs", "batchSize", "learningRate", "trainFraction", "limit", "dataDir"]
+      .filter((key) => typeof shared[key] === "number" || typeof shared[key] === "string")
+      .map((key) => [key, shared[key]]),
+  );
+  const config = studyConfig(model, {
+    ...setup,
+    ...own,
+    ...(typeof run.epochs === "number" ? { epochs: run.epochs } : {}),
+    seed,
+  } as Partial<RunConfig>);
   return {
     model,
     seed,
-    train,
-    val,
-    test: accuracyOf(acc.test),
-    history: Array.isArray(r.history) ? r.history as EpochRecord[] : undefined,
-    epochs: typeof config.epochs === "number" ? config.epochs : undefined,
-    limit: typeof config.limit === "number" ? config.limit : undefined,
+    config,
+    accuracy: accuracy as unknown as RunAccuracy,
+    history: Array.isArray(run.history) ? run.history as EpochRecord[] : undefined,
   };
 }

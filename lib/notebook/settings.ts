@@ -18,7 +18,6 @@ import {
 import { type RunConfig, studyConfig } from "../training/experiment.ts";
 import { vggWeightsPath } from "../models/vgg.ts";
 import { installCellEndHook, listenForInterrupts } from "./kernel.ts";
-
 /** Environment variable that switches every notebook to quick mode (`1`) or full mode (`0`). */
 export const QUICK_ENV = "DIGITSUM_QUICK";
 
@@ -158,27 +157,4 @@ export function modelRunConfig(model: string, settings: NotebookSettings): RunCo
     dataDir: settings.dataDir,
     ...(settings.quick ? { epochs: settings.epochs } : {}),
   });
-}
-
-/**
- * The {@link RunConfig} of a model under these settings: what `deno task train` would use with
- * the same seed, epochs and limit, so the notebook's numbers match the CLI's.
- */
-export function notebookRunConfig(
-  model: string,
-  settings: NotebookSettings,
-  overrides: Partial<RunConfig> = {},
-): RunConfig {
-  return {
-    model,
-    seed: settings.seed,
-    epochs: settings.epochs,
-    batchSize: settings.batchSize,
-    learningRate: settings.learningRate,
-    trainFraction: settings.trainFraction,
-    limit: settings.limit,
-    backend: settings.backend,
-    dataDir: settings.dataDir,
-    ...overrides,
-  };
 }

@@ -8,7 +8,6 @@
  */
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { saveCheckpoint } from "../training/checkpoint.ts";
 import { type Loader, loadTestLoader } from "../data/loader.ts";
 import {
   configDifference,
@@ -19,16 +18,7 @@ import {
   RunStoppedError,
   type SplitAccuracy,
 } from "../training/experiment.ts";
-import { type BatchProgress, ProgressBar } from "../runtime/progress.ts";
-import { restoreRngState, type RngState, rngState } from "../runtime/seed.ts";
-import {
-  type EpochRecord,
-  evaluateAccuracy,
-  formatOverallLine,
-  type TorchAdam,
-  trainModel,
-  type UnfinishedEpoch,
-} from "../training/train.ts";
+import { type EpochRecord, evaluateAccuracy, formatOverallLine } from "../training/train.ts";
 import { type BatchSource } from "../data/batch.ts";
 import { modelInfo } from "../models/mod.ts";
 import {
@@ -39,155 +29,11 @@ import {
   listenForInterrupts,
   settle,
 } from "./kernel.ts";
-import {
-  displayPath,
-  notebookRunConfig,
-  type NotebookSettings,
-  QUICK_TEST_LIMIT,
-  repoPath,
-} from "./settings.ts";
-import { type AccuracyRecord } from "./results.ts";
-
-/**
- * A `trainModel` `onBatchEnd` callback drawing one progress bar per epoch: a live-updating line
- * in a notebook, a bar on a terminal, a line every few percent when piped.
- */
-export function liveProgress(): (progress: BatchProgress) => Promise<void> {
-  let bar: ProgressBar | undefined;
-  return async (p) => {
-    bar ??= new ProgressBar(p.numBatches, { label: `epoch ${p.epoch}/${p.epochs}` });
-    await bar.update(p.batch, `loss ${p.loss.toFixed(3)}`);
-    if (p.batch === p.numBatches) {
-      await bar.finish();
-      bar = undefined;
-    }
-  };
-}
-
-/** An interrupted notebook training, kept in the kernel until its cell runs again. */
-interface HeldRun {
-  /** The settings it was started with; a different one starts afresh. */
-  fingerprint: string;
-  model: tf.LayersModel;
-  optimizer: TorchAdam;
-  history: EpochRecord[];
-  unfinished?: UnfinishedEpoch;
-  rng?: RngState;
-  seconds: number;
-}
-
-const heldRuns = new Map<string, HeldRun>();
-
-/** Options of {@link trainInNotebook}. */
-export interface NotebookTrainOptions {
-  /** Builds the untrained model (not called when an interrupted run resumes). */
-  build: () => Promise<tf.LayersModel> | tf.LayersModel;
-  epochs: number;
-  learningRate: number;
-  /** The seed the caller seeded with (names the run). */
-  seed: number;
-  /** Training-image cap, for the record. */
-  limit?: number;
-}
-
-/** Where an interrupted run stopped, e.g. `after batch 3/8 of epoch 1/15 (0 epochs finished)`. */
-function stopPoint(
-  history: readonly EpochRecord[],
-  unfinished: UnfinishedEpoch | undefined,
-  epochs: number,
-  numBatches: number,
-): string {
-  const done = `${history.length} epoch(s) finished`;
-  return unfinished
-    ? `after batch ${unfinished.batches}/${numBatches} of epoch ${unfinished.epoch}/${epochs} ` +
-      `(${done})`
-    : `after epoch ${history.length}/${epochs} (${done})`;
-}
-
-/**
- * Train a model with the study's loop (`trainModel`, one line per epoch) from a notebook cell,
- * with a live progress line. Kernel > Interrupt stops it after the current batch: the cell ends
- * with a {@link KernelInterrupt}, and the model, its optimiser state, the finished epochs and the
- * random generator's state stay in the kernel, so that running the same cell again resumes with
- * the next batch and ends with the weights an uninterrupted run would have. Outside a kernel it
- * trains like `trainModel` (Ctrl-C ends the process as usual).
- *
- * @param kind Model kind, e.g. `cnn-regressor`.
- * @param loaders Training and validation batches.
- * @param options How to build the model and the run's settings.
- */
-export async function trainInNotebook(
-  kind: string,
-  loaders: { train: BatchSource; val: BatchSource },
-  options: NotebookTrainOptions,
-): Promise<NotebookRun> {
-  installCellEndHook();
-  listenForInterrupts();
-  const { epochs, learningRate, seed, limit } = options;
-  const info = modelInfo(kind);
-  const key = `${info.title} (seed ${seed})`;
-  interrupts.latch.admit(key);
-  const numBatches = loaders.train.numBatches;
-  const fingerprint = JSON.stringify({
-    kind,
-    epochs,
-    learningRate,
-    seed,
-    limit,
-    images: loaders.train.size,
-  });
-  let held = heldRuns.get(key);
-  heldRuns.delete(key);
-  if (held && held.fingerprint !== fingerprint) {
-    console.log(`Starting ${key} afresh: the interrupted run had other settings.`);
-    held.model.dispose();
-    held = undefined;
-  }
-  const started = performance.now();
-  const model = held?.model ?? await options.build();
-  if (held) {
-    if (held.rng) restoreRngState(held.rng);
-    const next = held.unfinished
-      ? `epoch ${held.unfinished.epoch}/${epochs}, batch ${
-        held.unfinished.batches + 1
-      }/${numBatches}`
-      : `epoch ${held.history.length + 1}/${epochs}`;
-    console.log(
-      `Resuming ${key} at ${next} (${held.history.length} epoch(s) finished before the interrupt).`,
-    );
-  }
-  const result = await trainModel(model, loaders, {
-    task: info.task,
-    epochs,
-    learningRate,
-    optimizer: held?.optimizer,
-    startEpoch: held?.history.length ?? 0,
-    history: held?.history,
-    resume: held?.unfinished,
-    onBatchEnd: liveProgress(),
-    stopAfterBatch: interruptRequested,
-  });
-  const seconds = (held?.seconds ?? 0) + (performance.now() - started) / 1000;
-  if (result.stopped) {
-    heldRuns.set(key, {
-      fingerprint,
-      model,
-      optimizer: result.optimizer,
-      history: result.history,
-      unfinished: result.unfinished,
-      rng: rngState(),
-      seconds,
-    });
-    interrupts.latch.stopped(key);
-    await settle();
-    throw new KernelInterrupt(
-      `${key} stopped ${stopPoint(result.history, result.unfinished, epochs, numBatches)}. ` +
-        `Run this cell again to resume.`,
-    );
-  }
-  return { kind, seed, limit, model, history: result.history, seconds };
-}
-
+import { displayPath, type NotebookSettings, QUICK_TEST_LIMIT, repoPath } from "./settings.ts";
+import { dataFingerprint } from "../data/generate.ts";
+import { doneRecord, formatRunLine, type RunOutcome, type RunRecord } from "../results/record.ts";
+import { type RunAccuracy } from "../training/experiment.ts";
+import { modelRunConfig } from "./settings.ts";
 /** Where {@link runInNotebook} keeps per-epoch state in quick mode. */
 export const QUICK_STATE_DIR = "runs/notebook_quick/state";
 
@@ -209,8 +55,8 @@ const startedHere = new Set<string>();
  * Run `runExperiment` (a model's whole recipe, as `deno task train` runs it) from a notebook
  * cell. It saves its state after every epoch under `runs/` ({@link STATE_DIR}, or
  * {@link QUICK_STATE_DIR}), so Kernel > Interrupt, which stops it after the current batch, leaves
- * a run that the same cell resumes after its last finished epoch. Like {@link trainInNotebook}
- * it resumes only within the kernel that stopped it: the first run of a kernel removes state left
+ * a run that the same cell resumes after its last finished epoch. It resumes only within the
+ * kernel that stopped it: the first run of a kernel removes state left
  * by another (e.g. a kernel that was restarted or killed mid-run), and the state is removed once
  * the run is done. In quick mode the recipe's prepare stage is shortened
  * ({@link QUICK_PREPARE_OPTIONS}).
@@ -269,25 +115,14 @@ async function dropStateOfOtherConfig(stateDir: string, config: RunConfig): Prom
   await Deno.remove(stateDir, { recursive: true });
 }
 
-/** A model trained in a notebook. */
+/** A trained model in a notebook (e.g. loaded from a checkpoint) and its training history. */
 export interface NotebookRun {
-  /** Model kind, e.g. `cnn-regressor`. */
+  /** Model kind, e.g. `sumnet`. */
   kind: string;
   /** The seed it was trained with. */
   seed: number;
   model: tf.LayersModel;
   history: EpochRecord[];
-  /** Wall seconds of the training. */
-  seconds: number;
-  /** Training-image cap it was trained with (`undefined` = all). */
-  limit?: number;
-}
-
-/** Overall accuracy per split, as `runExperiment` reports it. */
-export interface SplitScores {
-  train: SplitAccuracy;
-  val: SplitAccuracy;
-  test?: SplitAccuracy;
 }
 
 /**
@@ -313,7 +148,7 @@ export async function overallAccuracies(
   run: NotebookRun,
   splits: { val: BatchSource; train: BatchSource; test?: BatchSource },
   options: { log?: (line: string) => void } = {},
-): Promise<SplitScores> {
+): Promise<RunAccuracy> {
   const log = options.log ?? console.log;
   const info = modelInfo(run.kind);
   const score = async (loader: BatchSource, label: string): Promise<SplitAccuracy> => {
@@ -327,51 +162,65 @@ export async function overallAccuracies(
   return { train, val, test };
 }
 
-/** Options of {@link saveNotebookRun}. */
-export interface SaveRunOptions {
-  settings: NotebookSettings;
-  /** The backend that trained it (from `initBackend`). */
-  backend: { name: string; versions?: unknown };
-  /** Line printer for the "Saved ..." line (default `console.log`). */
-  log?: (line: string) => void;
+/**
+ * Train one model of the study from its cell, exactly as `deno task train --model <kind>` would
+ * with the notebook's seed, limit and data ({@link modelRunConfig}): through
+ * {@link runInNotebook}, so `runExperiment` prints the study's lines and overall accuracies and
+ * saves the checkpoint to `<modelsDir>/<prefix>_<seed>/`. A model that cannot be built on this
+ * machine (the registry says why, e.g. VGG weights missing) is skipped with that reason.
+ *
+ * @returns The run, or `undefined` when the model was skipped.
+ */
+export async function trainStudyModel(
+  kind: string,
+  settings: NotebookSettings,
+): Promise<RunResult | undefined> {
+  const info = modelInfo(kind);
+  const build = { weightsPath: settings.vggWeights };
+  const reason = await info.unavailableReason?.(build);
+  if (reason) {
+    console.log(`${info.title} skipped: ${reason}. The cells below continue without it.`);
+    return undefined;
+  }
+  const config = modelRunConfig(kind, settings);
+  const dir = join(settings.modelsDir, `${info.prefix}_${config.seed}`);
+  const result = await runInNotebook(config, settings, {
+    build,
+    checkpointDir: dir,
+    testLimit: settings.quick ? QUICK_TEST_LIMIT : undefined,
+  });
+  console.log(`Saved ${displayPath(dir)}`);
+  return result;
 }
 
 /**
- * Save a notebook run where `deno task train` would (`<modelsDir>/<prefix>_<seed>/`), with the
- * same metadata, so `deno task evaluate` and the other notebooks can load it. It prints the
- * directory and returns nothing (a cell ending with it shows no value).
+ * Keep the {@link RunRecord} of a notebook's run (as the sweep writes it) in `records`, for the
+ * results tables, and print its one-line summary.
  */
-export async function saveNotebookRun(
-  run: NotebookRun,
-  scores: SplitScores,
-  options: SaveRunOptions,
+export async function keepRecord(
+  records: RunRecord[],
+  result: RunResult,
+  settings: NotebookSettings,
 ): Promise<void> {
-  const { settings, backend } = options;
-  const info = modelInfo(run.kind);
-  const dir = join(settings.modelsDir, `${info.prefix}_${run.seed}`);
-  await saveCheckpoint(dir, run.model, {
-    kind: run.kind,
-    config: notebookRunConfig(run.kind, settings, { seed: run.seed }),
-    history: run.history,
-    accuracy: scores,
-    seconds: run.seconds,
-    backend: backend.name,
-    versions: backend.versions,
-    quick: settings.quick,
-  });
-  (options.log ?? console.log)(`Saved ${displayPath(dir)}`);
+  const record = doneRecord(result, await dataFingerprint(settings.dataDir));
+  records.push(record);
+  console.log(`Recorded: ${formatRunLine(record)}`);
 }
 
-/** The {@link AccuracyRecord} of a notebook run, for the results tables. */
-export function accuracyRecord(run: NotebookRun, scores: SplitScores): AccuracyRecord {
+/**
+ * What the results tables need of a model evaluated in the notebook ({@link overallAccuracies})
+ * rather than trained by it (e.g. a shipped checkpoint).
+ */
+export function runOutcome(
+  run: NotebookRun,
+  accuracy: RunAccuracy,
+  settings: NotebookSettings,
+): RunOutcome {
   return {
     model: run.kind,
     seed: run.seed,
-    train: scores.train.accuracy,
-    val: scores.val.accuracy,
-    test: scores.test?.accuracy,
+    config: { ...modelRunConfig(run.kind, settings), seed: run.seed },
+    accuracy,
     history: run.history,
-    epochs: run.history.length,
-    limit: run.limit,
   };
 }

@@ -20,7 +20,7 @@ import type { DataFingerprint } from "../data/generate.ts";
 import { describeValue, isCount, isNumberOrNull, isObject, readJsonFile } from "../io/json.ts";
 import { exists } from "../io/fsutil.ts";
 import { formatDuration } from "../runtime/progress.ts";
-import type { RunAccuracy, RunConfig } from "../training/experiment.ts";
+import type { RunAccuracy, RunConfig, RunResult } from "../training/experiment.ts";
 import { type EpochRecord, historyProblem } from "../training/train.ts";
 import { meanRate } from "./stats.ts";
 
@@ -73,6 +73,13 @@ export interface RunRecord {
   /** ISO time the record was written. */
   finishedAt: string;
 }
+
+/**
+ * What the results tables of the notebooks read of a run: a part of its {@link RunRecord} (a
+ * RunRecord is one). A notebook also makes one from a checkpoint's metadata, which records no
+ * data fingerprint.
+ */
+export type RunOutcome = Pick<RunRecord, "model" | "seed" | "config" | "accuracy" | "history">;
 
 /**
  * Throws when `records` were not all made from the same data (by fingerprint id), naming two
@@ -249,4 +256,29 @@ export async function readRecordsIn(dir: string): Promise<RunRecord[]> {
     if (record?.status === "done") records.push(record);
   }
   return records;
+}
+
+/**
+ * The record of a finished run, from what `runExperiment` returned and the fingerprint of the
+ * data it was trained on.
+ */
+export function doneRecord(result: RunResult, data: DataFingerprint): RunRecord {
+  const { config, info } = result;
+  return {
+    format: RUN_RECORD_FORMAT,
+    key: `${config.model}_${config.seed}`,
+    model: config.model,
+    title: info.title,
+    seed: config.seed,
+    config,
+    status: "done",
+    accuracy: result.accuracy,
+    history: result.history,
+    params: result.params,
+    seconds: result.seconds,
+    backend: JSON.parse(JSON.stringify(result.backend)),
+    versions: result.versions,
+    data,
+    finishedAt: new Date().toISOString(),
+  };
 }

@@ -31,6 +31,7 @@ import { isObject, readJsonFile } from "../io/json.ts";
 import { modelInfo, ModelUnavailableError } from "../models/mod.ts";
 import {
   describeData,
+  doneRecord,
   formatRunLine,
   readRunRecord,
   RUN_FILES,
@@ -251,7 +252,7 @@ async function sweepData(
 
 /** Why a run of `model` cannot start on this machine (e.g. VGG weights missing), or `undefined`. */
 export async function skipReason(model: string): Promise<string | undefined> {
-  return await modelInfo(model).unavailableReason?.();
+  return await modelInfo(model).unavailableReason?.({});
 }
 
 /**
@@ -382,15 +383,8 @@ async function trainRun(run: RunSpec, context: SweepContext, log: (line: string)
       predictions: Array.from(result.valPredictions.predictions),
       labels: Array.from(result.valPredictions.labels),
     });
-    const record = await writeRecord(run, context.data, {
-      status: "done",
-      accuracy: result.accuracy,
-      history: result.history,
-      params: result.params,
-      seconds: result.seconds,
-      backend: JSON.parse(JSON.stringify(result.backend)),
-      versions: result.versions,
-    });
+    const record = doneRecord(result, context.data);
+    await writeJsonAtomic(join(run.dir, RUN_FILES.result), record);
     if (!options.keepState) {
       await Deno.remove(join(run.dir, RUN_FILES.state), { recursive: true }).catch(() => {});
     }

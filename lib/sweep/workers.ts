@@ -122,7 +122,7 @@ async function recordedEpochs(
       epochs += history?.history.length ?? 0;
     }
     if (record && seen.get(run.key) !== record.finishedAt) {
-      seen.set(run.key, record.finishedAt ?? "");
+      seen.set(run.key, record.finishedAt);
       await report?.(formatRunLine(record));
     }
   }

@@ -21,7 +21,7 @@ import {
 import { getLoaders, type Loader, loadTestLoader } from "../data/loader.ts";
 import { TEST_SET_SIZE } from "../data/generate.ts";
 import { exists } from "../io/fsutil.ts";
-import { type ModelInfo } from "../models/registry.ts";
+import type { BuildOptions, ModelInfo } from "../models/registry.ts";
 import { type BatchProgress, epochProgress, formatDuration } from "../runtime/progress.ts";
 import {
   isRngState,
@@ -137,6 +137,8 @@ export interface RunOptions {
    * a later call resumes after the last completed epoch.
    */
   stopAfterBatch?: () => boolean | Promise<boolean>;
+  /** How to build the model (e.g. the VGG weights' path); the defaults when omitted. */
+  build?: BuildOptions;
   /** Settings for the recipe's `prepare` stage (e.g. SumNet's pretraining `{ epochs: 2 }`). */
   prepareOptions?: Readonly<Record<string, unknown>>;
 }
@@ -421,7 +423,7 @@ export async function runExperiment(
     limit: config.limit,
     shuffleEachEpoch: info.recipe?.shuffleEachEpoch,
   });
-  const built = await buildModel(config.model);
+  const built = await buildModel(config.model, options.build);
   const setup: RunSetup = { info, backend, train, val, log, started };
   logEstimate(setup, config, options);
   const start = await resumeOrStart(built, config, options.stateDir, log);
