@@ -346,7 +346,7 @@ Deno.test({
             await menu(page, "Kernel", "kernelmenu:interrupt");
             let cells = await waitForIdle(study);
             const stop = allText([cells[regressor]]).match(
-              /KernelInterrupt.*stopped after batch (\d+)\/(\d+) of epoch 1\/1/s,
+              /KernelInterrupt.*stopped during epoch 1\/1 \(after batch (\d+)\/(\d+)\)/s,
             );
             assert.ok(stop, `the regressor was not interrupted:\n${allText([cells[regressor]])}`);
             const [stoppedAt, batches] = [Number(stop[1]), Number(stop[2])];
@@ -366,7 +366,7 @@ Deno.test({
             assert.match(
               allText([cells[regressor]]),
               new RegExp(
-                `Resuming CNN Regressor \\(seed 42\\) at epoch 1/1, batch ${stoppedAt + 1}/` +
+                `Resuming CNN Regressor seed 42 at epoch 1/1, batch ${stoppedAt + 1}/` +
                   `${batches}[^]*Epoch 1/1, Train Loss: \\d+\\.\\d{4}`,
               ),
             );

@@ -11,6 +11,7 @@ import * as tf from "@tensorflow/tfjs";
 import { type Loader, loadTestLoader } from "../data/loader.ts";
 import {
   configDifference,
+  type HeldRun,
   type RunConfig,
   runExperiment,
   type RunOptions,
@@ -51,15 +52,18 @@ export const QUICK_PREPARE_OPTIONS: Readonly<Record<string, unknown>> = Object.f
 /** Runs of {@link runInNotebook} started in this kernel (their saved state may be resumed). */
 const startedHere = new Set<string>();
 
+/** Runs an interrupt stopped in this kernel, by state folder, until their cell runs again. */
+const heldRuns = new Map<string, HeldRun>();
+
 /**
  * Run `runExperiment` (a model's whole recipe, as `deno task train` runs it) from a notebook
- * cell. It saves its state after every epoch under `runs/` ({@link STATE_DIR}, or
- * {@link QUICK_STATE_DIR}), so Kernel > Interrupt, which stops it after the current batch, leaves
- * a run that the same cell resumes after its last finished epoch. It resumes only within the
- * kernel that stopped it: the first run of a kernel removes state left
- * by another (e.g. a kernel that was restarted or killed mid-run), and the state is removed once
- * the run is done. In quick mode the recipe's prepare stage is shortened
- * ({@link QUICK_PREPARE_OPTIONS}).
+ * cell. Kernel > Interrupt stops it after the current batch; the stopped run (model, optimiser,
+ * finished epochs, random state) stays in the kernel, and running the same cell again continues
+ * it with the next batch, to the numbers an uninterrupted run gives. It also saves its state
+ * after every epoch under `runs/` ({@link STATE_DIR}, or {@link QUICK_STATE_DIR}), resumed only
+ * within the kernel that saved it: the first run of a kernel removes state left by another (e.g.
+ * a kernel that was restarted or killed mid-run), and the state is removed once the run is done.
+ * In quick mode the recipe's prepare stage is shortened ({@link QUICK_PREPARE_OPTIONS}).
  *
  * @param config The run, e.g. from {@link modelRunConfig}.
  * @param settings The notebook's settings.
@@ -84,21 +88,36 @@ export async function runInNotebook(
     startedHere.add(stateDir);
   }
   await dropStateOfOtherConfig(stateDir, config);
+  const held = takeHeld(stateDir, config);
   try {
     const result = await runExperiment(config, {
       prepareOptions: settings.quick ? QUICK_PREPARE_OPTIONS : undefined,
       ...options,
       stateDir,
+      resume: held,
       stopAfterBatch: interruptRequested,
     });
     await Deno.remove(stateDir, { recursive: true }).catch(() => {});
     return result;
   } catch (error) {
     if (!(error instanceof RunStoppedError) || !interrupts.latch.pending) throw error;
+    if (error.held) heldRuns.set(stateDir, error.held);
     interrupts.latch.stopped(key);
     await settle();
-    throw new KernelInterrupt(`${error.message}. Run this cell again to resume.`);
+    throw new KernelInterrupt(
+      `${info.title} seed ${config.seed} stopped ${error.where}. Run this cell again to resume.`,
+    );
   }
+}
+
+/** The run an interrupt stopped in this state folder, when it had this config. */
+function takeHeld(stateDir: string, config: RunConfig): HeldRun | undefined {
+  const held = heldRuns.get(stateDir);
+  heldRuns.delete(stateDir);
+  if (!held || !configDifference(held.config, config)) return held;
+  console.log(`Starting afresh: the interrupted run had other settings.`);
+  held.model.dispose();
+  return undefined;
 }
 
 /** Remove a notebook run's saved state when it belongs to another configuration. */

@@ -38,6 +38,7 @@ import {
   TorchAdam,
   trainableVariables,
   trainModel,
+  type UnfinishedEpoch,
 } from "./train.ts";
 import { firstImages } from "../data/batch.ts";
 import { buildModel, modelInfo } from "../models/mod.ts";
@@ -137,15 +138,48 @@ export interface RunOptions {
    * a later call resumes after the last completed epoch.
    */
   stopAfterBatch?: () => boolean | Promise<boolean>;
+  /**
+   * Continue a run that this process stopped ({@link RunStoppedError.held}) from the batch after
+   * its last one; it ends with the numbers of an uninterrupted run. Takes precedence over
+   * `stateDir`. Its config must be this run's.
+   */
+  resume?: HeldRun;
   /** How to build the model (e.g. the VGG weights' path); the defaults when omitted. */
   build?: BuildOptions;
   /** Settings for the recipe's `prepare` stage (e.g. SumNet's pretraining `{ epochs: 2 }`). */
   prepareOptions?: Readonly<Record<string, unknown>>;
 }
 
-/** Thrown when `shouldStop` ended a run before its last epoch. */
+/**
+ * A run stopped part-way by `stopAfterBatch`, held in memory (its model not disposed) so that
+ * the same process can continue it exactly: pass it back as {@link RunOptions.resume}.
+ */
+export interface HeldRun {
+  config: RunConfig;
+  model: tf.LayersModel;
+  optimizer: TorchAdam;
+  history: EpochRecord[];
+  /** Where in its epoch it stopped, when it stopped within one. */
+  unfinished?: UnfinishedEpoch;
+  /** The random generator's state when it stopped (none when it was never seeded). */
+  rng?: RngState;
+  /** Wall seconds so far. */
+  seconds: number;
+}
+
+/** Thrown when `shouldStop` or `stopAfterBatch` ended a run before its last epoch. */
 export class RunStoppedError extends Error {
   override name = "RunStoppedError";
+  /** Where it stopped, e.g. `during epoch 1/1 (after batch 3/8)`. */
+  readonly where: string;
+  /** The stopped run, when it stopped during its epochs (to pass back as `resume`). */
+  readonly held?: HeldRun;
+
+  constructor(message: string, options: { where?: string; held?: HeldRun } = {}) {
+    super(message);
+    this.where = options.where ?? "";
+    this.held = options.held;
+  }
 }
 
 /** Same-config check for resuming; returns a reason when they differ. */
@@ -180,6 +214,8 @@ interface RunStart {
   model: tf.LayersModel;
   history: EpochRecord[];
   optimizer?: TorchAdam;
+  /** Where in its epoch a held run stopped. */
+  unfinished?: UnfinishedEpoch;
   /** Wall seconds of the epochs before a resume. */
   previousSeconds: number;
 }
@@ -238,6 +274,28 @@ async function resumeOrStart(
   };
 }
 
+/** Continue a run held in memory (the fresh `model` is disposed). */
+function continueHeld(model: tf.LayersModel, held: HeldRun, setup: RunSetup): RunStart {
+  const { config } = held;
+  model.dispose();
+  if (held.rng) restoreRngState(held.rng);
+  const next = held.unfinished
+    ? `epoch ${held.unfinished.epoch}/${config.epochs}, batch ${held.unfinished.batches + 1}/` +
+      `${setup.train.numBatches}`
+    : `epoch ${held.history.length + 1}/${config.epochs}`;
+  setup.log(
+    `Resuming ${setup.info.title} seed ${config.seed} at ${next} ` +
+      `(${held.history.length} epoch(s) finished before it stopped)`,
+  );
+  return {
+    model: held.model,
+    history: held.history,
+    optimizer: held.optimizer,
+    unfinished: held.unfinished,
+    previousSeconds: held.seconds,
+  };
+}
+
 /** The loaders of a run and what the rest of it needs to know. */
 interface RunSetup {
   info: ModelInfo;
@@ -290,10 +348,10 @@ async function prepareStage(
     options: options.prepareOptions,
   });
   if (await options.stopAfterBatch?.()) {
-    throw new RunStoppedError(
-      `${setup.info.title} seed ${config.seed} stopped in its recipe's prepare stage, before ` +
-        "epoch 1",
-    );
+    const where = "in its recipe's prepare stage, before epoch 1";
+    throw new RunStoppedError(`${setup.info.title} seed ${config.seed} stopped ${where}`, {
+      where,
+    });
   }
 }
 
@@ -334,6 +392,7 @@ async function trainStage(
     optimizer: start.optimizer,
     startEpoch: start.history.length,
     history: start.history,
+    resume: start.unfinished,
     log: setup.log,
     shouldStop: options.shouldStop,
     stopAfterBatch: options.stopAfterBatch,
@@ -361,11 +420,21 @@ async function trainStage(
       ? `during epoch ${result.unfinished.epoch}/${config.epochs} (after batch ` +
         `${result.unfinished.batches}/${train.numBatches})`
       : `after epoch ${done}/${config.epochs}`;
+    const held: HeldRun = {
+      config,
+      model: start.model,
+      optimizer: result.optimizer,
+      history: result.history,
+      unfinished: result.unfinished,
+      rng: rngState(),
+      seconds: start.previousSeconds + (performance.now() - setup.started) / 1000,
+    };
     throw new RunStoppedError(
       `${info.title} seed ${config.seed} stopped ${where}` +
         (options.stateDir
           ? `; run again to resume after epoch ${done} from ${options.stateDir}`
           : ""),
+      { where, held },
     );
   }
   return result.history;
@@ -426,7 +495,11 @@ export async function runExperiment(
   const built = await buildModel(config.model, options.build);
   const setup: RunSetup = { info, backend, train, val, log, started };
   logEstimate(setup, config, options);
-  const start = await resumeOrStart(built, config, options.stateDir, log);
+  const difference = options.resume && configDifference(options.resume.config, config);
+  if (difference) throw new Error(`Cannot resume: the held run has another config (${difference})`);
+  const start = options.resume
+    ? continueHeld(built, options.resume, setup)
+    : await resumeOrStart(built, config, options.stateDir, log);
   const model = start.model;
   await prepareStage(start, setup, config, options);
   const history = await trainStage(start, setup, config, options);
