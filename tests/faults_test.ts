@@ -21,6 +21,8 @@ import { FuzzRandom } from "./fuzz_support.ts";
 import { readRunRecord, type RunRecord } from "../lib/results/record.ts";
 
 const ROOT = await Deno.makeTempDir({ prefix: "digitsum_faults_test_" });
+// Removed when this module's tests end, whichever of them ran (`--filter` included).
+globalThis.addEventListener("unload", () => Deno.removeSync(ROOT, { recursive: true }));
 const DATA = join(ROOT, "data");
 const CLI = new URL("../cli/sweep.ts", import.meta.url).pathname;
 const LONG = Deno.env.get("DIGITSUM_FUZZ") === "long";
@@ -429,8 +431,4 @@ Deno.test("a run whose state folder is deleted while it resumes still ends with 
     again.out,
     /Note: cnn-regressor_0 is done but .*checkpoint is missing; its results stand/,
   );
-});
-
-Deno.test("cleanup: remove the fault test folder", async () => {
-  await Deno.remove(ROOT, { recursive: true });
 });

@@ -18,15 +18,31 @@ import {
   type SweepConfig,
   sweepGrid,
 } from "../lib/sweep/config.ts";
-import { runSweep } from "../lib/sweep/run.ts";
+import { runSweep, type SweepOptions, type SweepSummary } from "../lib/sweep/run.ts";
 
 const ROOT = await Deno.makeTempDir({ prefix: "digitsum_sweep_test_" });
 const DATA = join(ROOT, "data");
 const CLI = new URL("../cli/sweep.ts", import.meta.url).pathname;
 const quiet = () => {};
 
-// VGG must be skipped whatever is installed on the machine.
-Deno.env.set("DIGITSUM_VGG_WEIGHTS", join(ROOT, "no_such_weights.safetensors"));
+// Removed when this module's tests end, whichever of them ran (`--filter` included).
+globalThis.addEventListener("unload", () => Deno.removeSync(ROOT, { recursive: true }));
+
+/** Where VGG's weights are looked for: a missing file, so VGG is skipped whatever is installed. */
+const NO_VGG_WEIGHTS = { DIGITSUM_VGG_WEIGHTS: join(ROOT, "no_such_weights.safetensors") };
+
+/** `runSweep` with VGG's weights missing (the variable is restored afterwards). */
+async function sweep(config: SweepConfig, options: SweepOptions = {}): Promise<SweepSummary> {
+  const [name, missing] = Object.entries(NO_VGG_WEIGHTS)[0];
+  const before = Deno.env.get(name);
+  Deno.env.set(name, missing);
+  try {
+    return await runSweep(config, { log: quiet, progress: false, ...options });
+  } finally {
+    if (before === undefined) Deno.env.delete(name);
+    else Deno.env.set(name, before);
+  }
+}
 
 let dataReady: Promise<unknown> | undefined;
 function data(): Promise<unknown> {
@@ -53,7 +69,7 @@ function unshardedSweep(): Promise<SweepConfig> {
   unsharded ??= (async () => {
     await data();
     const config = tiny("unsharded");
-    await runSweep(config, { log: quiet, progress: false });
+    await sweep(config);
     await writeReport(config.out, { log: quiet, png: false });
     return config;
   })();
@@ -184,12 +200,12 @@ Deno.test("runSweep() refuses a changed configuration and leaves finished runs a
   const resultPath = join(config.out, "runs", "cnn-regressor_0", "result.json");
   const before = await Deno.readTextFile(resultPath);
   await assert.rejects(
-    () => runSweep({ ...config, epochs: config.epochs + 1 }, { log: quiet, progress: false }),
+    () => sweep({ ...config, epochs: config.epochs + 1 }),
     /Refusing to write into .*unsharded: [\s\S]*cnn-regressor_0\/config.json records a run with another configuration \(epochs differs: 1 vs 2\)[\s\S]*another --out/,
   );
   assert.equal(await Deno.readTextFile(resultPath), before);
   // Same configuration again: nothing to train, nothing rewritten.
-  const again = await runSweep(config, { log: quiet, progress: false });
+  const again = await sweep(config);
   assert.deepEqual(again.finished, []);
   assert.deepEqual(again.alreadyDone, ["cnn-regressor_0", "cnn-regressor_1"]);
   assert.equal(await Deno.readTextFile(resultPath), before);
@@ -199,11 +215,7 @@ Deno.test("sweep shards merge to the same tables as an unsharded sweep", async (
   const config = await unshardedSweep();
   const shards = [1, 2].map((index) => tiny(`shard${index}`));
   for (const [i, shard] of shards.entries()) {
-    const summary = await runSweep(shard, {
-      shard: { index: i + 1, count: 2 },
-      log: quiet,
-      progress: false,
-    });
+    const summary = await sweep(shard, { shard: { index: i + 1, count: 2 } });
     assert.equal(summary.selected.length, 2);
   }
   const out = join(ROOT, "merged");
@@ -318,7 +330,7 @@ Deno.test("sweep CLI resumes after SIGINT and SIGKILL to the numbers of an unint
     dataDir: DATA,
     out: join(ROOT, "uninterrupted"),
   });
-  await runSweep(reference, { log: quiet, progress: false });
+  await sweep(reference);
   const resumed = (await readRunRecord(dir))!;
   const straight = (await readRunRecord(join(reference.out, "runs", "cnn-regressor_3")))!;
   assert.equal(resumed.status, "done");
@@ -339,10 +351,6 @@ Deno.test("sweep CLI rejects bad flags with a clear message", async () => {
     new TextDecoder().decode(run.stderr),
     /--epochs must be a positive integer, got 'two'/,
   );
-});
-
-Deno.test("cleanup: remove the sweep test folder", async () => {
-  await Deno.remove(ROOT, { recursive: true });
 });
 
 Deno.test("runConfigFor() keeps a model's own recipe unless the sweep changes the study's values", async () => {
