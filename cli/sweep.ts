@@ -31,9 +31,10 @@ import {
   PRESETS,
   resolveConfig,
   SWEEP_DEFAULTS,
+  type SweepConfig,
 } from "../lib/sweep/config.ts";
 import { mergeSweeps } from "../lib/sweep/merge.ts";
-import { runSweep, storageStopped } from "../lib/sweep/run.ts";
+import { runSweep, storageStopped, type SweepSummary } from "../lib/sweep/run.ts";
 import { runWorkers } from "../lib/sweep/workers.ts";
 
 const USAGE = `Usage: deno task sweep [options]
@@ -103,48 +104,42 @@ async function report(out: string, png: boolean): Promise<void> {
   );
 }
 
-async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: Deno.args,
-    allowPositionals: true,
-    options: {
-      models: { type: "string" },
-      seeds: { type: "string" },
-      ...TRAINING_FLAGS,
-      shard: { type: "string" },
-      worker: { type: "string" }, // internal: the part of the shard a --workers child runs
-      workers: { type: "string" },
-      merge: { type: "boolean" },
-      "report-only": { type: "boolean" },
-      "no-report": { type: "boolean" },
-      "keep-state": { type: "boolean" },
-      "no-png": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-      ...Object.fromEntries(
-        Object.keys(PRESETS).map((name) => [name, { type: "boolean" as const }]),
-      ),
-    },
-  });
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
+/** The sweep's flags: the shared training flags, the grid, the processes, the outputs. */
+const OPTIONS = {
+  models: { type: "string" },
+  seeds: { type: "string" },
+  ...TRAINING_FLAGS,
+  shard: { type: "string" },
+  worker: { type: "string" }, // internal: the part of the shard a --workers child runs
+  workers: { type: "string" },
+  merge: { type: "boolean" },
+  "report-only": { type: "boolean" },
+  "no-report": { type: "boolean" },
+  "keep-state": { type: "boolean" },
+  "no-png": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  ...Object.fromEntries(Object.keys(PRESETS).map((name) => [name, { type: "boolean" as const }])),
+} as const;
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>[
+  "values"
+];
+
+/** `--merge DIR... --out DIR`: combine sweep folders, then report on the result. */
+async function merge(inputs: string[], out: string | undefined, png: boolean): Promise<number> {
+  if (!out) throw new Error("--merge needs --out DIR (where the combined sweep goes)");
+  if (!inputs.length) throw new Error("--merge needs the sweep folders to combine");
+  outDir = out;
+  if (inputs.some((p) => resolve(p) === resolve(out))) {
+    throw new Error(`--out ${out} is also an input: merge into a new folder`);
   }
-  const png = !values["no-png"];
-  if (values.merge) {
-    if (!values.out) throw new Error("--merge needs --out DIR (where the combined sweep goes)");
-    if (!positionals.length) throw new Error("--merge needs the sweep folders to combine");
-    const out = values.out;
-    outDir = out;
-    if (positionals.some((p) => resolve(p) === resolve(out))) {
-      throw new Error(`--out ${out} is also an input: merge into a new folder`);
-    }
-    await mergeSweeps(positionals, out);
-    await report(out, png);
-    return 0;
-  }
-  if (positionals.length) {
-    throw new Error(`Unexpected argument(s) ${positionals.join(" ")} (folders are for --merge)`);
-  }
+  await mergeSweeps(inputs, out);
+  await report(out, png);
+  return 0;
+}
+
+/** The configuration the flags ask for (defaults, then at most one preset, then flags). */
+function configFrom(values: Values): { config: SweepConfig; preset?: string } {
   const presets = Object.keys(PRESETS).filter((name) => (values as Record<string, unknown>)[name]);
   if (presets.length > 1) throw new Error(`Choose one preset, got --${presets.join(" --")}`);
   const preset = presets[0];
@@ -155,34 +150,32 @@ async function main(): Promise<number> {
     seeds: parseSeedsFlag(values.seeds),
     backend: flags.backend ?? Deno.env.get("DIGITSUM_BACKEND"),
   }, preset);
-  outDir = config.out;
-  if (values["report-only"]) {
-    await report(config.out, png);
-    return 0;
-  }
-  const shard = values.shard ? parseShard(values.shard) : undefined;
-  const worker = values.worker ? parseShard(values.worker, "--worker") : undefined;
-  const workers = parseIntFlag(values.workers, "workers");
-  const started = performance.now();
-  console.log(formatConfig(config, preset));
-  if (workers !== undefined && workers > 1) {
-    if (worker) throw new Error("--workers and --worker cannot be combined");
-    const { code, stopped } = await runWorkers(config, workers, {
-      script: new URL(import.meta.url).pathname,
-      shard,
-      keepState: !!values["keep-state"],
-    });
-    if (stopped) console.log(`Stopped. ${resumeHint()}`);
-    else if (!values["no-report"]) await report(config.out, png);
-    console.log(`Wall time ${formatDuration((performance.now() - started) / 1000)}.`);
-    return code;
-  }
+  return { config, preset };
+}
 
+/** The closing lines of a sweep: what it did, and why runs were skipped or failed. */
+function summaryLines(summary: SweepSummary, wallTime: string): string {
+  const lines = [
+    `Sweep ${summary.failed.length ? "ended with failures" : "finished"} in ${wallTime}: ` +
+    `${summary.finished.length} run(s) trained, ${summary.alreadyDone.length} already done, ` +
+    `${summary.skipped.length} skipped, ${summary.failed.length} failed.`,
+  ];
+  const reasons = new Map<string, string[]>();
+  for (const { key, reason } of [...summary.skipped, ...summary.failed]) {
+    reasons.set(reason, [...(reasons.get(reason) ?? []), key]);
+  }
+  for (const [reason, keys] of reasons) lines.push(`  ${keys.join(", ")}: ${reason}`);
+  return lines.join("\n");
+}
+
+/** Run the grid in this process (or its `--worker` part), stopping on the first Ctrl-C. */
+async function sweepHere(config: SweepConfig, values: Values, png: boolean): Promise<number> {
+  const started = performance.now();
   let stopRequested = false;
   const stop = installStopHandler(() => stopRequested = true);
   const summary = await runSweep(config, {
-    shard,
-    worker,
+    shard: values.shard ? parseShard(values.shard) : undefined,
+    worker: values.worker ? parseShard(values.worker, "--worker") : undefined,
     keepState: !!values["keep-state"],
     shouldStop: () => stopRequested,
   });
@@ -195,18 +188,59 @@ async function main(): Promise<number> {
     return 130;
   }
   if (!values["no-report"]) await report(config.out, png);
-  const lines = [
-    `Sweep ${summary.failed.length ? "ended with failures" : "finished"} in ${wallTime()}: ` +
-    `${summary.finished.length} run(s) trained, ${summary.alreadyDone.length} already done, ` +
-    `${summary.skipped.length} skipped, ${summary.failed.length} failed.`,
-  ];
-  const reasons = new Map<string, string[]>();
-  for (const { key, reason } of [...summary.skipped, ...summary.failed]) {
-    reasons.set(reason, [...(reasons.get(reason) ?? []), key]);
-  }
-  for (const [reason, keys] of reasons) lines.push(`  ${keys.join(", ")}: ${reason}`);
-  console.log(lines.join("\n"));
+  console.log(summaryLines(summary, wallTime()));
   return summary.failed.length ? 1 : 0;
+}
+
+/** `--workers N`: the grid in N child processes, then the report. */
+async function sweepInWorkers(
+  config: SweepConfig,
+  workers: number,
+  values: Values,
+  png: boolean,
+): Promise<number> {
+  if (values.worker) throw new Error("--workers and --worker cannot be combined");
+  const started = performance.now();
+  const { code, stopped } = await runWorkers(config, workers, {
+    script: new URL(import.meta.url).pathname,
+    shard: values.shard ? parseShard(values.shard) : undefined,
+    keepState: !!values["keep-state"],
+  });
+  if (stopped) console.log(`Stopped. ${resumeHint()}`);
+  else if (!values["no-report"]) await report(config.out, png);
+  console.log(`Wall time ${formatDuration((performance.now() - started) / 1000)}.`);
+  return code;
+}
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: Deno.args,
+    allowPositionals: true,
+    options: OPTIONS,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const png = !values["no-png"];
+  if (values.merge) return await merge(positionals, values.out, png);
+  if (positionals.length) {
+    throw new Error(`Unexpected argument(s) ${positionals.join(" ")} (folders are for --merge)`);
+  }
+  const { config, preset } = configFrom(values);
+  outDir = config.out;
+  if (values["report-only"]) {
+    await report(config.out, png);
+    return 0;
+  }
+  const workers = parseIntFlag(values.workers, "workers");
+  if (values.shard) parseShard(values.shard); // a bad --shard fails before anything is printed
+  if (values.worker) parseShard(values.worker, "--worker");
+  console.log(formatConfig(config, preset));
+  if (workers !== undefined && workers > 1) {
+    return await sweepInWorkers(config, workers, values, png);
+  }
+  return await sweepHere(config, values, png);
 }
 
 /** The output folder of this call, for the message when it cannot be written. */

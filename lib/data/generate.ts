@@ -542,6 +542,7 @@ export async function readManifest(path: string): Promise<Manifest | undefined> 
  * @param options which sets, seed, counts, prefix, log
  * @returns the manifest as written
  */
+// Long because: the manifest protocol in order (pending entries, atomic writes, sha256, done) for each set, so a kill leaves a consistent folder.
 export async function writeDataset(
   dataDir: string,
   options: WriteDatasetOptions,

@@ -186,6 +186,7 @@ function paeth(a: number, b: number, c: number): number {
  * @param name file name used in error messages
  * @returns the pixels, `[height, width, channels]` flattened
  */
+// Long because: the PNG chunk loop and its checks in file order (signature, IHDR, PLTE, tRNS, IDAT, IEND), each refusal next to what it checks.
 export async function decodePng(bytes: Uint8Array, name = "PNG data"): Promise<DecodedPng> {
   const fail = (why: string): never => {
     throw new Error(`Cannot read ${name}: ${why}`);

@@ -369,6 +369,7 @@ export interface VggRegressorOptions {
  * @param options Weights path and input size.
  * @returns An uncompiled model; 103,813,636 trainable and 9,220,480 frozen parameters.
  */
+// Long because: the network layer by layer as torchvision's VGG11 lists it, with its weights loaded in the same order.
 export async function buildVggRegressor(
   options: VggRegressorOptions = {},
 ): Promise<tf.LayersModel> {

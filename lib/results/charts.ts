@@ -322,6 +322,7 @@ export function lineChart(series: readonly LineSeries[], options: LineChartOptio
  * @param options Title, axis names, value labels and size.
  * @returns A standalone SVG document as a string.
  */
+// Long because: one declarative ECharts option (axes, series, error whiskers, labels) read top to bottom; split, it would be harder to follow.
 export function barChart(
   categories: readonly string[],
   series: readonly BarSeries[],
@@ -482,6 +483,7 @@ export function barChart(
  * @param options Labels, colours, title, size.
  * @returns A standalone SVG document as a string.
  */
+// Long because: one declarative ECharts option (grid, visual map, cells, diagonal) read top to bottom.
 export function heatmap(
   matrix: readonly (readonly number[])[],
   options: HeatmapOptions = {},

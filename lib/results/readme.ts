@@ -31,6 +31,7 @@ export const README_MARKERS = {
  * @param pytorch Records written by tools/pytorch_study.py.
  * @param names How the text names the two record folders (e.g. `results/study`).
  */
+// Long because: the README block in the order it reads (tables, comparison, cross-check, per-epoch table).
 export function readmeResultsMarkdown(
   study: SweepResults,
   pytorch: readonly RunRecord[],

@@ -362,6 +362,7 @@ export interface ReportFigures {
 }
 
 /** Draw every figure of the report. */
+// Long because: one block per figure of the report (accuracy bars, curves per model, confusion, samples), in report order.
 export async function buildFigures(results: SweepResults, out: string): Promise<ReportFigures> {
   const svgs = new Map<string, { title: string; svg: string }>();
   const seedsLabel = results.seeds.join(", ");
@@ -564,6 +565,7 @@ function studyTable(results: SweepResults): string {
  * @param figures From {@link buildFigures}.
  * @param options `png`: whether `figures/*.png` exist (to link them).
  */
+// Long because: the page's HTML template, in page order; the pieces it fills in are functions of their own.
 export function reportHtml(
   results: SweepResults,
   figures: ReportFigures,

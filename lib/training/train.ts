@@ -408,6 +408,7 @@ export interface TrainResult {
 }
 
 /** Train a model with the study's procedure, printing one line per epoch. */
+// Long because: the study's loop as one readable unit: batches, loss, Adam step, progress, stop and resume points, validation, the epoch line.
 export async function trainModel(
   model: tf.LayersModel,
   loaders: { train: BatchSource; val: BatchSource },

@@ -74,6 +74,7 @@ function heInit(): ReturnType<typeof tf.initializers.heUniform> {
  * @param options input size (must be 40 x 168) and, optionally, other widths
  * @returns the model; its layer {@linkcode CELL_LOGITS_LAYER} gives the per-cell logits
  */
+// Long because: the network layer by layer, with the tensor shape after each layer.
 export function buildSumNet(
   options: BuildOptions & {
     widths?: Partial<SumNetWidths>;
