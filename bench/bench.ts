@@ -1,6 +1,6 @@
 /**
  * Training and inference speed of the study's CNNs on each backend, batch 64 of random
- * 40x168x1 images, through the project's own training step (lib/train.ts: `variableGrads` of
+ * 40x168x1 images, through the project's own training step (lib/training/train.ts: `variableGrads` of
  * `lossFor` + `TorchAdam.apply`) and inference (`model.apply(x, { training: false })`).
  *
  * deno task bench [--backends wasm,cpu] [--models cnn-regressor,cnn-classifier]
@@ -8,7 +8,7 @@
  *                 [--wasm-tuning '{"inputGradMatMulRatio":0}']
  *
  * `--wasm-tuning` measures every model on wasm a second time, in the same run, with those
- * settings of lib/wasm_kernels.ts (e.g. a kernel path switched off), and prints the ratio.
+ * settings of lib/runtime/wasm_kernels.ts (e.g. a kernel path switched off), and prints the ratio.
  *
  * The last line is always `train_img_s=<x> infer_img_s=<y>` for the CNN regressor on the first
  * backend (by default the one `initBackend("auto")` picks).
@@ -186,7 +186,7 @@ async function printProfile(step: () => Promise<void>, title: string): Promise<v
   }
 }
 
-/** `--wasm-tuning` as settings of lib/wasm_kernels.ts, or undefined when absent. */
+/** `--wasm-tuning` as settings of lib/runtime/wasm_kernels.ts, or undefined when absent. */
 function parseTuning(value: string | undefined): Partial<WasmKernelTuning> | undefined {
   if (value === undefined) return undefined;
   let parsed: unknown;

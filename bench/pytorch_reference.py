@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference speed of the study's CNN regressor (and classifier) on this machine.
 
-The same network as lib/models.ts (NCHW here): Conv2d(1, 32, 3, padding=1) + ReLU, MaxPool 2,
+The same network as lib/models/mod.ts (NCHW here): Conv2d(1, 32, 3, padding=1) + ReLU, MaxPool 2,
 Conv2d(32, 64, 3, padding=1) + ReLU, MaxPool 2, Flatten (26,880), Linear 256 + ReLU,
 Linear 128 + ReLU, Linear 1 (classifier: 37). Adam lr 1e-3, batch 64 of random 40x168 images.
 

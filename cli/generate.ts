@@ -1,5 +1,5 @@
 /**
- * `deno task generate`: builds the data set from MNIST (see lib/generate.ts).
+ * `deno task generate`: builds the data set from MNIST (see lib/data/generate.ts).
  *
  * ```
  * deno task generate [--data-dir data] [--seed 1] [--force] [--test-only] [--out-prefix p]

@@ -1,7 +1,7 @@
 /**
  * Installs the native TensorFlow backend so that `initBackend("auto")` picks it: the N-API addon
  * of `@tensorflow/tfjs-node` (listed in deno.json) built against a TensorFlow C library, with no
- * internet needed when one can be found (lib/native_install.ts).
+ * internet needed when one can be found (lib/runtime/native_install.ts).
  *
  * deno task install-native [--from WHEEL|DIR|TARBALL] [--tf-version 2.21.0] [--gpu] [--force]
  *

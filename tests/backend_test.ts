@@ -1,4 +1,4 @@
-/** Tests of lib/backend.ts: names, idempotence, switching, env, logging and the threaded wasm. */
+/** Tests of lib/runtime/backend.ts: names, idempotence, switching, env, logging and the threaded wasm. */
 
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";

@@ -1,5 +1,5 @@
 /**
- * The CLIs' own inputs: numeric flags read by the shared parsers of lib/cli.ts (the same rules
+ * The CLIs' own inputs: numeric flags read by the shared parsers of lib/cli/args.ts (the same rules
  * and words in train, sweep, evaluate and predict), and data files that do not fit the task.
  */
 import assert from "node:assert/strict";

@@ -1,5 +1,5 @@
 /**
- * lib/drawing.ts (hand-drawn strokes to the model's input) and lib/trace.ts (strokes of a raster
+ * lib/data/drawing.ts (hand-drawn strokes to the model's input) and lib/data/trace.ts (strokes of a raster
  * digit), on synthetic strokes and on real MNIST test digits read by the shipped SumNet.
  */
 import assert from "node:assert/strict";

@@ -30,7 +30,7 @@ const LONG = Deno.env.get("DIGITSUM_FUZZ") === "long";
 const KILLS = Number(Deno.env.get("DIGITSUM_KILLS") ?? (LONG ? 100 : 16));
 /** Run keys of the grid. */
 const KEYS = ["cnn-regressor_0", "cnn-regressor_1"];
-/** Where a kill point can land (lib/fsutil.ts `killPoint`): name and how often it is reached. */
+/** Where a kill point can land (lib/io/fsutil.ts `killPoint`): name and how often it is reached. */
 const KILL_POINTS: Array<[string, number]> = [
   ["checkpoint", 6], // a checkpoint's weights written, the rest not yet (3 saves per run)
   ["checkpoint-swap", 4], // the old checkpoint moved aside, the new one not yet in place

@@ -308,7 +308,7 @@ Deno.test("fuzz: IDX files (raw and gzip) end in an array or one clear error nam
 // ---------------------------------------------------------------------------------------------
 // PNG
 
-/** CRC-32 as PNG chunks use it (written here independently of lib/png.ts). */
+/** CRC-32 as PNG chunks use it (written here independently of lib/io/png.ts). */
 function crc32(bytes: Uint8Array): number {
   let c = ~0;
   for (const b of bytes) {

@@ -1,5 +1,5 @@
 /**
- * The notebooks: lib/notebook.ts' helpers, and every notebook executed headless in quick mode
+ * The notebooks: lib/notebook/' helpers, and every notebook executed headless in quick mode
  * (`DIGITSUM_QUICK=1`) through Jupyter's nbconvert and the Deno kernel, failing on any cell
  * error. Without Jupyter or the kernel the execution tests are skipped with a message, except
  * when `CI=true`, where they are required.
@@ -51,7 +51,7 @@ const CELL_TIMEOUT = 900;
 const LATE_OUTPUT_CELLS = 60;
 
 // ---------------------------------------------------------------------------------------------
-// lib/notebook.ts
+// lib/notebook/
 
 Deno.test("isQuickMode() reads DIGITSUM_QUICK and rejects other values", () => {
   assert.equal(isQuickMode({ DIGITSUM_QUICK: "1" }), true);

@@ -20,7 +20,7 @@ function crc32(bytes: Uint8Array): number {
   return ~c >>> 0;
 }
 
-/** An 8-bit RGB PNG (colour type 2), written independently of lib/png.ts. */
+/** An 8-bit RGB PNG (colour type 2), written independently of lib/io/png.ts. */
 async function encodeRgbPng(rgb: Uint8Array, width: number, height: number): Promise<Uint8Array> {
   const raw = new Uint8Array(height * (3 * width + 1));
   for (let y = 0; y < height; y++) {

@@ -230,7 +230,7 @@ Deno.test("buildVggRegressor() features and flatten match PyTorch on two 40x168 
 
 /**
  * PyTorch's first Adam step (zero moments, bias-corrected): p -= lr * g / (|g| + eps), one op at a
- * time with each temporary freed at once. A tidy-scoped Adam (lib/train.ts' TorchAdam, tfjs'
+ * time with each temporary freed at once. A tidy-scoped Adam (lib/training/train.ts' TorchAdam, tfjs'
  * AdamOptimizer) keeps a dozen temporaries of the 102.8M-weight head_fc1 kernel alive together
  * and runs out of the wasm backend's 4 GB heap.
  */

@@ -1,5 +1,5 @@
 /**
- * Checks every kernel of lib/wasm_kernels.ts against the pure-JS `cpu` backend on random inputs,
+ * Checks every kernel of lib/runtime/wasm_kernels.ts against the pure-JS `cpu` backend on random inputs,
  * the fallbacks included, and a whole small model's gradients between the two backends.
  */
 

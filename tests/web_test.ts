@@ -2,7 +2,7 @@
 /**
  * The browser page (`web/`, `deno task web`): its static server and build without a browser, then
  * the built page served on 127.0.0.1 and driven in Debian's Chromium through playwright-core. The
- * test's mouse draws the strokes of MNIST test digits (traced by lib/trace.ts), drops a held-out
+ * test's mouse draws the strokes of MNIST test digits (traced by lib/data/trace.ts), drops a held-out
  * test image and compares the page with `deno task predict --explain`, and measures the accuracy
  * on drawn samples.
  *
@@ -281,9 +281,9 @@ async function drawStrokes(page: Page, drawing: Stroke[]): Promise<Shown> {
     await page.mouse.up();
   }
   const result = await settled(page, before, strokes.reduce((n, s) => n + s.length, 0));
-  // The page's input is lib/drawing.ts' image of the strokes the mouse drew.
+  // The page's input is lib/data/drawing.ts' image of the strokes the mouse drew.
   const difference = meanDifference(await seenImage(page), drawingToModelImage(strokes).pixels);
-  assert.ok(difference < 0.5, `the page's input differs from lib/drawing.ts' by ${difference}`);
+  assert.ok(difference < 0.5, `the page's input differs from lib/data/drawing.ts' by ${difference}`);
   return result;
 }
 

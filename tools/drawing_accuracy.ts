@@ -1,6 +1,6 @@
 /**
- * How well SumNet reads hand-drawn digits after the page's preprocessing (`lib/drawing.ts`),
- * without a browser: MNIST digits are traced into strokes (`lib/trace.ts`), laid out as a
+ * How well SumNet reads hand-drawn digits after the page's preprocessing (`lib/data/drawing.ts`),
+ * without a browser: MNIST digits are traced into strokes (`lib/data/trace.ts`), laid out as a
  * person might draw four of them (`handLayout`), redrawn by `drawingToModelImage` and read by the
  * shipped SumNet. The preprocessing settings were chosen with `--split train` (MNIST's training
  * digits); the browser test measures the page itself on test digits drawn by its mouse.

@@ -6,8 +6,8 @@
  * from any static host.
  *
  * SumNet runs in a Web Worker (`web/worker.ts`) with the library's own custom layers and read-out
- * (`lib/sumnet_core.ts`); a dropped image goes through `deno task predict`'s conversion
- * (`lib/image_input.ts`), a drawing through `lib/drawing.ts`.
+ * (`lib/models/sumnet/core.ts`); a dropped image goes through `deno task predict`'s conversion
+ * (`lib/data/image_input.ts`), a drawing through `lib/data/drawing.ts`.
  *
  * @module
  */

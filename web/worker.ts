@@ -2,7 +2,7 @@
 /**
  * The page's reader, in a Web Worker so that drawing stays smooth while SumNet reads: starts a
  * TensorFlow.js backend, loads the checkpoint with the library's custom layers
- * (`lib/sumnet_core.ts`) and answers each 40 x 168 image with `explainImage`'s reading. Bundled
+ * (`lib/models/sumnet/core.ts`) and answers each 40 x 168 image with `explainImage`'s reading. Bundled
  * by `web/build.ts` into `worker.js`.
  *
  * Messages in: {@linkcode WorkerRequest}; out: {@linkcode WorkerReply}.

@@ -42,13 +42,13 @@ export function svgSize(svg: string): { width: number; height: number } {
 }
 
 /**
- * Show a chart from `lib/charts.ts` in the notebook, as a PNG rendered from the SVG at twice
+ * Show a chart from `lib/results/charts.ts` in the notebook, as a PNG rendered from the SVG at twice
  * its size and displayed at its size. PNG is the one image type every front end shows: classic
  * Notebook 6 and JupyterLab hide SVG output in untrusted notebooks (any notebook you did not run
  * yourself), and nbconvert 6.5's HTML export empties inline SVGs. With `vector: true` the SVG
  * goes into the bundle too, for front ends that prefer it; with a `figure`, its Plotly figure
  * (one output either way: a front end shows one type of a bundle). Without a font for the PNG
- * (see `findFont` in `lib/charts.ts`) the SVG is shown instead, with a note.
+ * (see `findFont` in `lib/results/charts.ts`) the SVG is shown instead, with a note.
  */
 export async function showSvg(svg: string, options: ShowSvgOptions = {}): Promise<void> {
   const start = svg.trimStart();

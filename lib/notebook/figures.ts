@@ -22,7 +22,7 @@ import {
 import { showSvg } from "./display.ts";
 import { type PlotlyFigure } from "./window.ts";
 
-/** Axis and title options shared by the figure builders (the same as `lib/charts.ts` takes). */
+/** Axis and title options shared by the figure builders (the same as `lib/results/charts.ts` takes). */
 type FigureOptions = Pick<ChartOptions, "title" | "subtitle" | "xLabel" | "yLabel" | "height">;
 
 function figureLayout(options: FigureOptions, yUnit?: string): Layout {

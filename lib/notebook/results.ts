@@ -67,7 +67,7 @@ export function seedTable(
  * split (validation, training, held-out test), each the mean over seeds, with the standard
  * deviation across seeds as the error when there are several.
  *
- * @returns Arguments for `barChart(categories, series, { subtitle })` of `lib/charts.ts`.
+ * @returns Arguments for `barChart(categories, series, { subtitle })` of `lib/results/charts.ts`.
  */
 export function accuracyBars(
   records: readonly RunOutcome[],

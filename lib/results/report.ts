@@ -1,5 +1,5 @@
 /**
- * Results of a sweep directory (lib/sweep.ts) as the study's tables and a self-contained report:
+ * Results of a sweep directory (lib/sweep/) as the study's tables and a self-contained report:
  * `RESULTS.md`, `results.json`, `report.html` (inline SVG, opens offline) and `figures/*.svg|png`.
  *
  * Everything is computed from the run directories alone, so a report can be rebuilt at any time

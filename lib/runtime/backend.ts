@@ -4,7 +4,7 @@
  *
  * `auto` takes the native TensorFlow backend (`@tensorflow/tfjs-node-gpu` or
  * `@tensorflow/tfjs-node`) when it is installed, else `wasm` with this project's training kernels
- * (lib/wasm_kernels.ts), multi-threaded (lib/wasm_threads.ts) unless the machine is busy or
+ * (lib/runtime/wasm_kernels.ts), multi-threaded (lib/runtime/wasm_threads.ts) unless the machine is busy or
  * `DIGITSUM_THREADS=1`, else the pure-JS `cpu` backend. `webgpu` is only used when asked for.
  *
  * @module

@@ -60,7 +60,7 @@ export const SWEEP_DEFAULTS: Readonly<SweepConfig> = Object.freeze({
   limit: null,
   // All 10,000 held-out test images.
   testLimit: null,
-  // `$DIGITSUM_BACKEND`, else the fastest backend that can train here (lib/backend.ts).
+  // `$DIGITSUM_BACKEND`, else the fastest backend that can train here (lib/runtime/backend.ts).
   backend: "auto",
   dataDir: DEFAULT_DATA_DIR,
   out: "runs/sweep",

@@ -2,7 +2,7 @@
  * SumNet's inference core, free of file I/O so that the same code runs in Deno and in a browser
  * (`web/`): the cell geometry, the custom layers a checkpoint needs to load ({@linkcode SumCombine},
  * {@linkcode TestViews}, {@linkcode MeanOverViews}) and the read-out of the digits
- * ({@linkcode explainBatch}). `lib/sumnet.ts` re-exports all of it and adds the builder and the
+ * ({@linkcode explainBatch}). `lib/models/sumnet/` re-exports all of it and adds the builder and the
  * training recipe.
  *
  * @module
