@@ -283,7 +283,10 @@ async function drawStrokes(page: Page, drawing: Stroke[]): Promise<Shown> {
   const result = await settled(page, before, strokes.reduce((n, s) => n + s.length, 0));
   // The page's input is lib/data/drawing.ts' image of the strokes the mouse drew.
   const difference = meanDifference(await seenImage(page), drawingToModelImage(strokes).pixels);
-  assert.ok(difference < 0.5, `the page's input differs from lib/data/drawing.ts' by ${difference}`);
+  assert.ok(
+    difference < 0.5,
+    `the page's input differs from lib/data/drawing.ts' by ${difference}`,
+  );
   return result;
 }
 
