@@ -15,6 +15,7 @@ import { isObject, readJsonFile } from "../io/json.ts";
 import { studyModelKinds } from "../models/mod.ts";
 import type { RunOutcome } from "../results/record.ts";
 import { meanStd } from "../results/stats.ts";
+import type { Split } from "../results/report.ts";
 import { type RunAccuracy, type RunConfig, studyConfig } from "../training/experiment.ts";
 
 /**
@@ -28,9 +29,6 @@ export function describeSetups(records: readonly RunOutcome[]): string {
   ));
   return [...setups].join("; ");
 }
-
-/** Accuracy splits a table can show. */
-export type Split = "train" | "val" | "test";
 
 /** The accuracy of a run on one split (percent), when it was evaluated there. */
 function accuracyOn(record: RunOutcome, split: Split): number | undefined {
