@@ -11,6 +11,10 @@ can be compared line for line.
     python tools/pytorch_study.py --model cnn-regressor --seed 42 [--epochs 15]
         [--data-dir data] [--out results/pytorch] [--threads 2]
 
+Resumable: after each epoch the run's state goes to OUT/<model>_<seed>/state/state.pt (not
+committed); the same command continues from there, and the state is removed once the record is
+written.
+
 Needs torch and numpy (e.g. a venv with `pip install torch==2.13.0+cpu numpy`).
 """
 
@@ -111,6 +115,14 @@ def evaluate(model: nn.Module, kind: str, split, batch_size: int):
     return correct, total, float(np.mean(batch_means))
 
 
+def save_state(path: str, state: dict) -> None:
+    """Writes the resumable state of a run after an epoch (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(TITLES), required=True)
@@ -140,7 +152,22 @@ def main() -> int:
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loss_fn = nn.MSELoss() if kind == "cnn-regressor" else nn.CrossEntropyLoss()
     history = []
-    for epoch in range(1, args.epochs + 1):
+    out_dir = os.path.join(args.out, f"{kind}_{args.seed}")
+    state_path = os.path.join(out_dir, "state", "state.pt")
+    setup = {"model": kind, "seed": args.seed, "epochs": args.epochs, "batchSize": args.batch_size,
+             "learningRate": args.lr, "trainFraction": args.train_fraction, "limit": args.limit,
+             "data": fingerprint(args.data_dir)["id"]}
+    if os.path.exists(state_path):
+        state = torch.load(state_path, weights_only=False)
+        if state["setup"] != setup:
+            parser.error(f"{state_path} holds another run ({state['setup']}); delete it to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        history = state["history"]
+        started -= state["seconds"]
+        print(f"Resuming {title} seed {args.seed} after epoch {len(history)}/{args.epochs}", flush=True)
+    for epoch in range(len(history) + 1, args.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
         losses = []
@@ -162,6 +189,11 @@ def main() -> int:
             "valAccuracy": val_accuracy,
             "seconds": time.perf_counter() - epoch_start,
             "trainImagesPerSecond": len(train[0]) / train_seconds,
+        })
+        save_state(state_path, {
+            "setup": setup, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(), "history": history,
+            "seconds": time.perf_counter() - started,
         })
 
     accuracy = {}
@@ -194,13 +226,15 @@ def main() -> int:
         "data": fingerprint(args.data_dir),
         "finishedAt": datetime.now(timezone.utc).isoformat(),
     }
-    out_dir = os.path.join(args.out, record["key"])
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "result.json")
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=2)
     os.replace(tmp, path)
+    if os.path.exists(state_path):
+        os.remove(state_path)  # finished: the record is what stays
+        os.rmdir(os.path.dirname(state_path))
     print(f"wrote {path} ({record['seconds']:.0f} s)")
     return 0
 
