@@ -10,11 +10,12 @@
  *
  * The shards are merged and the tables must equal those of the same grid run locally.
  *
- * No clock decides where the interruption lands: once a task has saved its first epoch it is
- * suspended (`scontrol suspend`: SIGSTOP), the test reads how many epochs it has saved while it
- * cannot move, checks that the epoch under way is not the last one, and only then requeues or
- * cancels it (SLURM sends SIGCONT, then SIGTERM; the sweep finishes the epoch under way, saves it
- * and exits). So the task always has work left to resume, however fast or busy the machine.
+ * No clock decides where the interruption lands: once a task has saved its first epoch the test
+ * freezes its processes (SIGSTOP), reads how many epochs it has saved while it cannot move, checks
+ * that the epoch under way is not the last one, and only then requeues or cancels it (SLURM sends
+ * SIGCONT, then SIGTERM; the sweep finishes the epoch under way, saves it and exits). So the task
+ * always has work left to resume, however fast or busy the machine. (`scontrol suspend` is no
+ * substitute: SLURM kills a suspended task with SIGKILL and holds a requeued one.)
  *
  * Needs root, Debian's slurm-wlm and munge. Required when `CI=true` (as root); skipped with the
  * reason otherwise. The cluster is torn down afterwards.
@@ -238,27 +239,29 @@ Deno.test({
       const jobLog = (i: number, job = jobId) => readOrEmpty(join(scratch, `job_${job}_${i}.log`));
 
       /**
-       * Wait until task `i` has saved its first epoch, suspend it, and check (while it cannot move)
-       * that the epoch under way is not its last; then `interrupt` stops it with work left.
-       * Returns the epochs saved when it was suspended.
+       * Wait until task `i` has saved its first epoch, freeze its processes (SIGSTOP) and check,
+       * while they cannot move, that the epoch under way is not the last; then `interrupt` stops
+       * the task with work left: SLURM sends SIGCONT, then SIGTERM, to every process of the task.
+       * Returns the epochs saved when it was frozen.
        */
       const interruptMidway = async (i: number, interrupt: () => Promise<unknown>) => {
         await waitFor(
           `task ${i} to save its first epoch`,
           async () => await exists(join(runDir(i), "state", "digitsum.json")) || undefined,
         );
-        await run("scontrol", ["suspend", task(i)], { env });
-        const pids = await waitFor(`the sweep of task ${i} to stop`, async () => {
-          const pids = await sweepPids(shard(i));
-          return pids.length && await allStopped(pids) ? pids : undefined;
-        });
+        const pids = await sweepPids(shard(i));
+        for (const pid of pids) Deno.kill(pid, "SIGSTOP");
+        await waitFor(
+          `the sweep of task ${i} to stop`,
+          async () => await allStopped(pids) || undefined,
+        );
         const saved = await epochsSaved(runDir(i));
         assert.ok(
-          saved >= 1 && saved + 1 < EPOCHS,
-          `task ${i} was suspended with ${saved} of ${EPOCHS} epochs saved (pids ${pids}): ` +
+          pids.length > 0 && saved >= 1 && saved + 1 < EPOCHS,
+          `task ${i} was frozen with ${saved} of ${EPOCHS} epochs saved (pids ${pids}): ` +
             `the epoch under way must not be its last`,
         );
-        await interrupt(); // SLURM sends SIGCONT, then SIGTERM to every process of the task
+        await interrupt();
         return saved;
       };
 
