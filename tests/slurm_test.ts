@@ -340,11 +340,11 @@ Deno.test({
         reference.runs.map((r) => [r.key, r.status, r.accuracy]),
       );
       console.log(
-        `slurm: ${TASKS} array tasks; task ${REQUEUED} requeued with ${savedAtRequeue} epochs ` +
+        `slurm: ${TASKS} array tasks; task ${REQUEUED} requeued with ${savedAtRequeue}/${EPOCHS} epochs ` +
           `saved, resumed after epoch ${
             resumedAfter(await readOrEmpty(join(runDir(REQUEUED), "log.txt")))
           }/${EPOCHS}; ` +
-          `task ${CANCELLED} cancelled with ${savedAtCancel} saved, submitted again, resumed after ` +
+          `task ${CANCELLED} cancelled with ${savedAtCancel}/${EPOCHS} saved, submitted again, resumed after ` +
           `epoch ${
             resumedAfter(await readOrEmpty(join(runDir(CANCELLED), "log.txt")))
           }/${EPOCHS}; ` +
