@@ -96,7 +96,8 @@ export interface CompositeLayout {
   /**
    * When set (with {@linkcode CompositeLayout.inkGapMax}), each next digit is placed by its ink
    * instead of its box: the columns between the previous digit's ink and this one's number
-   * `inkGapMin..inkGapMax` (0: adjacent columns, touching; negative: the inks share columns).
+   * `inkGapMin..inkGapMax` (0: adjacent columns, touching; negative: the inks share columns, at
+   * most half of the narrower ink's).
    * `stepMin`/`stepMax` are then unused.
    */
   inkGapMin?: number;
@@ -567,7 +568,12 @@ export function generateComposites(source: DigitSource, options: CompositeOption
       if (k === 0) xs[k] = rng.int(0, layout.firstMaxX);
       else if (!inkMode) xs[k] = xs[k - 1] + rng.int(layout.stepMin, layout.stepMax);
       else {
-        const gap = rng.int(layout.inkGapMin!, layout.inkGapMax!);
+        // Inks share at most half the narrower one's columns: a "1" is never swallowed whole.
+        const narrower = Math.min(inkRight[k - 1] - inkLeft[k - 1], inkRight[k] - inkLeft[k]);
+        const gap = Math.max(
+          rng.int(layout.inkGapMin!, layout.inkGapMax!),
+          -Math.floor(narrower / 2),
+        );
         xs[k] = xs[k - 1] + inkRight[k - 1] + gap - inkLeft[k];
       }
     }
