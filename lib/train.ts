@@ -24,13 +24,16 @@ export interface BatchSource {
   readonly name: string;
   readonly size: number;
   readonly numBatches: number;
+  /** Images per batch (all but the last), when the loader knows it. */
+  readonly batchSize?: number;
   batches(options?: { epoch?: number }): Iterable<Batch>;
 }
 
 /** The batches of `loader` that hold its first `count` images (whole batches). */
 export function firstImages(loader: BatchSource, count: number): BatchSource {
   if (count >= loader.size) return loader;
-  const perBatch = Math.ceil(loader.size / loader.numBatches);
+  // ceil(size / numBatches) undercounts when the last batch is short (2,000 in batches of 64).
+  const perBatch = loader.batchSize ?? Math.ceil(loader.size / loader.numBatches);
   const numBatches = Math.max(1, Math.ceil(count / perBatch));
   return {
     name: `${loader.name} (first ${numBatches * perBatch})`,
@@ -351,11 +354,21 @@ export interface AccuracyResult {
   labels: Int32Array;
 }
 
+/** Options of {@linkcode evaluateAccuracy}. */
+export interface EvaluateOptions {
+  /**
+   * Predicts a batch's sums instead of {@linkcode predictBatch} (e.g. SumNet's read-out, which
+   * predicts the sum and reads the digits in one forward pass). It must not dispose `x`.
+   */
+  predict?: (x: tf.Tensor4D) => Promise<Int32Array>;
+}
+
 /** Evaluate a model on every batch of a loader. */
 export async function evaluateAccuracy(
   model: tf.LayersModel,
   loader: BatchSource,
   task: Task,
+  options: EvaluateOptions = {},
 ): Promise<AccuracyResult> {
   const predictions = new Int32Array(loader.size);
   const labels = new Int32Array(loader.size);
@@ -363,7 +376,7 @@ export async function evaluateAccuracy(
   let batchPercentSum = 0;
   let batches = 0;
   for (const { x, y } of loader.batches()) {
-    const preds = await predictBatch(model, x, task);
+    const preds = options.predict ? await options.predict(x) : await predictBatch(model, x, task);
     const ys = await y.data();
     predictions.set(preds, offset);
     for (let i = 0; i < ys.length; i++) labels[offset + i] = Math.round(ys[i]);
