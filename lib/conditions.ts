@@ -242,6 +242,98 @@ export function conditionByName(name: string): Condition {
   return found;
 }
 
+/** Geometry of one composite's digits, in left-to-right order of their ink centres. */
+export interface DigitGeometry {
+  /** Generator positions (0..3) sorted by ink centre. */
+  order: number[];
+  /** Per sorted digit: columns to the nearest neighbour's ink (negative: shared columns). */
+  gaps: number[];
+  /** Per sorted digit: ink height in px. */
+  heights: number[];
+  /** The smallest gap between two neighbours. */
+  minGap: number;
+  /** Mean ink height of the four digits. */
+  meanHeight: number;
+}
+
+/**
+ * Geometry of composite `n` from its ink boxes.
+ *
+ * @param ink `[count, 4, 4]` left, top, right, bottom (exclusive) per digit
+ * @param n the composite
+ */
+export function digitGeometry(ink: ArrayLike<number>, n: number): DigitGeometry {
+  const box = (k: number) => {
+    const b = (n * NUM_DIGITS + k) * 4;
+    return { left: ink[b], top: ink[b + 1], right: ink[b + 2], bottom: ink[b + 3] };
+  };
+  const order = Array.from({ length: NUM_DIGITS }, (_, k) => k)
+    .sort((a, b) => (box(a).left + box(a).right) - (box(b).left + box(b).right) || a - b);
+  const boxes = order.map(box);
+  const between = boxes.slice(1).map((b, i) => b.left - boxes[i].right);
+  const gaps = boxes.map((_, i) =>
+    Math.min(i > 0 ? between[i - 1] : Infinity, i < between.length ? between[i] : Infinity)
+  );
+  const heights = boxes.map((b) => b.bottom - b.top);
+  return {
+    order,
+    gaps,
+    heights,
+    minGap: Math.min(...between),
+    meanHeight: heights.reduce((a, h) => a + h, 0) / heights.length,
+  };
+}
+
+/** Percentiles of a measured quantity. */
+export interface Spread {
+  p5: number;
+  median: number;
+  p95: number;
+}
+
+function spread(values: number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return { p5: at(0.05), median: at(0.5), p95: at(0.95) };
+}
+
+/** The digits' geometry over a whole condition, measured from the placed ink boxes. */
+export interface MeasuredGeometry {
+  /** Ink height of every digit (px). */
+  inkHeight: Spread;
+  /** Ink width of every digit (px). */
+  inkWidth: Spread;
+  /** Columns between neighbours' ink (negative: shared columns). */
+  inkGap: Spread;
+  /** Share of neighbour pairs whose ink shares columns (gap below 0), in percent. */
+  overlapPercent: number;
+}
+
+/**
+ * Measures the placed digits of `count` composites from their ink boxes.
+ *
+ * @param ink `[count, 4, 4]` left, top, right, bottom (exclusive)
+ */
+export function measureGeometry(ink: ArrayLike<number>): MeasuredGeometry {
+  const count = ink.length / (NUM_DIGITS * 4);
+  const heights: number[] = [];
+  const widths: number[] = [];
+  const gaps: number[] = [];
+  for (let n = 0; n < count; n++) {
+    const g = digitGeometry(ink, n);
+    heights.push(...g.heights);
+    const boxes = g.order.map((k) => (n * NUM_DIGITS + k) * 4);
+    for (const b of boxes) widths.push(ink[b + 2] - ink[b]);
+    for (let i = 1; i < boxes.length; i++) gaps.push(ink[boxes[i]] - ink[boxes[i - 1] + 2]);
+  }
+  return {
+    inkHeight: spread(heights),
+    inkWidth: spread(widths),
+    inkGap: spread(gaps),
+    overlapPercent: (100 * gaps.filter((g) => g < 0).length) / Math.max(1, gaps.length),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Image effects on [n, 40, 168] uint8 composites (in place).
 
@@ -415,6 +507,8 @@ export interface ConditionRecord {
   /** The complete layout. */
   layout: CompositeLayout;
   effects: ConditionEffects;
+  /** The placed digits' geometry, measured (before effects). */
+  measured: MeasuredGeometry;
   count: number;
   /** Set seed (the condition's own streams derive from it and its name). */
   seed: number;
@@ -524,6 +618,7 @@ export async function writeConditions(
         readabilityNote: condition.readabilityNote,
         layout: { ...DEFAULT_LAYOUT, ...condition.layout },
         effects: condition.effects,
+        measured: measureGeometry(made.ink),
         count,
         seed,
         source: source.name ?? "mnist-test",
@@ -538,10 +633,15 @@ export async function writeConditions(
       readabilityNote: condition.readabilityNote,
       fingerprint,
     });
+    const m = manifest.condition.measured;
     log(
       `wrote ${folder}/: ${count} composites (${condition.description}) in ${
         ((performance.now() - started) / 1000).toFixed(1)
-      } s, fingerprint ${fingerprint.slice(0, 12)}`,
+      } s, fingerprint ${fingerprint.slice(0, 12)}; ink height ${m.inkHeight.median} px ` +
+        `(${m.inkHeight.p5}-${m.inkHeight.p95}), width ${m.inkWidth.median} px, gap ` +
+        `${m.inkGap.median} px (${m.inkGap.p5}..${m.inkGap.p95}), ${
+          m.overlapPercent.toFixed(1)
+        }% of neighbours share columns`,
     );
   }
   await writeJsonAtomic(join(dir, CONDITIONS_INDEX), index);

@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import type * as tf from "@tensorflow/tfjs";
 import { NUM_DIGITS } from "./constants.ts";
-import { CONDITION_FILES, type ConditionOnDisk, REFERENCE } from "./conditions.ts";
+import { CONDITION_FILES, type ConditionOnDisk, digitGeometry, REFERENCE } from "./conditions.ts";
 import { loadNpyPairLoader } from "./data.ts";
 import type { Task } from "./models.ts";
 import { type Cell, markdownTable } from "./notebook.ts";
@@ -83,48 +83,6 @@ export const HEIGHT_BUCKETS: readonly Bucket[] = Object.freeze([
 export function bucketOf(buckets: readonly Bucket[], value: number): number {
   const i = buckets.findIndex((b) => value <= b.max);
   return i < 0 ? buckets.length - 1 : i;
-}
-
-/** Geometry of one composite's digits, in left-to-right order of their ink centres. */
-export interface DigitGeometry {
-  /** Generator positions (0..3) sorted by ink centre. */
-  order: number[];
-  /** Per sorted digit: columns to the nearest neighbour's ink (negative: shared columns). */
-  gaps: number[];
-  /** Per sorted digit: ink height in px. */
-  heights: number[];
-  /** The smallest gap between two neighbours. */
-  minGap: number;
-  /** Mean ink height of the four digits. */
-  meanHeight: number;
-}
-
-/**
- * Geometry of composite `n` from its ink boxes.
- *
- * @param ink `[count, 4, 4]` left, top, right, bottom (exclusive) per digit
- * @param n the composite
- */
-export function digitGeometry(ink: ArrayLike<number>, n: number): DigitGeometry {
-  const box = (k: number) => {
-    const b = (n * NUM_DIGITS + k) * 4;
-    return { left: ink[b], top: ink[b + 1], right: ink[b + 2], bottom: ink[b + 3] };
-  };
-  const order = Array.from({ length: NUM_DIGITS }, (_, k) => k)
-    .sort((a, b) => (box(a).left + box(a).right) - (box(b).left + box(b).right) || a - b);
-  const boxes = order.map(box);
-  const between = boxes.slice(1).map((b, i) => b.left - boxes[i].right);
-  const gaps = boxes.map((_, i) =>
-    Math.min(i > 0 ? between[i - 1] : Infinity, i < between.length ? between[i] : Infinity)
-  );
-  const heights = boxes.map((b) => b.bottom - b.top);
-  return {
-    order,
-    gaps,
-    heights,
-    minGap: Math.min(...between),
-    meanHeight: heights.reduce((a, h) => a + h, 0) / heights.length,
-  };
 }
 
 /** Read-out accuracy of one condition (or pooled over several). */

@@ -9,6 +9,7 @@ import {
   conditionByName,
   CONDITIONS,
   CONDITIONS_INDEX,
+  digitGeometry,
   generateCondition,
   readConditions,
   REFERENCE,
@@ -24,7 +25,7 @@ import {
   sha256Hex,
 } from "../lib/generate.ts";
 import { readNpy } from "../lib/npy.ts";
-import { digitGeometry, evaluateConditions, tallyReadout, wilsonInterval } from "../lib/readout.ts";
+import { evaluateConditions, tallyReadout, wilsonInterval } from "../lib/readout.ts";
 import { explainBatch } from "../lib/sumnet.ts";
 import { predictBatch } from "../lib/train.ts";
 
