@@ -416,29 +416,46 @@ export function conditionsMarkdown(report: ConditionsReport): string {
       ),
     );
   }
-  if (report.pooled) {
-    const { layout } = report.pooled;
-    const bucketRows = (buckets: readonly Bucket[], key: "byGap" | "byHeight") =>
-      buckets.map((b, i) => {
-        const t = layout[key][i];
-        return [b.label, String(t.digits.total), pct(t.digits), String(t.sums.total), pct(t.sums)];
-      });
-    const layoutNames = report.conditions.filter((c) => !c.effects).map((c) => c.name);
+  const bucketTable = (title: string, buckets: readonly Bucket[], key: "byGap" | "byHeight") => {
+    // Conditions in which the quantity varies: at least two buckets with 5% of the digits each.
+    const varying = withReadout.filter((c) =>
+      !c.effects &&
+      c.readout![key].filter((b) => b.digits.total >= 0.05 * c.readout!.digits.total).length >= 2
+    );
+    if (varying.length === 0) return [];
+    return [
+      "",
+      markdownTable(
+        [title, ...varying.map((c) => c.name)],
+        buckets.map((b, i) => [
+          b.label,
+          ...varying.map((c) => {
+            const t = c.readout![key][i].digits;
+            return t.total === 0 ? "-" : `${pct(t)} of ${t.total}`;
+          }),
+        ]),
+      ),
+    ];
+  };
+  if (withReadout.length > 0) {
     parts.push(
       "",
-      `Where the errors are, pooled over the conditions without image effects ` +
-        `(${layoutNames.join(", ")}): digits by the gap to their nearest neighbour's ink and by ` +
-        `their ink height; composites (sums) by their smallest gap and their mean ink height.`,
+      "Where the errors are: digits right by the columns between their ink and their nearest " +
+        "neighbour's (negative: shared columns), and by their ink height, in the conditions " +
+        "without image effects where these vary (at least two buckets hold 5% of the digits " +
+        "each). Each condition on its own: pooling conditions would mix their other differences " +
+        "in (all buckets, also for sums, are in the JSON).",
+      ...bucketTable("nearest ink gap", GAP_BUCKETS, "byGap"),
+      ...bucketTable("ink height", HEIGHT_BUCKETS, "byHeight"),
+    );
+  }
+  if (report.pooled) {
+    const { all } = report.pooled;
+    parts.push(
       "",
-      markdownTable(
-        ["nearest ink gap", "digits", "digits right", "composites (smallest gap)", "sums right"],
-        bucketRows(GAP_BUCKETS, "byGap"),
-      ),
-      "",
-      markdownTable(
-        ["ink height", "digits", "digits right", "composites (mean height)", "sums right"],
-        bucketRows(HEIGHT_BUCKETS, "byHeight"),
-      ),
+      `Pooled over all ${report.conditions.length} conditions: ${pct(all.digits)} of ` +
+        `${all.digits.total} digits read right, ${pct(all.allFour)} of ${all.allFour.total} ` +
+        `composites with all four right.`,
     );
   }
   return parts.join("\n") + "\n";
