@@ -12,6 +12,13 @@
  * `test_data.npy`/`test_lab.npy`, e.g. a second test set with another seed in another folder:
  * `deno task generate --test-only --seed 7 --data-dir /tmp/x`.
  *
+ * `--conditions DIR` writes the test conditions instead (lib/conditions.ts: MNIST test digits
+ * drawn differently, for reporting only): `DIR/<condition>/test_data.npy`, `test_lab.npy`,
+ * `test_digits.npy`, `test_ink.npy` and `MANIFEST.json`, and `DIR/CONDITIONS.json`, with `--count`
+ * composites per condition (default 2000) and `--seed` (default 16); `--only a,b` picks
+ * conditions; `--samples PATH` renders the first four of each:
+ * `deno task generate --conditions data/conditions --samples docs/conditions_samples.png`.
+ *
  * @module
  */
 
@@ -32,7 +39,18 @@ import {
 } from "../lib/data/generate.ts";
 import { readNpy } from "../lib/io/npy.ts";
 import { encodePng } from "../lib/io/png.ts";
-import { parseIntFlag, parseSeedFlag, runMain } from "../lib/cli/args.ts";
+import { parseIntFlag, parseListFlag, parseSeedFlag, runMain } from "../lib/cli/args.ts";
+import {
+  conditionByName,
+  CONDITIONS,
+  CONDITIONS_INDEX,
+  conditionSamplesPng,
+  type ConditionsIndex,
+  DEFAULT_CONDITION_COUNT,
+  DEFAULT_CONDITIONS_SEED,
+  readConditions,
+  writeConditions,
+} from "../lib/data/conditions.ts";
 
 /** Usage text. */
 const USAGE = `Usage: deno task generate [options]
@@ -44,6 +62,11 @@ const USAGE = `Usage: deno task generate [options]
   --count N           images per course file (default 10000)
   --test-count N      images in the test set (default 10000)
   --samples PATH      also render the first 20 images of the first written image file to a PNG
+  --conditions DIR    write the test conditions (MNIST test digits drawn differently; for
+                      reporting only) into DIR instead; --count is composites per condition
+                      (default ${DEFAULT_CONDITION_COUNT}), --seed the set's seed (default ${DEFAULT_CONDITIONS_SEED}),
+                      --samples renders the first 4 of each condition
+  --only A,B          with --conditions: only these (of ${CONDITIONS.map((c) => c.name).join(", ")})
   -h, --help          this text`;
 
 /** Entry point. */
@@ -59,6 +82,8 @@ async function main(args: string[]): Promise<void> {
       count: { type: "string" },
       "test-count": { type: "string" },
       samples: { type: "string" },
+      conditions: { type: "string" },
+      only: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -68,6 +93,17 @@ async function main(args: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
+  if (values.conditions !== undefined) {
+    await generateConditions(values.conditions, {
+      count: parseIntFlag(values.count, "count"),
+      seed: parseSeedFlag(values.seed),
+      names: parseListFlag(values.only, "only"),
+      force: values.force,
+      samples: values.samples,
+    });
+    return;
+  }
+  if (values.only !== undefined) throw new Error("--only needs --conditions DIR");
   const dataDir = values["data-dir"];
   const prefix = values["out-prefix"];
   const seed = parseSeedFlag(values.seed) ?? DEFAULT_GENERATOR_SEED;
@@ -116,6 +152,45 @@ async function main(args: string[]): Promise<void> {
     const grid = renderSampleGrid(images.data as Uint8Array, Array.from(labels.data, Number));
     await writeFileAtomic(values.samples, await encodePng(grid.gray, grid.width, grid.height));
     log(`wrote ${values.samples} (first 20 images of ${join(dataDir, imagesFile)})`);
+  }
+}
+
+/** `--conditions DIR`: writes the condition set unless an identical one is there. */
+async function generateConditions(
+  dir: string,
+  options: {
+    count?: number;
+    seed?: number;
+    names?: string[];
+    force: boolean;
+    samples?: string;
+  },
+): Promise<void> {
+  const started = performance.now();
+  const count = options.count ?? DEFAULT_CONDITION_COUNT;
+  const seed = options.seed ?? DEFAULT_CONDITIONS_SEED;
+  const names = options.names ?? CONDITIONS.map((c) => c.name);
+  names.forEach(conditionByName); // unknown names fail before anything is written
+  let present: string[] | undefined;
+  try {
+    const index: ConditionsIndex = JSON.parse(
+      await Deno.readTextFile(join(dir, CONDITIONS_INDEX)),
+    );
+    if (index.count === count && index.seed === seed) {
+      present = (await readConditions(dir)).map((c) => c.name);
+    }
+  } catch {
+    // No set there (or another one): write it.
+  }
+  if (!options.force && present?.join() === names.join()) {
+    console.log(`${dir} already holds these conditions; nothing to do (--force to redo)`);
+  } else {
+    await writeConditions(dir, { count, seed, names, log: (line) => console.log(line) });
+  }
+  console.log(`done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  if (options.samples) {
+    await writeFileAtomic(options.samples, await conditionSamplesPng(dir));
+    console.log(`wrote ${options.samples} (first 4 composites of each condition in ${dir})`);
   }
 }
 

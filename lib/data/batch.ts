@@ -21,13 +21,16 @@ export interface BatchSource {
   readonly name: string;
   readonly size: number;
   readonly numBatches: number;
+  /** Images per batch (all but the last), when the loader knows it. */
+  readonly batchSize?: number;
   batches(options?: { epoch?: number }): Iterable<Batch>;
 }
 
 /** The batches of `loader` that hold its first `count` images (whole batches). */
 export function firstImages(loader: BatchSource, count: number): BatchSource {
   if (count >= loader.size) return loader;
-  const perBatch = Math.ceil(loader.size / loader.numBatches);
+  // ceil(size / numBatches) undercounts when the last batch is short (2,000 in batches of 64).
+  const perBatch = loader.batchSize ?? Math.ceil(loader.size / loader.numBatches);
   const numBatches = Math.max(1, Math.ceil(count / perBatch));
   return {
     name: `${loader.name} (first ${numBatches * perBatch})`,

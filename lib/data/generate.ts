@@ -82,6 +82,28 @@ export interface CompositeLayout {
   stepMin: number;
   /** Largest step between consecutive boxes. */
   stepMax: number;
+  /**
+   * Smallest box width in percent of its height (digits drawn narrower or wider than MNIST's);
+   * with {@linkcode CompositeLayout.aspectMaxPct} 100, boxes are square.
+   */
+  aspectMinPct: number;
+  /** Largest box width in percent of its height. */
+  aspectMaxPct: number;
+  /**
+   * How far (px) a box may reach past the top or bottom edge: box tops are drawn from
+   * `min(0, 40 - h) - o .. max(0, 40 - h) + o`, so boxes taller than the image stay centred on it.
+   */
+  verticalOverhang: number;
+  /**
+   * When set (with {@linkcode CompositeLayout.inkGapMax}), each next digit is placed by its ink
+   * instead of its box: the columns between the previous digit's ink and this one's number
+   * `inkGapMin..inkGapMax` (0: adjacent columns, touching; negative: the inks share columns, at
+   * most half of the narrower ink's).
+   * `stepMin`/`stepMax` are then unused.
+   */
+  inkGapMin?: number;
+  /** Largest ink gap, see {@linkcode CompositeLayout.inkGapMin}. */
+  inkGapMax?: number;
 }
 
 /** The layout measured on the course's sample images. */
@@ -91,7 +113,13 @@ export const DEFAULT_LAYOUT: Readonly<CompositeLayout> = Object.freeze({
   firstMaxX: 10,
   stepMin: 12,
   stepMax: 44,
+  aspectMinPct: 100,
+  aspectMaxPct: 100,
+  verticalOverhang: 0,
 });
+
+/** Largest box side a layout may ask for: ink about 34 px tall, nearly the image's 40 px. */
+export const MAX_BOX = 48;
 
 /** Options of {@linkcode generateComposites}. */
 export interface CompositeOptions {
@@ -101,6 +129,19 @@ export interface CompositeOptions {
   seed: number;
   /** Geometry overrides. */
   layout?: Partial<CompositeLayout>;
+  /**
+   * The digits to place (from {@linkcode drawDigitPicks}), instead of drawing them here: the same
+   * picks drawn with different layouts give composites of the same digits, drawn differently.
+   */
+  picks?: DigitPicks;
+}
+
+/** Which digits make up each composite: `[count, 4]` classes and source indices. */
+export interface DigitPicks {
+  /** `[count, 4]` classes 0..9, left to right. */
+  digits: Uint8Array;
+  /** `[count, 4]` index of each digit in the source. */
+  sources: Int32Array;
 }
 
 /**
@@ -118,10 +159,15 @@ export interface Composites {
   sources: Int32Array;
   /** `[count, 4, 4]` each digit's box: x, y (top-left, may be clipped) and width, height. */
   boxes: Int16Array;
+  /**
+   * `[count, 4, 4]` each digit's ink as drawn (its pixels above 0, clipped to the image): left,
+   * top, right, bottom, the last two exclusive.
+   */
+  ink: Int16Array;
 }
 
 /** Small fast PRNG (sfc32) seeded through splitmix32; deterministic across platforms. */
-class Sfc32 {
+export class Sfc32 {
   #a: number;
   #b: number;
   #c: number;
@@ -156,6 +202,11 @@ class Sfc32 {
   /** Integer uniform in lo..hi inclusive. */
   int(lo: number, hi: number): number {
     return lo + Math.floor((this.nextUint32() / 4294967296) * (hi - lo + 1));
+  }
+
+  /** Float uniform in [0, 1). */
+  float(): number {
+    return this.nextUint32() / 4294967296;
   }
 }
 
@@ -211,51 +262,116 @@ function pixelAt(digit: Uint8Array, offset: number, y: number, x: number): numbe
     : digit[offset + y * MNIST_SIDE + x];
 }
 
+/** Value (0..255) of output pixel (ox, oy) of a digit resized to `t.width` x `t.height`. */
+function sampleDigit(
+  digits: Uint8Array,
+  offset: number,
+  t: { x: ResizeTable; y: ResizeTable; native: boolean },
+  ox: number,
+  oy: number,
+): number {
+  if (t.native) return digits[offset + oy * MNIST_SIDE + ox];
+  const sy = t.y.index[oy];
+  const wy = t.y.weight[oy];
+  const sx = t.x.index[ox];
+  const wx = t.x.weight[ox];
+  const top = pixelAt(digits, offset, sy, sx) * (1 - wx) + pixelAt(digits, offset, sy, sx + 1) * wx;
+  const bottom = pixelAt(digits, offset, sy + 1, sx) * (1 - wx) +
+    pixelAt(digits, offset, sy + 1, sx + 1) * wx;
+  return Math.round(top * (1 - wy) + bottom * wy);
+}
+
+/** The resize tables of a `width` x `height` box. */
+function boxTables(width: number, height: number) {
+  return {
+    x: resizeTable(width),
+    y: resizeTable(height),
+    native: width === MNIST_SIDE && height === MNIST_SIDE,
+  };
+}
+
+/** A digit's box in a composite: top-left corner (may lie outside the image) and size. */
+interface PlacedBox {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
 /**
- * Draws MNIST digit `offset / 784` resized to `size` x `size` (bilinear) into `image` at
+ * Draws MNIST digit `offset / 784` resized to `width` x `height` (bilinear) into `image` at
  * (x, y), combining with max; pixels outside the image are clipped.
+ *
+ * @returns the drawn ink (pixels above 0): left, top, right, bottom (exclusive), or zeros when
+ *   nothing was drawn
  */
 function placeDigit(
   image: Uint8Array,
   imageOffset: number,
   digits: Uint8Array,
   digitOffset: number,
-  box: { x: number; y: number; size: number },
-): void {
-  const { x, y, size } = box;
-  const t = resizeTable(size);
-  for (let oy = 0; oy < size; oy++) {
+  box: PlacedBox,
+): [number, number, number, number] {
+  const { x, y, width, height } = box;
+  const t = boxTables(width, height);
+  let left = IMAGE_WIDTH;
+  let top = IMAGE_HEIGHT;
+  let right = 0;
+  let bottom = 0;
+  for (let oy = 0; oy < height; oy++) {
     const row = y + oy;
     if (row < 0 || row >= IMAGE_HEIGHT) continue;
-    const sy = t.index[oy];
-    const wy = t.weight[oy];
-    for (let ox = 0; ox < size; ox++) {
+    for (let ox = 0; ox < width; ox++) {
       const col = x + ox;
       if (col < 0 || col >= IMAGE_WIDTH) continue;
-      const sx = t.index[ox];
-      const wx = t.weight[ox];
-      let v: number;
-      if (size === MNIST_SIDE) {
-        v = digits[digitOffset + oy * MNIST_SIDE + ox];
-      } else {
-        const top = pixelAt(digits, digitOffset, sy, sx) * (1 - wx) +
-          pixelAt(digits, digitOffset, sy, sx + 1) * wx;
-        const bottom = pixelAt(digits, digitOffset, sy + 1, sx) * (1 - wx) +
-          pixelAt(digits, digitOffset, sy + 1, sx + 1) * wx;
-        v = Math.round(top * (1 - wy) + bottom * wy);
-      }
+      const v = sampleDigit(digits, digitOffset, t, ox, oy);
+      if (v === 0) continue;
       const p = imageOffset + row * IMAGE_WIDTH + col;
       if (v > image[p]) image[p] = v;
+      if (col < left) left = col;
+      if (col >= right) right = col + 1;
+      if (row < top) top = row;
+      if (row >= bottom) bottom = row + 1;
     }
   }
+  return right === 0 ? [0, 0, 0, 0] : [left, top, right, bottom];
+}
+
+/** Columns `[left, right)` of a digit's ink (pixels above 0) within its `width` x `height` box. */
+function inkSpan(
+  digits: Uint8Array,
+  digitOffset: number,
+  width: number,
+  height: number,
+): [number, number] {
+  const t = boxTables(width, height);
+  let left = width;
+  let right = 0;
+  for (let ox = 0; ox < width; ox++) {
+    for (let oy = 0; oy < height; oy++) {
+      if (sampleDigit(digits, digitOffset, t, ox, oy) > 0) {
+        if (ox < left) left = ox;
+        right = ox + 1;
+        break;
+      }
+    }
+  }
+  return right === 0 ? [0, width] : [left, right];
 }
 
 /** Validates a layout and returns it complete. */
 function resolveLayout(overrides: Partial<CompositeLayout> = {}): CompositeLayout {
   const layout = { ...DEFAULT_LAYOUT, ...overrides };
-  const ok = Object.values(layout).every((v) => Number.isInteger(v)) &&
-    layout.boxMin >= 1 && layout.boxMin <= layout.boxMax && layout.boxMax <= IMAGE_HEIGHT &&
-    layout.firstMaxX >= 0 && layout.stepMin >= 0 && layout.stepMin <= layout.stepMax;
+  const inkMode = layout.inkGapMin !== undefined || layout.inkGapMax !== undefined;
+  const ok = Object.values(layout).every((v) => v === undefined || Number.isInteger(v)) &&
+    layout.boxMin >= 1 && layout.boxMin <= layout.boxMax && layout.boxMax <= MAX_BOX &&
+    layout.firstMaxX >= 0 && layout.stepMin >= 0 && layout.stepMin <= layout.stepMax &&
+    layout.aspectMinPct >= 10 && layout.aspectMinPct <= layout.aspectMaxPct &&
+    layout.aspectMaxPct * layout.boxMax <= 100 * MAX_BOX && layout.verticalOverhang >= 0 &&
+    (!inkMode ||
+      (layout.inkGapMin !== undefined && layout.inkGapMax !== undefined &&
+        layout.inkGapMin <= layout.inkGapMax && layout.inkGapMin > -layout.boxMin &&
+        layout.inkGapMax < IMAGE_WIDTH));
   if (!ok) throw new RangeError(`generateComposites: invalid layout ${JSON.stringify(layout)}`);
   return layout;
 }
@@ -301,15 +417,87 @@ function shuffleInPlace(values: Int32Array, rng: Sfc32): void {
 }
 
 /**
+ * Draws digits: each class uniform over 0..9; within a class the source's digits in a shuffled
+ * order, each once before any is reused.
+ */
+class DigitPicker {
+  #queues: Int32Array[];
+  #cursors = new Int32Array(NUM_CLASSES);
+  #rng: Sfc32;
+
+  constructor(source: DigitSource, rng: Sfc32) {
+    this.#rng = rng;
+    this.#queues = indexByClass(source).map((list) => Int32Array.from(list));
+    for (const queue of this.#queues) shuffleInPlace(queue, rng);
+  }
+
+  /** The next digit's class and its index in the source. */
+  next(): [number, number] {
+    const digit = this.#rng.int(0, NUM_CLASSES - 1);
+    const queue = this.#queues[digit];
+    if (this.#cursors[digit] === queue.length) {
+      shuffleInPlace(queue, this.#rng);
+      this.#cursors[digit] = 0;
+    }
+    return [digit, queue[this.#cursors[digit]++]];
+  }
+}
+
+/**
+ * The digits of `count` composites, drawn as {@linkcode generateComposites} draws them, for
+ * passing as its `picks` (the same digits drawn with several layouts).
+ *
+ * @param source the digits to draw from
+ * @param options `count` composites and `seed`
+ * @returns `[count, 4]` classes and source indices
+ */
+export function drawDigitPicks(
+  source: DigitSource,
+  options: { count: number; seed: number },
+): DigitPicks {
+  const { count, seed } = options;
+  if (!Number.isInteger(count) || count < 0) {
+    throw new RangeError(`drawDigitPicks: count must be a non-negative integer, got ${count}`);
+  }
+  const picker = new DigitPicker(source, new Sfc32(fileSeed(seed, "picks")));
+  const digits = new Uint8Array(count * NUM_DIGITS);
+  const sources = new Int32Array(count * NUM_DIGITS);
+  for (let i = 0; i < count * NUM_DIGITS; i++) [digits[i], sources[i]] = picker.next();
+  return { digits, sources };
+}
+
+/** Checks `picks` against a source and a count. */
+function checkPicks(picks: DigitPicks, source: DigitSource, count: number): void {
+  const n = count * NUM_DIGITS;
+  if (picks.digits.length !== n || picks.sources.length !== n) {
+    throw new RangeError(
+      `generateComposites: picks hold ${picks.digits.length} digits and ${picks.sources.length} ` +
+        `sources, expected ${n} of each for ${count} composites`,
+    );
+  }
+  for (let i = 0; i < n; i++) {
+    const index = picks.sources[i];
+    if (!(index >= 0 && index < source.count) || source.labels[index] !== picks.digits[i]) {
+      throw new RangeError(
+        `generateComposites: pick ${i} (source ${index}, digit ${picks.digits[i]}) does not ` +
+          `match ${source.name ?? "the digit source"}`,
+      );
+    }
+  }
+}
+
+/**
  * Composes `options.count` images of four MNIST digits from `source`.
  *
  * Each digit's class is uniform over 0..9; within a class the source's digits are used in a
- * shuffled order, each once before any is reused. Deterministic for a given source, seed and
- * layout.
+ * shuffled order, each once before any is reused (or the digits are `options.picks`).
+ * Deterministic for a given source, seed, layout and picks. Layout options beyond the default
+ * ones draw random numbers only when set, so the default layout's output never changes.
  *
  * @param source the digits to draw from (e.g. MNIST's training set)
- * @param options `count`, `seed` and optional `layout` overrides
- * @returns the images, their sums and, for tests only, the digits, source indices and boxes
+ * @param options `count`, `seed`, optional `layout` overrides and `picks`
+ * @returns the images, their sums and, for tests and reports only, the digits, source indices,
+ *   boxes and ink
  *
  * @example
  * ```ts
@@ -324,68 +512,115 @@ export function generateComposites(source: DigitSource, options: CompositeOption
   }
   if (!Number.isFinite(seed)) throw new RangeError(`generateComposites: invalid seed ${seed}`);
   const layout = resolveLayout(options.layout);
-  const byClass = indexByClass(source);
+  const inkMode = layout.inkGapMin !== undefined;
   const rng = new Sfc32(fileSeed(seed, "composites"));
-  const queues = byClass.map((list) => Int32Array.from(list));
-  const cursors = new Int32Array(NUM_CLASSES);
-  for (const queue of queues) shuffleInPlace(queue, rng);
+  let picker: DigitPicker | undefined;
+  if (options.picks) {
+    indexByClass(source);
+    checkPicks(options.picks, source, count);
+  } else {
+    picker = new DigitPicker(source, rng);
+  }
 
   const images = new Uint8Array(count * COMPOSITE_PIXELS);
   const labels = new Uint8Array(count);
   const digits = new Uint8Array(count * NUM_DIGITS);
   const sources = new Int32Array(count * NUM_DIGITS);
   const boxes = new Int16Array(count * NUM_DIGITS * 4);
+  const ink = new Int16Array(count * NUM_DIGITS * 4);
   const xs = new Int32Array(NUM_DIGITS);
   const ys = new Int32Array(NUM_DIGITS);
-  const sizes = new Int32Array(NUM_DIGITS);
+  const widths = new Int32Array(NUM_DIGITS);
+  const heights = new Int32Array(NUM_DIGITS);
+  // Ink columns [left, right) of each digit within its box (ink mode only).
+  const inkLeft = new Int32Array(NUM_DIGITS);
+  const inkRight = new Int32Array(NUM_DIGITS);
 
   for (let n = 0; n < count; n++) {
     let sum = 0;
     for (let k = 0; k < NUM_DIGITS; k++) {
-      const digit = rng.int(0, NUM_CLASSES - 1);
-      const queue = queues[digit];
-      if (cursors[digit] === queue.length) {
-        shuffleInPlace(queue, rng);
-        cursors[digit] = 0;
+      const i = n * NUM_DIGITS + k;
+      if (picker) {
+        [digits[i], sources[i]] = picker.next();
+      } else {
+        digits[i] = options.picks!.digits[i];
+        sources[i] = options.picks!.sources[i];
       }
-      sources[n * NUM_DIGITS + k] = queue[cursors[digit]++];
-      digits[n * NUM_DIGITS + k] = digit;
-      sum += digit;
-      sizes[k] = rng.int(layout.boxMin, layout.boxMax);
-      ys[k] = rng.int(0, IMAGE_HEIGHT - sizes[k]);
-      xs[k] = k === 0
-        ? rng.int(0, layout.firstMaxX)
-        : xs[k - 1] + rng.int(layout.stepMin, layout.stepMax);
+      sum += digits[i];
+      const height = rng.int(layout.boxMin, layout.boxMax);
+      const aspect = layout.aspectMinPct === layout.aspectMaxPct
+        ? layout.aspectMinPct
+        : rng.int(layout.aspectMinPct, layout.aspectMaxPct);
+      heights[k] = height;
+      widths[k] = aspect === 100 ? height : Math.max(1, Math.round((height * aspect) / 100));
+      const o = layout.verticalOverhang;
+      ys[k] = rng.int(
+        Math.min(0, IMAGE_HEIGHT - height) - o,
+        Math.max(0, IMAGE_HEIGHT - height) + o,
+      );
+      if (inkMode) {
+        [inkLeft[k], inkRight[k]] = inkSpan(
+          source.images,
+          sources[i] * MNIST_PIXELS,
+          widths[k],
+          heights[k],
+        );
+      }
+      if (k === 0) xs[k] = rng.int(0, layout.firstMaxX);
+      else if (!inkMode) xs[k] = xs[k - 1] + rng.int(layout.stepMin, layout.stepMax);
+      else {
+        // Inks share at most half the narrower one's columns: a "1" is never swallowed whole.
+        const narrower = Math.min(inkRight[k - 1] - inkLeft[k - 1], inkRight[k] - inkLeft[k]);
+        const gap = Math.max(
+          rng.int(layout.inkGapMin!, layout.inkGapMax!),
+          -Math.floor(narrower / 2),
+        );
+        xs[k] = xs[k - 1] + inkRight[k - 1] + gap - inkLeft[k];
+      }
     }
     labels[n] = sum;
-    // Too wide: squeeze the left edges proportionally so that the last box ends at the border.
     const last = NUM_DIGITS - 1;
-    const overflow = xs[last] + sizes[last] - IMAGE_WIDTH;
-    if (overflow > 0) {
-      const span = Math.max(1, xs[last]);
-      const target = Math.max(0, IMAGE_WIDTH - sizes[last]);
-      for (let k = 0; k < NUM_DIGITS; k++) xs[k] = Math.floor((xs[k] * target) / span);
+    if (inkMode) {
+      // Too wide: move the row left (keeping its gaps), then squeeze if it still does not fit.
+      const over = xs[last] + inkRight[last] - IMAGE_WIDTH;
+      const shift = Math.max(0, Math.min(over, xs[0] + inkLeft[0]));
+      for (let k = 0; k < NUM_DIGITS; k++) xs[k] -= shift;
+      const overflow = xs[last] + inkRight[last] - IMAGE_WIDTH;
+      if (overflow > 0) {
+        const span = Math.max(1, xs[last] - xs[0]);
+        const target = Math.max(0, IMAGE_WIDTH - inkRight[last] - xs[0]);
+        for (let k = 1; k < NUM_DIGITS; k++) {
+          xs[k] = xs[0] + Math.floor(((xs[k] - xs[0]) * target) / span);
+        }
+      }
+    } else {
+      // Too wide: squeeze the left edges proportionally so that the last box ends at the border.
+      const overflow = xs[last] + widths[last] - IMAGE_WIDTH;
+      if (overflow > 0) {
+        const span = Math.max(1, xs[last]);
+        const target = Math.max(0, IMAGE_WIDTH - widths[last]);
+        for (let k = 0; k < NUM_DIGITS; k++) xs[k] = Math.floor((xs[k] * target) / span);
+      }
     }
     for (let k = 0; k < NUM_DIGITS; k++) {
       const b = (n * NUM_DIGITS + k) * 4;
       boxes[b] = xs[k];
       boxes[b + 1] = ys[k];
-      boxes[b + 2] = sizes[k];
-      boxes[b + 3] = sizes[k];
-      placeDigit(
-        images,
-        n * COMPOSITE_PIXELS,
-        source.images,
-        sources[n * NUM_DIGITS + k] * MNIST_PIXELS,
-        {
-          x: xs[k],
-          y: ys[k],
-          size: sizes[k],
-        },
+      boxes[b + 2] = widths[k];
+      boxes[b + 3] = heights[k];
+      ink.set(
+        placeDigit(
+          images,
+          n * COMPOSITE_PIXELS,
+          source.images,
+          sources[n * NUM_DIGITS + k] * MNIST_PIXELS,
+          { x: xs[k], y: ys[k], width: widths[k], height: heights[k] },
+        ),
+        b,
       );
     }
   }
-  return { images, labels, digits, sources, boxes };
+  return { images, labels, digits, sources, boxes, ink };
 }
 
 /**
@@ -520,7 +755,7 @@ export interface WriteDatasetOptions {
 }
 
 /** Lowercase hex sha256 of `bytes`. */
-async function sha256Hex(bytes: Uint8Array): Promise<string> {
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -302,11 +302,21 @@ export interface AccuracyResult {
   labels: Int32Array;
 }
 
+/** Options of {@linkcode evaluateAccuracy}. */
+export interface EvaluateOptions {
+  /**
+   * Predicts a batch's sums instead of {@linkcode predictBatch} (e.g. SumNet's read-out, which
+   * predicts the sum and reads the digits in one forward pass). It must not dispose `x`.
+   */
+  predict?: (x: tf.Tensor4D) => Promise<Int32Array>;
+}
+
 /** Evaluate a model on every batch of a loader. */
 export async function evaluateAccuracy(
   model: tf.LayersModel,
   loader: BatchSource,
   task: Task,
+  options: EvaluateOptions = {},
 ): Promise<AccuracyResult> {
   const predictions = new Int32Array(loader.size);
   const labels = new Int32Array(loader.size);
@@ -314,7 +324,7 @@ export async function evaluateAccuracy(
   let batchPercentSum = 0;
   let batches = 0;
   for (const { x, y } of loader.batches()) {
-    const preds = await predictBatch(model, x, task);
+    const preds = options.predict ? await options.predict(x) : await predictBatch(model, x, task);
     const ys = await y.data();
     predictions.set(preds, offset);
     for (let i = 0; i < ys.length; i++) labels[offset + i] = Math.round(ys[i]);
