@@ -274,6 +274,24 @@ function shimNodeUtil(): void {
   }
 }
 
+/**
+ * The backend `auto` would start, without starting it: `tensorflow` once `deno task
+ * install-native` has built the native addon, else `wasm` (for time estimates; `initBackend` still
+ * falls back if the addon then fails to load).
+ */
+export function autoBackendGuess(): "tensorflow" | "wasm" {
+  const require = createRequire(import.meta.url);
+  for (const pkg of NATIVE_PACKAGES) {
+    try {
+      require.resolve(pkg);
+    } catch {
+      continue;
+    }
+    if (nativeAddonBuilt(require, pkg)) return "tensorflow";
+  }
+  return "wasm";
+}
+
 /** Whether `deno task install-native` put the package's N-API addon in place. */
 function nativeAddonBuilt(require: NodeJS.Require, pkg: string): boolean {
   try {

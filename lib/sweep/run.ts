@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { autoBackendGuess } from "../runtime/backend.ts";
 import { join } from "node:path";
 import { IMAGES_PER_FILE } from "../constants.ts";
 import { type DataFingerprint, dataFingerprint, ensureDataset } from "../data/generate.ts";
@@ -262,7 +263,7 @@ export async function skipReason(model: string): Promise<string | undefined> {
 function slowRunsWarning(config: SweepConfig, model: string, runs: number): string | undefined {
   const info = modelInfo(model);
   if (!info.estimateSeconds || runs === 0) return undefined;
-  const backend = config.backend === "auto" ? "wasm" : config.backend;
+  const backend = config.backend === "auto" ? autoBackendGuess() : config.backend;
   const train = config.limit ?? Math.trunc(IMAGES_PER_FILE * 3 * config.trainFraction);
   const val = config.limit === null
     ? IMAGES_PER_FILE * 3 - train
