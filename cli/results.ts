@@ -12,13 +12,14 @@ import { parseArgs } from "node:util";
 import { runMain } from "../lib/cli/args.ts";
 import { writeTextAtomic } from "../lib/io/fsutil.ts";
 import { buildTable, collectResults, SPLITS } from "../lib/results/report.ts";
-import { assertSameData, describeData, readRecordsIn } from "../lib/results/record.ts";
+import {
+  assertSameData,
+  describeData,
+  PYTORCH_DIR,
+  readRecordsIn,
+  STUDY_DIR,
+} from "../lib/results/record.ts";
 import { readmeResultsMarkdown, replaceReadmeBlock } from "../lib/results/readme.ts";
-
-/** Where the study's records are committed. */
-export const STUDY_DIR = "results/study";
-/** Where the PyTorch cross-check's records are committed. */
-export const PYTORCH_DIR = "results/pytorch";
 
 const USAGE =
   "Usage: deno task results [--study DIR] [--pytorch DIR] [--readme FILE | --check FILE]";

@@ -28,7 +28,6 @@ import {
   PLOTLY_MIME,
   QUICK_EPOCHS,
   QUICK_LIMIT,
-  readCheckpointRecords,
   readSweepResults,
   REPO_ROOT,
   repoPath,
@@ -36,6 +35,7 @@ import {
   showInteractive,
   showPng,
   showSvg,
+  studyRunsOnRecord,
   svgSize,
   topConfusions,
 } from "../lib/notebook/mod.ts";
@@ -241,34 +241,19 @@ Deno.test("pickReadouts() mixes wrong and right predictions up to the count", ()
   assert.deepEqual(items.map((i) => [i.label, i.sum]), [[5, 5], [7, 7], [6, 9]]);
 });
 
-Deno.test("readCheckpointRecords() reads digitsum.json of <prefix>_<seed> folders only", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.mkdir(join(dir, "cnnregressor_0"));
-    await Deno.mkdir(join(dir, "cnnregressor_x"));
-    await Deno.mkdir(join(dir, "cnnclassifier_10"));
-    await Deno.writeTextFile(
-      join(dir, "cnnregressor_0", "digitsum.json"),
-      JSON.stringify({
-        kind: "cnn-regressor",
-        config: { epochs: 15 },
-        accuracy: { train: { accuracy: 21.9 }, val: { accuracy: 11.42 } },
-      }),
-    );
-    await Deno.writeTextFile(join(dir, "cnnclassifier_10", "digitsum.json"), "{");
-    await assert.rejects(
-      readCheckpointRecords([dir], ["cnn-regressor", "cnn-classifier"]),
-      /Cannot read .*cnnclassifier_10\/digitsum.json/,
-    );
-    const records = await readCheckpointRecords([dir, join(dir, "missing")], ["cnn-regressor"]);
-    assert.deepEqual(
-      records.map((r) => [r.model, r.seed, r.accuracy?.val.accuracy, r.config.epochs]),
-      [
-        ["cnn-regressor", 0, 11.42, 15],
-      ],
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
+Deno.test("studyRunsOnRecord() returns the committed study records, never checkpoints", async () => {
+  const runs = join(REPO_ROOT, "results", "study", "runs");
+  const done: string[] = [];
+  for await (const entry of Deno.readDir(runs)) {
+    const path = join(runs, entry.name, "result.json");
+    const text = await Deno.readTextFile(path).catch(() => undefined);
+    if (text && JSON.parse(text).status === "done") done.push(entry.name);
+  }
+  const records = await studyRunsOnRecord();
+  assert.ok(records.length > 0, "results/study/runs holds finished runs");
+  assert.deepEqual(records.map((r) => `${r.model}_${r.seed}`).sort(), done.sort());
+  for (const record of records) {
+    assert.equal(record.config.epochs, 15, `${record.model}_${record.seed} is a full-size run`);
   }
 });
 

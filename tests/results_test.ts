@@ -3,7 +3,8 @@
  * never typed: this test fails when the two disagree.
  */
 import assert from "node:assert/strict";
-import { PYTORCH_DIR, STUDY_DIR, studyBlock } from "../cli/results.ts";
+import { studyBlock } from "../cli/results.ts";
+import { PYTORCH_DIR, STUDY_DIR } from "../lib/results/record.ts";
 import { README_MARKERS, replaceReadmeBlock } from "../lib/results/readme.ts";
 
 const root = new URL("../", import.meta.url).pathname;

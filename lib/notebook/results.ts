@@ -5,7 +5,6 @@
  * @module
  */
 import { join } from "node:path";
-import { DEFAULT_MODELS_DIR } from "../constants.ts";
 import { type EpochRecord } from "../training/train.ts";
 import { modelInfo } from "../models/mod.ts";
 import { displayPath, type NotebookSettings, repoPath } from "./settings.ts";
@@ -13,7 +12,7 @@ import { type Cell, showTable } from "./display.ts";
 import { showBarChart, showLineChart } from "./figures.ts";
 import { isObject, readJsonFile } from "../io/json.ts";
 import { studyModelKinds } from "../models/mod.ts";
-import type { RunOutcome } from "../results/record.ts";
+import { assertSameData, readRecordsIn, type RunOutcome, STUDY_DIR } from "../results/record.ts";
 import { meanStd } from "../results/stats.ts";
 import type { Split } from "../results/report.ts";
 import { type RunAccuracy, type RunConfig, studyConfig } from "../training/experiment.ts";
@@ -181,14 +180,16 @@ export async function showAccuracyTable(
 }
 
 /**
- * The study models' runs on record: the sweep's results when present, else the checkpoints in
- * `trained_models/` and then the notebooks' quick-mode checkpoints.
+ * The study models' finished runs on record: the committed run records of the study grid
+ * (`results/study/runs/<model>_<seed>/result.json`, as `deno task sweep --out results/study` writes them),
+ * never a checkpoint that happens to be on disk. Throws when they mix data.
  */
-export async function studyRunsOnRecord(settings: NotebookSettings): Promise<RunOutcome[]> {
-  const swept = await readSweepResults(settings.sweepResults);
-  if (swept?.length) return swept;
-  const dirs = [repoPath(DEFAULT_MODELS_DIR), settings.modelsDir];
-  return await readCheckpointRecords([...new Set(dirs)], studyModels().map((m) => m.kind));
+export async function studyRunsOnRecord(): Promise<RunOutcome[]> {
+  const kinds = new Set(studyModelKinds());
+  const records = (await readRecordsIn(join(repoPath(STUDY_DIR), "runs")))
+    .filter((r) => kinds.has(r.model));
+  assertSameData(records, `the study records in ${STUDY_DIR}`);
+  return records;
 }
 
 /** Training accuracy, validation accuracy and the gap between them, one row per run. */
@@ -279,46 +280,6 @@ export async function readSweepResults(path: string): Promise<RunOutcome[] | und
   const shared = isObject(parsed.config) ? parsed.config : {};
   return parsed.runs.map((run, i) => parseRun(run, `${path} run ${i + 1}`, shared))
     .filter((r): r is RunOutcome => r !== undefined);
-}
-
-/**
- * Accuracy records from saved checkpoints (`<dir>/<prefix>_<seed>/digitsum.json`, as
- * `deno task train` and the notebooks write them), without loading any weights. The first
- * directory holding a given model and seed wins.
- *
- * @param dirs Directories to look in, in order of preference (missing ones are skipped).
- * @param kinds Model kinds to look for.
- */
-export async function readCheckpointRecords(
-  dirs: readonly string[],
-  kinds: readonly string[],
-): Promise<RunOutcome[]> {
-  const found = new Map<string, RunOutcome>();
-  for (const dir of dirs) {
-    let entries: Deno.DirEntry[];
-    try {
-      entries = [...Deno.readDirSync(dir)].sort((a, b) => a.name.localeCompare(b.name));
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) continue;
-      throw new Error(`Cannot read ${dir}: ${(error as Error).message}`);
-    }
-    for (const kind of kinds) {
-      const prefix = modelInfo(kind).prefix;
-      for (const entry of entries) {
-        const match = entry.name.match(new RegExp(`^${prefix}_(\\d+)$`));
-        if (!entry.isDirectory || !match || found.has(`${kind}_${match[1]}`)) continue;
-        const metaPath = join(dir, entry.name, "digitsum.json");
-        const meta = await readJsonFile<object>(metaPath);
-        if (meta === undefined) continue;
-        const record = parseRun(
-          { model: kind, seed: Number(match[1]), ...meta as object },
-          metaPath,
-        );
-        if (record) found.set(`${kind}_${match[1]}`, record);
-      }
-    }
-  }
-  return [...found.values()];
 }
 
 /** The per-epoch history saved in a checkpoint's metadata (empty when there is none). */

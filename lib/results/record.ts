@@ -245,6 +245,12 @@ export function formatRunLine(record: RunRecord): string {
     `${rate.toFixed(1)} train images/s on ${record.backend?.name ?? "?"})`;
 }
 
+/** Where the study grid's run records are committed (`<dir>/runs/<model>_<seed>/result.json`). */
+export const STUDY_DIR = "results/study";
+
+/** Where the PyTorch cross-check's records are committed. */
+export const PYTORCH_DIR = "results/pytorch";
+
 /** Finished run records in `<dir>/<key>/result.json` (e.g. the PyTorch cross-check). */
 export async function readRecordsIn(dir: string): Promise<RunRecord[]> {
   if (!(await exists(dir))) return [];
