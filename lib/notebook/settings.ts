@@ -17,6 +17,7 @@ import {
 } from "../constants.ts";
 import { type RunConfig, studyConfig } from "../training/experiment.ts";
 import { vggWeightsPath } from "../models/vgg.ts";
+import { modelInfo } from "../models/mod.ts";
 import { installCellEndHook, listenForInterrupts } from "./kernel.ts";
 /** Environment variable that switches every notebook to quick mode (`1`) or full mode (`0`). */
 export const QUICK_ENV = "DIGITSUM_QUICK";
@@ -127,8 +128,14 @@ export function notebookSettings(env?: Record<string, string | undefined>): Note
   };
 }
 
-/** The first cell's statement of the mode a notebook runs in. */
-export function describeSettings(settings: NotebookSettings): string {
+/**
+ * The first cell's statement of the mode a notebook runs in: the study's configuration, or with
+ * `models`, each model's own (a model with a recipe trains with its epochs and learning rate).
+ */
+export function describeSettings(
+  settings: NotebookSettings,
+  options: { models?: readonly string[] } = {},
+): string {
   if (settings.quick) {
     return [
       `QUICK MODE (${QUICK_ENV}=1): every run uses the first ${settings.limit} training images ` +
@@ -137,10 +144,27 @@ export function describeSettings(settings: NotebookSettings): string {
       `Run without ${QUICK_ENV} (or with ${QUICK_ENV}=0) for the study's configuration.`,
     ].join("\n");
   }
+  const hint = `Set ${QUICK_ENV}=1 before starting Jupyter for a quick smoke run.`;
+  if (options.models) {
+    // Models with a recipe of their own (SumNet) train with their epochs and learning rate.
+    const lines = options.models.map((model) => {
+      const config = modelRunConfig(model, settings);
+      return `  ${model}: ${config.epochs} epochs, batch ${config.batchSize}, ` +
+        `Adam lr ${config.learningRate}${
+          modelInfo(model).recipe?.schedule ? " (peak of its schedule)" : ""
+        }, all training images`;
+    });
+    return [
+      `FULL MODE, seed ${settings.seed}; each model trains with its own recipe:`,
+      ...lines,
+      hint,
+    ]
+      .join("\n");
+  }
   return [
     `FULL MODE: the study's configuration (all training images, ${settings.epochs} epochs, ` +
     `batch ${settings.batchSize}, Adam lr ${settings.learningRate}, seed ${settings.seed}).`,
-    `Set ${QUICK_ENV}=1 before starting Jupyter for a quick smoke run.`,
+    hint,
   ].join("\n");
 }
 
