@@ -504,12 +504,20 @@ Deno.test({
     const results = join(dir, "results.json");
     const history = (losses: number[]) =>
       losses.map((trainLoss, i) => ({ epoch: i + 1, trainLoss, valAccuracy: 5 + i }));
+    const accuracy = (train: number, val: number) => ({
+      train: { correct: train, total: 100, accuracy: train },
+      val: { correct: val, total: 100, accuracy: val },
+    });
+    // The shape of a sweep's results.json: its configuration and the rows of its grid.
     await Deno.writeTextFile(
       results,
-      JSON.stringify([
-        { model: "cnn-regressor", seed: 0, train: 20, val: 11, history: history([9, 5, 4]) },
-        { model: "cnn-classifier", seed: 0, train: 70, val: 8, history: history([3, 2, 1]) },
-      ]),
+      JSON.stringify({
+        config: { epochs: 3, limit: null },
+        runs: [
+          { model: "cnn-regressor", seed: 0, status: "done", accuracy: accuracy(20, 11) },
+          { model: "cnn-classifier", seed: 0, status: "done", accuracy: accuracy(70, 8) },
+        ].map((run, i) => ({ ...run, epochs: 3, history: history(i ? [3, 2, 1] : [9, 5, 4]) })),
+      }),
     );
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", repoPath("tools/show_charts.ts"), "--plot", "window", "--results"]
