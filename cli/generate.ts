@@ -70,6 +70,7 @@ const USAGE = `Usage: deno task generate [options]
   -h, --help          this text`;
 
 /** Entry point. */
+// Long because: one flag check after another, then one of three jobs (the study data, the test conditions, a samples figure); each job is a library call.
 async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,

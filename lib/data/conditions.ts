@@ -562,6 +562,7 @@ async function fingerprintOf(files: Record<string, { sha256?: string }>): Promis
  * @param options which conditions, count, seed, source, log
  * @returns the index as written
  */
+// Long because: the set written in protocol order (pick digits once, each condition drawn, measured, written atomically, then the index), so a kill leaves a consistent folder.
 export async function writeConditions(
   dir: string,
   options: WriteConditionsOptions = {},

@@ -505,6 +505,7 @@ function checkPicks(picks: DigitPicks, source: DigitSource, count: number): void
  * const { images, labels } = generateComposites(mnist, { count: 100, seed: 7 });
  * ```
  */
+// Long because: one composite at a time in drawing order (pick digits, size boxes, place them by box or by ink gap, paste, record ink boxes); the random draws must stay in this order for the data to stay byte-identical.
 export function generateComposites(source: DigitSource, options: CompositeOptions): Composites {
   const { count, seed } = options;
   if (!Number.isInteger(count) || count < 0) {

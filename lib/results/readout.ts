@@ -358,6 +358,7 @@ function pct(tally: Tally): string {
 }
 
 /** A Markdown report: sums per condition, the read-out per position, errors by gap and height. */
+// Long because: the report in the order it reads (sums per condition, read-out by position, by gap, by ink height), one table after another.
 export function conditionsMarkdown(report: ConditionsReport): string {
   const reference = report.conditions.find((c) => c.name === REFERENCE);
   const sumRows: Cell[][] = report.conditions.map((c) => [
