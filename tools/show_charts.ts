@@ -13,7 +13,6 @@
 import { parseArgs } from "node:util";
 import {
   interactiveRequested,
-  notebookSettings,
   PLOT_ENV,
   readSweepResults,
   repoPath,
@@ -34,14 +33,14 @@ const HELP =
   --results FILE  the sweep's results (default runs/sweep/results.json, else trained_models/)
   --no-open       print the window's URL without starting a browser`;
 
-/** Read the records to chart: `file` when given, else the runs on record. */
+/** Read the records to chart: `file` when given, else the committed study records. */
 async function records(file: string | undefined): Promise<RunOutcome[]> {
   if (file) {
     const found = await readSweepResults(repoPath(file));
     if (!found) throw new Error(`Cannot read ${file}: no such file`);
     return found;
   }
-  return await studyRunsOnRecord(notebookSettings());
+  return await studyRunsOnRecord();
 }
 
 async function main(args: string[]): Promise<number> {
