@@ -280,16 +280,26 @@ function shimNodeUtil(): void {
  * falls back if the addon then fails to load).
  */
 export function autoBackendGuess(): "tensorflow" | "wasm" {
-  const require = createRequire(import.meta.url);
+  return builtNativePackages(createRequire(import.meta.url)).length > 0 ? "tensorflow" : "wasm";
+}
+
+/**
+ * The native packages in node_modules whose addon `deno task install-native` has built, GPU build
+ * first, with the path `require` loads them from.
+ */
+function builtNativePackages(require: NodeJS.Require): Array<{ pkg: string; path: string }> {
+  const built: Array<{ pkg: string; path: string }> = [];
   for (const pkg of NATIVE_PACKAGES) {
+    let path: string;
     try {
-      require.resolve(pkg);
+      path = require.resolve(pkg);
     } catch {
-      continue;
+      continue; // not in node_modules
     }
-    if (nativeAddonBuilt(require, pkg)) return "tensorflow";
+    // The package is always in node_modules (deno.json); its addon exists once install-native ran.
+    if (nativeAddonBuilt(require, pkg)) built.push({ pkg, path });
   }
-  return "wasm";
+  return built;
 }
 
 /** Whether `deno task install-native` put the package's N-API addon in place. */
@@ -359,15 +369,7 @@ async function startTensorflow(
 ): Promise<BackendInfo> {
   const require = createRequire(import.meta.url);
   const failures: string[] = [];
-  for (const pkg of NATIVE_PACKAGES) {
-    let path: string;
-    try {
-      path = require.resolve(pkg);
-    } catch {
-      continue; // not in node_modules
-    }
-    // The package is always in node_modules (deno.json); its addon exists once install-native ran.
-    if (!nativeAddonBuilt(require, pkg)) continue;
+  for (const { pkg, path } of builtNativePackages(require)) {
     try {
       shimNodeUtil();
       // TensorFlow's C++ logging at INFO/WARNING (CPU feature notices) would interleave with ours.
