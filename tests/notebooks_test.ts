@@ -41,6 +41,7 @@ import {
 } from "../lib/notebook/mod.ts";
 import type { RunOutcome } from "../lib/results/record.ts";
 import { studyConfig } from "../lib/training/experiment.ts";
+import { studyVerdicts } from "../lib/results/verdict.ts";
 
 const NOTEBOOKS = ["notebooks/study.ipynb", "notebooks/beyond.ipynb"];
 const INSTALL_HINT = "install Jupyter with 'apt-get install jupyter-nbconvert python3-nbclient " +
@@ -138,8 +139,37 @@ const MODELS = [
 Deno.test("seedTable() lays out one row per seed and one column per model", () => {
   const { headers, rows } = seedTable(RECORDS, "val", MODELS);
   assert.deepEqual(headers, ["Seed", "CNN Regressor", "CNN Classifier", "VGG Regressor"]);
-  assert.deepEqual(rows, [["0", 12, null, null], ["42", 10, 7, null]]);
+  assert.deepEqual(rows, [
+    ["0", 12, null, null],
+    ["42", 10, 7, null],
+    ["mean ± std", "11.00 ± 1.41%", "7.00% (n=1)", null],
+  ]);
   assert.deepEqual(seedTable(RECORDS, "test", MODELS).rows[1], ["42", 9, null, null]);
+  const one = seedTable(RECORDS.filter((r) => r.seed === 42), "val", MODELS).rows;
+  assert.equal(one.length, 1, "one seed: no mean row");
+});
+
+Deno.test("studyVerdicts() says per model whether the study is reproduced, and why not", () => {
+  // The study: regressor val 10.65-11.42%, train 18.16-22.22%; classifier val 6.70-8.00%.
+  const within = studyVerdicts([
+    outcome("cnn-regressor", 0, 19, 11.0),
+    outcome("cnn-regressor", 42, 21, 10.2),
+  ]);
+  assert.equal(within.length, 1);
+  assert.equal(within[0].reproduced, true);
+  assert.match(within[0].sentence, /^CNN Regressor \(seeds 0, 42\): reproduced/);
+  assert.match(within[0].sentence, /validation 10\.60 ± 0\.57% \(10\.20-11\.00%\)/);
+
+  const below = [outcome("cnn-classifier", 42, 95, 3), outcome("cnn-classifier", 0, 96, 4)];
+  const torch = (val: number) => ({ ...outcome("cnn-classifier", 42, 94, val) });
+  const fromData = studyVerdicts(below, [torch(3.5)])[0];
+  assert.equal(fromData.reproduced, false);
+  assert.match(fromData.sentence, /not reproduced on validation and training/);
+  assert.match(fromData.sentence, /below it/);
+  assert.match(fromData.sentence, /comes from the data/);
+  const fromPort = studyVerdicts(below, [torch(7.5)])[0];
+  assert.match(fromPort.sentence, /part of the difference lies in the port/);
+  assert.doesNotMatch(studyVerdicts(below)[0].sentence, /PyTorch/, "no cross-check, no reason");
 });
 
 Deno.test("accuracyBars() averages over seeds with the spread as error", () => {

@@ -12,8 +12,15 @@ import { type Cell, showTable } from "./display.ts";
 import { showBarChart, showLineChart } from "./figures.ts";
 import { isObject, readJsonFile } from "../io/json.ts";
 import { studyModelKinds } from "../models/mod.ts";
-import { assertSameData, readRecordsIn, type RunOutcome, STUDY_DIR } from "../results/record.ts";
-import { meanStd } from "../results/stats.ts";
+import {
+  assertSameData,
+  PYTORCH_DIR,
+  readRecordsIn,
+  type RunOutcome,
+  STUDY_DIR,
+} from "../results/record.ts";
+import { formatStats, meanStd } from "../results/stats.ts";
+import { studyVerdicts } from "../results/verdict.ts";
 import type { Split } from "../results/report.ts";
 import { type RunAccuracy, type RunConfig, studyConfig } from "../training/experiment.ts";
 
@@ -36,7 +43,8 @@ function accuracyOn(record: RunOutcome, split: Split): number | undefined {
 
 /**
  * One results-across-seeds table (the study's layout): a row per seed, a column per model,
- * each cell the accuracy of that model and seed on `split` (mean over repeats of a pair).
+ * each cell the accuracy of that model and seed on `split` (mean over repeats of a pair); with
+ * more than one seed, a last row `mean ± std` over the seeds (`10.68 ± 0.71%`).
  *
  * @param records Accuracies from the sweep or from the notebook's own runs.
  * @param split Which split to tabulate.
@@ -48,7 +56,7 @@ export function seedTable(
   models: readonly { kind: string; title: string }[],
 ): { headers: string[]; rows: Cell[][] } {
   const seeds = [...new Set(records.map((r) => r.seed))].sort((a, b) => a - b);
-  const rows = seeds.map((seed) => [
+  const rows: Cell[][] = seeds.map((seed) => [
     String(seed),
     ...models.map(({ kind }) => {
       const values = records.filter((r) => r.seed === seed && r.model === kind)
@@ -56,6 +64,15 @@ export function seedTable(
       return values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
     }),
   ]);
+  if (seeds.length > 1) {
+    rows.push([
+      "mean ± std",
+      ...models.map((_, j) => {
+        const values = rows.map((row) => row[j + 1]).filter((v): v is number => v !== null);
+        return values.length ? formatStats(meanStd(values)) : null;
+      }),
+    ]);
+  }
   return { headers: ["Seed", ...models.map((m) => m.title)], rows };
 }
 
@@ -113,29 +130,109 @@ export function studyModels(): ModelColumn[] {
 }
 
 /**
- * The records behind the results-across-seeds cells: the sweep's results when its
- * `results.json` exists and has finished runs, else `fallback` (the notebook's own runs).
+ * The records behind the results-across-seeds cells. In full mode: the committed run records of
+ * the study grid ({@link studyRunsOnRecord}, every seed), never this notebook's runs alone. In
+ * quick mode: `own`, the notebook's own runs (a smoke test; the committed records were trained
+ * on all images for 15 epochs and are not mixed with them).
  *
  * @returns The records and a line saying where they come from and how they were trained.
  */
 export async function resultsAcrossSeeds(
   settings: NotebookSettings,
-  fallback: readonly RunOutcome[],
+  own: readonly RunOutcome[],
 ): Promise<{ records: RunOutcome[]; source: string }> {
-  const swept = await readSweepResults(settings.sweepResults);
-  if (swept?.length) {
-    return {
-      records: swept,
-      source: `Source: ${displayPath(settings.sweepResults)}, ${swept.length} finished runs ` +
-        `(${describeSetups(swept)}).`,
-    };
+  if (!settings.quick) {
+    const committed = await studyRunsOnRecord();
+    if (committed.length) {
+      const seeds = [...new Set(committed.map((r) => r.seed))].sort((a, b) => a - b);
+      return {
+        records: committed,
+        source: `Source: the committed run records in ${STUDY_DIR}/runs/ ` +
+          `(${committed.length} finished runs, seeds ${seeds.join(", ")}; ` +
+          `${describeSetups(committed)}), written by 'deno task sweep --out ${STUDY_DIR}'.`,
+      };
+    }
   }
-  const seeds = [...new Set(fallback.map((r) => r.seed))].join(", ");
+  const seeds = [...new Set(own.map((r) => r.seed))].join(", ");
   return {
-    records: [...fallback],
-    source: `Source: this notebook's runs, seed ${seeds} (${describeSetups(fallback)}); ` +
-      `run 'deno task sweep' for seeds 0, 10 and 42.`,
+    records: [...own],
+    source: `Source: this notebook's runs, seed ${seeds} (${describeSetups(own)})` +
+      (settings.quick
+        ? "; quick mode, so not the committed records of the full study."
+        : `; no committed records in ${STUDY_DIR}/runs/ (run 'deno task sweep --out ${STUDY_DIR}').`),
   };
+}
+
+/**
+ * This notebook's own runs beside the committed records of the same model and seed (full mode):
+ * the same configuration trained twice, by this notebook and by the sweep. Prints why nothing is
+ * compared in quick mode or without records.
+ */
+export async function showOwnRunsBesideRecords(
+  own: readonly RunOutcome[],
+  records: readonly RunOutcome[],
+  settings: NotebookSettings,
+): Promise<void> {
+  if (settings.quick) {
+    return console.log(
+      "Quick mode: this notebook's runs are the tables above (nothing to compare).",
+    );
+  }
+  const pairs = own.map((mine) => ({
+    mine,
+    theirs: records.find((r) => r.model === mine.model && r.seed === mine.seed && r !== mine),
+  })).filter((p) => p.theirs);
+  if (pairs.length === 0) return console.log("No committed record of this notebook's runs.");
+  console.log(
+    `This notebook's runs beside the committed records of the same model and seed ` +
+      `(${STUDY_DIR}/runs/), in % (same seed, split and configuration; floating-point sums ` +
+      `in another order can move a few images):`,
+  );
+  const rows = pairs.map(({ mine, theirs }) => [
+    `${modelInfo(mine.model).title} seed ${mine.seed}`,
+    ...(["val", "train", "test"] as const).flatMap((split) => [
+      accuracyOn(mine, split),
+      accuracyOn(theirs!, split),
+    ]),
+  ]);
+  await showTable(
+    ["run", "val here", "val record", "train here", "train record", "test here", "test record"],
+    rows,
+    { unit: "%" },
+  );
+}
+
+/**
+ * The study's published numbers beside digitsum's (mean ± std over seeds), then one sentence per
+ * model saying whether digitsum reproduces the study and why not when it does not, with the
+ * PyTorch cross-check of `results/pytorch/` ({@link studyVerdicts}, as in the README).
+ */
+export async function showStudyComparison(records: readonly RunOutcome[]): Promise<void> {
+  const pytorch = await readRecordsIn(repoPath(PYTORCH_DIR));
+  const verdicts = studyVerdicts(records, pytorch);
+  if (verdicts.length === 0) return console.log("No finished study runs to compare.");
+  const rows = verdicts.map((v) => [
+    v.title,
+    formatStats(meanStd([...v.theirs.val])),
+    formatStats(meanStd(v.ours.val)),
+    formatStats(meanStd([...v.theirs.train])),
+    formatStats(meanStd(v.ours.train)),
+    formatStats(meanStd(v.ours.test)),
+  ]);
+  await showTable(
+    ["model", "study val", "digitsum val", "study train", "digitsum train", "digitsum test"],
+    rows,
+    {
+      caption: "Mean ± std over seeds: the study's published tables (seeds 0, 10, 42) and " +
+        "digitsum's records",
+    },
+  );
+  for (const v of verdicts) console.log(v.sentence);
+  for (const { kind, title } of studyModels()) {
+    if (!verdicts.some((v) => v.model === kind)) {
+      console.log(`${title}: no finished run on record, so nothing to compare with the study.`);
+    }
+  }
 }
 
 /**

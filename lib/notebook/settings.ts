@@ -37,9 +37,6 @@ export const NOTEBOOK_SEED = 42;
 /** Where quick-mode checkpoints go, so that they never replace real ones in `trained_models/`. */
 export const QUICK_MODELS_DIR = "runs/notebook_quick/trained_models";
 
-/** The sweep's machine-readable results, read by the results-across-seeds cells. */
-export const SWEEP_RESULTS = "runs/sweep/results.json";
-
 /** Environment variable asking for nodeplotlib's interactive window (`window`). */
 export const PLOT_ENV = "DIGITSUM_PLOT";
 
@@ -93,8 +90,6 @@ export interface NotebookSettings extends Omit<RunConfig, "model"> {
   quick: boolean;
   /** Absolute checkpoint directory (`<repo>/trained_models`; a scratch one in quick mode). */
   modelsDir: string;
-  /** Absolute path of the sweep's `results.json`. */
-  sweepResults: string;
   /** Absolute path of the VGG11 weights (env `DIGITSUM_VGG_WEIGHTS`, default in `data/`). */
   vggWeights: string;
 }
@@ -123,7 +118,6 @@ export function notebookSettings(env?: Record<string, string | undefined>): Note
     backend: readEnv("DIGITSUM_BACKEND", env) || "auto",
     dataDir: repoPath(dataDir || DEFAULT_DATA_DIR),
     modelsDir: repoPath(quick ? QUICK_MODELS_DIR : DEFAULT_MODELS_DIR),
-    sweepResults: repoPath(SWEEP_RESULTS),
     vggWeights: repoPath(vggWeightsPath(readEnv("DIGITSUM_VGG_WEIGHTS", env))),
   };
 }

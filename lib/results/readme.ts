@@ -15,6 +15,7 @@ import {
   tableMarkdown,
 } from "./report.ts";
 import { formatPercent, formatStats, meanStd, plural } from "./stats.ts";
+import { studyVerdicts } from "./verdict.ts";
 
 /** Markers of the block of README.md that `deno task results --readme` rewrites. */
 export const README_MARKERS = {
@@ -71,6 +72,8 @@ export function readmeResultsMarkdown(
         `${stats("train")} | ${stats("test")} |`,
     );
   }
+  const verdicts = studyVerdicts(done, pytorch);
+  if (verdicts.length) lines.push("", ...verdicts.map((v) => `- ${v.sentence}`));
   lines.push("", `**PyTorch cross-check** (\`${pytorchDir}/\`, tools/pytorch_study.py):`, "");
   if (pytorch.length === 0) {
     lines.push("No PyTorch record yet.");
