@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { type EpochRecord } from "../training/train.ts";
 import { modelInfo } from "../models/mod.ts";
-import { displayPath, type NotebookSettings, repoPath } from "./settings.ts";
+import { type NotebookSettings, repoPath } from "./settings.ts";
 import { type Cell, showTable } from "./display.ts";
 import { showBarChart, showLineChart } from "./figures.ts";
 import { isObject, readJsonFile } from "../io/json.ts";
