@@ -365,7 +365,6 @@ export interface ReportFigures {
 // Long because: one block per figure of the report (accuracy bars, curves per model, confusion, samples), in report order.
 export async function buildFigures(results: SweepResults, out: string): Promise<ReportFigures> {
   const svgs = new Map<string, { title: string; svg: string }>();
-  const seedsLabel = results.seeds.join(", ");
   // Accuracy bars: mean ± std per model, one bar per split.
   const splitNames: Record<Split, string> = {
     train: "train",
@@ -373,6 +372,11 @@ export async function buildFigures(results: SweepResults, out: string): Promise<
     test: "held-out test",
   };
   const splitOrder: Split[] = ["train", "val", "test"];
+  // Seeds with a finished run; models with none have no bars, and the subtitle names them.
+  const finished = [...new Set(results.runs.filter((r) => r.status === "done").map((r) => r.seed))]
+    .sort((a, b) => a - b);
+  const unrun = results.models.filter((_, j) => results.tables.val.stats[j].n === 0)
+    .map((m) => m.title);
   svgs.set("accuracy", {
     title: "Accuracy by model",
     svg: barChart(
@@ -385,7 +389,9 @@ export async function buildFigures(results: SweepResults, out: string): Promise<
       })),
       {
         title: "Overall accuracy by model",
-        subtitle: `mean ± std over seeds ${seedsLabel}; models without bars did not finish`,
+        subtitle: `${
+          finished.length > 1 ? `mean ± std over seeds ${finished.join(", ")}` : `seed ${finished}`
+        }${unrun.length ? `; not run: ${unrun.join(", ")}` : ""}`,
         yLabel: "accuracy",
         yUnit: "%",
       },
