@@ -207,7 +207,15 @@ export async function showOwnRunsBesideRecords(
  * model saying whether digitsum reproduces the study and why not when it does not, with the
  * PyTorch cross-check of `results/pytorch/` ({@link studyVerdicts}, as in the README).
  */
-export async function showStudyComparison(records: readonly RunOutcome[]): Promise<void> {
+export async function showStudyComparison(
+  records: readonly RunOutcome[],
+  settings: Pick<NotebookSettings, "quick">,
+): Promise<void> {
+  if (settings.quick) {
+    return console.log(
+      "Quick mode: 1-epoch runs on 512 images are not compared with the study (full mode is).",
+    );
+  }
   const pytorch = await readRecordsIn(repoPath(PYTORCH_DIR));
   const verdicts = studyVerdicts(records, pytorch);
   if (verdicts.length === 0) return console.log("No finished study runs to compare.");
