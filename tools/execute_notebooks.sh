@@ -72,7 +72,11 @@ for nb in "${notebooks[@]}"; do
     echo "== $nb FAILED (exit $status)" >&2
     exit "$status"
   fi
-  # nbconvert writes its own JSON layout; keep the files as 'deno fmt --check' expects them.
-  if command -v deno >/dev/null 2>&1; then deno fmt --quiet "$nb"; fi
+  # nbconvert writes its own JSON layout; keep the files as tools/check_notebook_format.ts expects
+  # them (deno.json excludes notebooks/ from 'deno fmt', so format through stdin).
+  if command -v deno >/dev/null 2>&1; then
+    formatted=$(mktemp)
+    deno fmt --ext ipynb - <"$nb" >"$formatted" && mv "$formatted" "$nb"
+  fi
   echo "== $nb done in $(($(date +%s) - start)) s, $(du -k "$nb" | cut -f1) KiB"
 done
