@@ -7,7 +7,14 @@ import { IMAGE_SIZE } from "../lib/constants.ts";
 import { loadTestLoader } from "../lib/data/loader.ts";
 import { exists } from "../lib/io/fsutil.ts";
 import { loadMnist } from "../lib/data/generate.ts";
-import { NOTHING, NUM_CELLS, StripLoader, synthesizeStrips } from "../lib/data/strips.ts";
+import {
+  drawStripEffects,
+  NO_STRIP_EFFECTS,
+  NOTHING,
+  NUM_CELLS,
+  StripLoader,
+  synthesizeStrips,
+} from "../lib/data/strips.ts";
 import { seedEverything } from "../lib/runtime/seed.ts";
 import {
   bestReading,
@@ -19,6 +26,7 @@ import {
   explainImage,
   logSumDistribution,
   MeanOverViews,
+  rollAndRestyle,
   rollAtEmptyColumn,
   rollAtGaps,
   SumCombine,
@@ -343,6 +351,120 @@ Deno.test("synthesizeStrips() labels the cell of every pasted digit", async () =
     () => synthesizeStrips(mnist, { count: 1, seed: 1, layout: { centreGapMin: 4 } }),
     /invalid layout/,
   );
+});
+
+/** Columns holding ink in strip `n` of `images`. */
+function inkColumns(images: Uint8Array, n: number): number {
+  let columns = 0;
+  for (let x = 0; x < 168; x++) {
+    let ink = 0;
+    for (let y = 0; y < 40; y++) ink += images[n * IMAGE_SIZE + y * 168 + x];
+    if (ink > 0) columns++;
+  }
+  return columns;
+}
+
+Deno.test("synthesizeStrips() draws wider digits with a wider aspect range", async () => {
+  const mnist = await loadMnist("train");
+  const one = { digitsMin: 1, digitsMax: 1, boxMin: 30, boxMax: 30 };
+  const narrow = synthesizeStrips(mnist, {
+    count: 100,
+    seed: 3,
+    layout: { ...one, aspectMinPct: 60, aspectMaxPct: 60 },
+  });
+  const wide = synthesizeStrips(mnist, {
+    count: 100,
+    seed: 3,
+    layout: { ...one, aspectMinPct: 150, aspectMaxPct: 150 },
+  });
+  // Same digits, same places (a closed range draws nothing); only the box width differs.
+  assert.deepEqual(wide.targets, narrow.targets);
+  for (let n = 0; n < 100; n++) {
+    assert.ok(
+      inkColumns(wide.images, n) > inkColumns(narrow.images, n),
+      `strip ${n}: ${inkColumns(wide.images, n)} columns wide vs ${
+        inkColumns(narrow.images, n)
+      } narrow`,
+    );
+  }
+  const square = synthesizeStrips(mnist, { count: 100, seed: 3, layout: one });
+  const explicit = synthesizeStrips(mnist, {
+    count: 100,
+    seed: 3,
+    layout: { ...one, aspectMinPct: 100, aspectMaxPct: 100 },
+    effects: NO_STRIP_EFFECTS,
+  });
+  assert.deepEqual(explicit.images, square.images);
+  assert.throws(
+    () => synthesizeStrips(mnist, { count: 1, seed: 1, layout: { aspectMinPct: 5 } }),
+    /invalid layout/,
+  );
+});
+
+Deno.test("synthesizeStrips() restyles the ink of some strips, deterministically", async () => {
+  const mnist = await loadMnist("train");
+  const plain = synthesizeStrips(mnist, { count: 100, seed: 9 });
+  const effects = { ...NO_STRIP_EFFECTS, probability: 1, contrastMin: 0.4 };
+  const faint = synthesizeStrips(mnist, { count: 100, seed: 9, effects });
+  assert.deepEqual(synthesizeStrips(mnist, { count: 100, seed: 9, effects }).images, faint.images);
+  // The effects come after the placement: same digits, same cells, fainter ink everywhere.
+  assert.deepEqual(faint.targets, plain.targets);
+  for (let n = 0; n < 100; n++) {
+    const strip = (s: Uint8Array) => s.subarray(n * IMAGE_SIZE, (n + 1) * IMAGE_SIZE);
+    const before = strip(plain.images).reduce((a, v) => a + v, 0);
+    const after = strip(faint.images).reduce((a, v) => a + v, 0);
+    assert.ok(after < before && after >= 0.39 * before, `strip ${n}: ink ${after} of ${before}`);
+  }
+});
+
+Deno.test("drawStripEffects() draws each effect with its probability, within its range", () => {
+  let state = 1;
+  const random = () => (state = (state * 16807) % 2147483647) / 2147483647;
+  assert.deepEqual(drawStripEffects(NO_STRIP_EFFECTS, random).effects, {});
+  const ranges = {
+    probability: 1,
+    stroke: true,
+    blurSigmaMax: 1.5,
+    contrastMin: 0.4,
+    noiseSigmaMax: 40,
+  };
+  const counts = { stroke: 0, blur: 0 };
+  for (let i = 0; i < 200; i++) {
+    const { effects } = drawStripEffects(ranges, random);
+    assert.ok(effects.stroke === 1 || effects.stroke === -1);
+    assert.ok(effects.strokeMix! >= 0 && effects.strokeMix! < 1);
+    assert.ok(effects.blurSigma! >= 0 && effects.blurSigma! < 1.5);
+    assert.ok(effects.contrast! >= 0.4 && effects.contrast! < 1);
+    assert.ok(effects.noiseSigma! >= 0 && effects.noiseSigma! < 40);
+    const half = drawStripEffects({ ...ranges, probability: 0.5 }, random).effects;
+    if (half.stroke !== undefined) counts.stroke++;
+    if (half.blurSigma !== undefined) counts.blur++;
+  }
+  assert.ok(counts.stroke > 70 && counts.stroke < 130, `stroke drawn ${counts.stroke} / 200`);
+  assert.ok(counts.blur > 70 && counts.blur < 130, `blur drawn ${counts.blur} / 200`);
+});
+
+Deno.test("rollAndRestyle() keeps each image's digits and restyles its ink", async () => {
+  await initBackend("cpu");
+  const mnist = await loadMnist("train");
+  const strips = synthesizeStrips(mnist, { count: 8, seed: 2 });
+  const x = tf.tensor4d(Float32Array.from(strips.images, (v) => v / 255), [8, 40, 168, 1]);
+  seedEverything(4);
+  const out = await rollAndRestyle(x);
+  assert.deepEqual(out.shape, x.shape);
+  const a = await x.data() as Float32Array;
+  const b = await out.data() as Float32Array;
+  for (let n = 0; n < 8; n++) {
+    const ink = (d: Float32Array) => {
+      let total = 0;
+      for (let p = n * IMAGE_SIZE; p < (n + 1) * IMAGE_SIZE; p++) total += d[p];
+      return total;
+    };
+    // The effects change the amount of ink by at most what noise, faint ink and strokes do.
+    assert.ok(ink(b) > 0.2 * ink(a) && ink(b) < 8 * ink(a) + 500, `image ${n}`);
+    assert.ok(b.subarray(n * IMAGE_SIZE, (n + 1) * IMAGE_SIZE).every((v) => v >= 0 && v <= 1));
+  }
+  tf.dispose([x, out]);
 });
 
 Deno.test("cellLoss() falls when SumNet's cells train on MNIST strips", async () => {

@@ -24,6 +24,7 @@ import {
   NUM_CELLS,
 } from "../constants.ts";
 import { type DigitSource, loadMnist } from "./generate.ts";
+import { applyEffects, type ConditionEffects } from "./effects.ts";
 import { type Batch, type BatchSource } from "./batch.ts";
 
 // SumNet's cell geometry lives in constants.ts (browser-safe); re-exported here where it is used.
@@ -52,6 +53,10 @@ export interface StripLayout {
   centreGapMax: number;
   /** How far (px) a box may stick out above or below the image. */
   verticalOverhang: number;
+  /** Narrowest box width, in % of its height (100 with `aspectMaxPct` 100: square boxes). */
+  aspectMinPct: number;
+  /** Widest box width, in % of its height. */
+  aspectMaxPct: number;
 }
 
 /** SumNet's pretraining augmentation. */
@@ -63,7 +68,60 @@ export const DEFAULT_STRIP_LAYOUT: Readonly<StripLayout> = Object.freeze({
   centreGapMin: 10,
   centreGapMax: 50,
   verticalOverhang: 3,
+  aspectMinPct: 100,
+  aspectMaxPct: 100,
 });
+
+/**
+ * Random changes of how the ink looks, drawn anew for every strip (SumNet v4's pretraining; off by
+ * default). Each effect is applied to a strip with probability `probability`, independently of
+ * the others, with a strength drawn uniformly from its range; the operations are
+ * `applyEffects`' (stroke, then blur, contrast, noise).
+ */
+export interface StripEffects {
+  /** Chance that each effect is applied to a strip (0 turns them all off). */
+  probability: number;
+  /** Stroke change: one step of gray erosion or dilation, blended in at 0..100%. */
+  stroke: boolean;
+  /** Largest Gaussian blur sigma (px). */
+  blurSigmaMax: number;
+  /** Faintest ink: ink multiplied by a factor from this up to 1. */
+  contrastMin: number;
+  /** Largest sigma (gray levels) of noise added to every pixel. */
+  noiseSigmaMax: number;
+}
+
+/** No effects: strips look like MNIST's own ink (the v3 recipe). */
+export const NO_STRIP_EFFECTS: Readonly<StripEffects> = Object.freeze({
+  probability: 0,
+  stroke: false,
+  blurSigmaMax: 0,
+  contrastMin: 1,
+  noiseSigmaMax: 0,
+});
+
+/**
+ * Draws one strip's effects from `ranges` with `random` (uniform in [0, 1)).
+ *
+ * @returns the effects for `applyEffects`, and a seed for its noise
+ */
+export function drawStripEffects(
+  ranges: StripEffects,
+  random: () => number,
+): { effects: ConditionEffects; seed: number } {
+  const effects: ConditionEffects = {};
+  const chance = () => ranges.probability > 0 && random() < ranges.probability;
+  if (ranges.stroke && chance()) {
+    effects.stroke = random() < 0.5 ? -1 : 1;
+    effects.strokeMix = random();
+  }
+  if (ranges.blurSigmaMax > 0 && chance()) effects.blurSigma = random() * ranges.blurSigmaMax;
+  if (ranges.contrastMin < 1 && chance()) {
+    effects.contrast = ranges.contrastMin + (1 - ranges.contrastMin) * random();
+  }
+  if (ranges.noiseSigmaMax > 0 && chance()) effects.noiseSigma = random() * ranges.noiseSigmaMax;
+  return { effects, seed: Math.floor(random() * 4294967296) };
+}
 
 /** Options of {@linkcode synthesizeStrips}. */
 export interface StripOptions {
@@ -73,6 +131,8 @@ export interface StripOptions {
   seed: number;
   /** Overrides of {@linkcode DEFAULT_STRIP_LAYOUT}. */
   layout?: Partial<StripLayout>;
+  /** Ink effects (default {@linkcode NO_STRIP_EFFECTS}). */
+  effects?: Partial<StripEffects>;
 }
 
 /** Synthesized strips with their per-cell targets. */
@@ -102,29 +162,30 @@ function randInt(rng: () => number, lo: number, hi: number): number {
   return lo + Math.floor(rng() * (hi - lo + 1));
 }
 
-/** Draws digit `index` of `source`, resized (bilinear) to `size` px, into a strip with max. */
+/** Draws digit `index` of `source`, resized (bilinear) to its box, into a strip with max. */
 function pasteDigit(
   strip: Uint8Array,
   stripOffset: number,
   source: DigitSource,
   index: number,
-  box: { x: number; y: number; size: number },
+  box: { x: number; y: number; width: number; height: number },
 ): void {
-  const { x, y, size } = box;
+  const { x, y, width, height } = box;
   const base = index * MNIST_PIXELS;
-  const scale = MNIST_SIDE / size;
+  const scaleY = MNIST_SIDE / height;
+  const scaleX = MNIST_SIDE / width;
   const at = (r: number, c: number) =>
     r < 0 || r >= MNIST_SIDE || c < 0 || c >= MNIST_SIDE ? 0 : source.images[base + r * 28 + c];
-  for (let oy = 0; oy < size; oy++) {
+  for (let oy = 0; oy < height; oy++) {
     const row = y + oy;
     if (row < 0 || row >= IMAGE_HEIGHT) continue;
-    const sy = (oy + 0.5) * scale - 0.5;
+    const sy = (oy + 0.5) * scaleY - 0.5;
     const y0 = Math.floor(sy);
     const wy = sy - y0;
-    for (let ox = 0; ox < size; ox++) {
+    for (let ox = 0; ox < width; ox++) {
       const col = x + ox;
       if (col < 0 || col >= IMAGE_WIDTH) continue;
-      const sx = (ox + 0.5) * scale - 0.5;
+      const sx = (ox + 0.5) * scaleX - 0.5;
       const x0 = Math.floor(sx);
       const wx = sx - x0;
       const v = (at(y0, x0) * (1 - wx) + at(y0, x0 + 1) * wx) * (1 - wy) +
@@ -141,7 +202,8 @@ function resolveLayout(overrides: Partial<StripLayout> = {}): StripLayout {
   const layout = { ...DEFAULT_STRIP_LAYOUT, ...overrides };
   const ok = Object.values(layout).every((v) => Number.isInteger(v) && v >= 0) &&
     layout.digitsMin <= layout.digitsMax && layout.boxMin >= 8 && layout.boxMin <= layout.boxMax &&
-    layout.centreGapMin > CELL_WIDTH && layout.centreGapMin <= layout.centreGapMax;
+    layout.centreGapMin > CELL_WIDTH && layout.centreGapMin <= layout.centreGapMax &&
+    layout.aspectMinPct >= 10 && layout.aspectMinPct <= layout.aspectMaxPct;
   if (!ok) throw new RangeError(`synthesizeStrips: invalid layout ${JSON.stringify(layout)}`);
   return layout;
 }
@@ -164,7 +226,10 @@ export function synthesizeStrips(source: DigitSource, options: StripOptions): St
     );
   }
   const layout = resolveLayout(options.layout);
+  const effects = { ...NO_STRIP_EFFECTS, ...options.effects };
   const rng = mulberry32(seed ^ 0x5eed5);
+  // A stream of its own: the same seed places the same digits with or without effects.
+  const effectRng = mulberry32(seed ^ 0xeffec7);
   const images = new Uint8Array(count * IMAGE_SIZE);
   const targets = new Uint8Array(count * NUM_CELLS).fill(NOTHING);
   const centres: number[] = [];
@@ -198,12 +263,23 @@ export function synthesizeStrips(source: DigitSource, options: StripOptions): St
         Math.max(-layout.verticalOverhang, IMAGE_HEIGHT - size + layout.verticalOverhang),
       );
       const index = Math.floor(rng() * source.count);
+      // Drawn only when the range is open, so square-box strips keep their random stream.
+      const aspect = layout.aspectMinPct === layout.aspectMaxPct
+        ? layout.aspectMinPct
+        : randInt(rng, layout.aspectMinPct, layout.aspectMaxPct);
+      const width = Math.max(1, Math.round((size * aspect) / 100));
       pasteDigit(images, n * IMAGE_SIZE, source, index, {
-        x: Math.round(centre - size / 2),
+        x: Math.round(centre - width / 2),
         y: top,
-        size,
+        width,
+        height: size,
       });
       targets[n * NUM_CELLS + Math.floor(centre / CELL_WIDTH)] = source.labels[index];
+    }
+    if (effects.probability > 0) {
+      const drawn = drawStripEffects(effects, effectRng);
+      const strip = images.subarray(n * IMAGE_SIZE, (n + 1) * IMAGE_SIZE);
+      applyEffects(strip, drawn.effects, drawn.seed);
     }
   }
   return { images, targets, count };
@@ -219,6 +295,8 @@ export interface StripLoaderOptions {
   seed: number;
   /** Augmentation overrides. */
   layout?: Partial<StripLayout>;
+  /** Ink effects (default none). */
+  effects?: Partial<StripEffects>;
   /** Name used in messages (default `mnist-strips`). */
   name?: string;
 }
@@ -258,13 +336,14 @@ export class StripLoader implements BatchSource {
   /** Yields the batches of one epoch; the caller disposes `x` and `y`. */
   *batches(options: { epoch?: number } = {}): Generator<Batch> {
     const epoch = options.epoch ?? 0;
-    const { batchSize, seed, layout } = this.#options;
+    const { batchSize, seed, layout, effects } = this.#options;
     for (let i = 0; i < this.numBatches; i++) {
       const size = Math.min(batchSize, this.size - i * batchSize);
       const strips = synthesizeStrips(this.#source, {
         count: size,
         seed: (Math.imul(seed + 1, 0x9e3779b1) ^ Math.imul(epoch + 1, 0x85ebca6b) ^ i) >>> 0,
         layout,
+        effects,
       });
       const pixels = new Float32Array(strips.images.length);
       for (let p = 0; p < pixels.length; p++) pixels[p] = BYTE_TO_UNIT[strips.images[p]];
