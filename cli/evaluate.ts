@@ -6,7 +6,7 @@
  * size. The last line is exactly `accuracy=NN.NN` (percent of images whose sum is right).
  *
  * `deno task evaluate --model DIR --conditions data/conditions` scores the checkpoint on every
- * test condition of a set made by `deno task generate --conditions` (lib/conditions.ts; for
+ * test condition of a set made by `deno task generate --conditions` (lib/data/conditions.ts; for
  * reporting only, never for training or tuning): a table of exact-sum accuracy per condition with
  * its count and 95% interval, and for SumNet checkpoints the per-digit read-out against the placed
  * digits (per position, and by ink gap and ink height). It is printed and written to `--out`

@@ -12,7 +12,7 @@
  * `test_data.npy`/`test_lab.npy`, e.g. a second test set with another seed in another folder:
  * `deno task generate --test-only --seed 7 --data-dir /tmp/x`.
  *
- * `--conditions DIR` writes the test conditions instead (lib/conditions.ts: MNIST test digits
+ * `--conditions DIR` writes the test conditions instead (lib/data/conditions.ts: MNIST test digits
  * drawn differently, for reporting only): `DIR/<condition>/test_data.npy`, `test_lab.npy`,
  * `test_digits.npy`, `test_ink.npy` and `MANIFEST.json`, and `DIR/CONDITIONS.json`, with `--count`
  * composites per condition (default 2000) and `--seed` (default 16); `--only a,b` picks
