@@ -25,7 +25,12 @@ import {
   sha256Hex,
 } from "../lib/data/generate.ts";
 import { readNpy } from "../lib/io/npy.ts";
-import { evaluateConditions, tallyReadout, wilsonInterval } from "../lib/results/readout.ts";
+import {
+  evaluateConditions,
+  readConditionsReport,
+  tallyReadout,
+  wilsonInterval,
+} from "../lib/results/readout.ts";
 import { explainBatch } from "../lib/models/sumnet/mod.ts";
 import { predictBatch } from "../lib/training/train.ts";
 
@@ -489,4 +494,31 @@ Deno.test("deno task evaluate --conditions equals a direct computation with the 
     assert.deepEqual(partial.map((r) => r.sums.total), [16, 16]);
     model.dispose();
   });
+});
+
+Deno.test("readConditionsReport() reads the committed reports and names what is wrong", async () => {
+  const measurements = new URL("../docs/measurements/", import.meta.url).pathname;
+  const shipped = await readConditionsReport(join(measurements, "sumnet_conditions.json"));
+  const robust = await readConditionsReport(join(measurements, "sumnet_robust_conditions.json"));
+  // Both score the same 16 conditions, in the same order, on the same digits.
+  assert.deepEqual(
+    robust.conditions.map((c) => [c.name, c.fingerprint]),
+    shipped.conditions.map((c) => [c.name, c.fingerprint]),
+  );
+  assert.equal(shipped.conditions.length, CONDITIONS.length);
+  for (const c of shipped.conditions) {
+    assert.equal(c.accuracy, (100 * c.sums.correct) / c.sums.total, c.name);
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "report.json");
+    await assert.rejects(readConditionsReport(path), /report\.json: no such file/);
+    await Deno.writeTextFile(path, JSON.stringify({ model: "m", conditions: [] }));
+    await assert.rejects(readConditionsReport(path), /report\.json: 'conditions' is \[\]/);
+    const broken = { ...shipped, conditions: [{ ...shipped.conditions[0], sums: { correct: 3 } }] };
+    await Deno.writeTextFile(path, JSON.stringify(broken));
+    await assert.rejects(readConditionsReport(path), /report\.json: condition 0 is/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -33,6 +33,7 @@ import {
   TestViews,
 } from "../lib/models/sumnet/mod.ts";
 import { evaluateAccuracy, predictBatch } from "../lib/training/train.ts";
+import { runExperiment, studyConfig } from "../lib/training/experiment.ts";
 import { firstImages } from "../lib/data/batch.ts";
 import { buildModel, modelInfo } from "../lib/models/mod.ts";
 
@@ -445,7 +446,6 @@ Deno.test("drawStripEffects() draws each effect with its probability, within its
 });
 
 Deno.test("rollAndRestyle() keeps each image's digits and restyles its ink", async () => {
-  await initBackend("cpu");
   const mnist = await loadMnist("train");
   const strips = synthesizeStrips(mnist, { count: 8, seed: 2 });
   const x = tf.tensor4d(Float32Array.from(strips.images, (v) => v / 255), [8, 40, 168, 1]);
@@ -465,6 +465,29 @@ Deno.test("rollAndRestyle() keeps each image's digits and restyles its ink", asy
     assert.ok(b.subarray(n * IMAGE_SIZE, (n + 1) * IMAGE_SIZE).every((v) => v >= 0 && v <= 1));
   }
   tf.dispose([x, out]);
+});
+
+Deno.test({
+  name: "sumnet-robust trains end to end: restyled strips, then restyled composites",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const lines: string[] = [];
+    const config = studyConfig("sumnet-robust", { seed: 3, limit: 64, epochs: 1, batchSize: 32 });
+    assert.equal(config.learningRate, 1e-3, "the robust recipe keeps SumNet's stage-2 rate");
+    const result = await runExperiment(config, {
+      progress: false,
+      test: false,
+      log: (line) => lines.push(line),
+      prepareOptions: { epochs: 1, validationImages: 32 },
+    });
+    result.model.dispose();
+    const text = lines.join("\n");
+    assert.match(text, /Stage 1: pretraining the cell classifier on 1 x 64 strips/);
+    assert.match(text, /Stage 1 took \d/);
+    assert.equal(result.history.length, 1);
+    assert.ok(Number.isFinite(result.history[0].trainLoss), text);
+  },
 });
 
 Deno.test("cellLoss() falls when SumNet's cells train on MNIST strips", async () => {

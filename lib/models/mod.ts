@@ -11,7 +11,7 @@ import { buildCnnClassifier, buildCnnRegressor } from "./cnn.ts";
 import { registerModel } from "./registry.ts";
 import { registerLayers as registerSumNetLayers } from "./sumnet/core.ts";
 import { buildSumNet } from "./sumnet/net.ts";
-import { SUMNET_RECIPE, SUMNET_SCRATCH_RECIPE } from "./sumnet/recipe.ts";
+import { SUMNET_RECIPE, SUMNET_ROBUST_RECIPE, SUMNET_SCRATCH_RECIPE } from "./sumnet/recipe.ts";
 import {
   buildVggRegressor,
   estimateVggSeconds,
@@ -85,6 +85,18 @@ registerModel(
     task: "classification",
     study: false,
     recipe: SUMNET_RECIPE,
+  },
+  buildSumNet,
+);
+registerModel(
+  {
+    kind: "sumnet-robust",
+    title: "SumNet (robust)",
+    noun: "Model",
+    prefix: "sumnetrobust",
+    task: "classification",
+    study: false,
+    recipe: SUMNET_ROBUST_RECIPE,
   },
   buildSumNet,
 );

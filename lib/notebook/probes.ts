@@ -13,6 +13,7 @@ import { generateComposites, loadMnist } from "../data/generate.ts";
 import { type BatchSource } from "../data/batch.ts";
 import { dataUri, escapeHtml } from "../io/text.ts";
 import { showTable } from "./display.ts";
+import type { ConditionsReport } from "../results/readout.ts";
 import { showBarChart, showHeatmap } from "./figures.ts";
 
 /** Accuracy per true class: how many images of each class, and how many were right. */
@@ -383,4 +384,69 @@ export async function showDigitErrors(
       top.map((c) => [String(c.truth), String(c.read), String(c.count)]),
     );
   }
+}
+
+/** One model's column in {@link showConditionsComparison}. */
+export interface ConditionsColumn {
+  /** Column heading and legend entry. */
+  label: string;
+  /** The model's report (`readConditionsReport`). */
+  report: ConditionsReport;
+}
+
+/**
+ * Several models on the same test conditions: a grouped bar chart of exact-sum accuracy per
+ * condition, then a table with each model's accuracy and, for each model after the first, its
+ * change in points against the first.
+ *
+ * @throws Error when the reports do not hold the same conditions in the same order
+ */
+export async function showConditionsComparison(
+  columns: readonly ConditionsColumn[],
+): Promise<void> {
+  if (columns.length === 0) throw new Error("showConditionsComparison: no reports given");
+  const names = columns[0].report.conditions.map((c) => c.name);
+  for (const { label, report } of columns) {
+    const theirs = report.conditions.map((c) => c.name);
+    if (theirs.join() !== names.join()) {
+      throw new Error(
+        `showConditionsComparison: ${label} has conditions ${theirs.join(", ")}, ` +
+          `${columns[0].label} has ${names.join(", ")}`,
+      );
+    }
+  }
+  const count = columns[0].report.count;
+  await showBarChart(names, columns.map(({ label, report }) => ({
+    name: label,
+    values: report.conditions.map((c) => c.accuracy),
+  })), {
+    title: "Exact sums per test condition",
+    subtitle: `${count} composites of MNIST test digits each; reporting only, never trained on`,
+    xLabel: "condition",
+    yLabel: "sums right",
+    yUnit: "%",
+    labels: false,
+    yMin: 50,
+    yMax: 100,
+    height: 360,
+    alt: "accuracy per test condition",
+  });
+  const first = columns[0].report.conditions;
+  await showTable(
+    [
+      "condition",
+      "readable",
+      ...columns.map((c) => c.label),
+      ...columns.slice(1).map((c) => `${c.label} - ${columns[0].label} (points)`),
+    ],
+    names.map((name, i) => [
+      name,
+      first[i].readable ? "yes" : "no",
+      ...columns.map((c) => `${c.report.conditions[i].accuracy.toFixed(2)}%`),
+      ...columns.slice(1).map((c) => {
+        const change = c.report.conditions[i].accuracy - first[i].accuracy;
+        return `${change >= 0 ? "+" : ""}${change.toFixed(2)}`;
+      }),
+    ]),
+  );
 }

@@ -21,6 +21,7 @@ import { loadNpyPairLoader } from "../data/loader.ts";
 import type { Task } from "../models/registry.ts";
 import { type Cell, markdownTable } from "../notebook/display.ts";
 import { readNpy } from "../io/npy.ts";
+import { describeValue, isCount, isObject, readJsonFile } from "../io/json.ts";
 import { explainBatch } from "../models/sumnet/core.ts";
 import { firstImages } from "../data/batch.ts";
 import { evaluateAccuracy } from "../training/train.ts";
@@ -337,6 +338,37 @@ export interface ConditionsReport {
   conditions: ConditionResult[];
   /** Read-outs pooled over the conditions without image effects (layout only), and over all. */
   pooled?: { layout: ReadoutResult; all: ReadoutResult };
+}
+
+/**
+ * Reads a report that `deno task evaluate --conditions` wrote (`<out>.json`), checking what the
+ * notebooks and comparisons use: the model, and per condition its name, readability, exact sums
+ * and accuracy.
+ *
+ * @throws Error `Cannot read <path>: ...` naming what is missing or wrong
+ */
+export async function readConditionsReport(path: string): Promise<ConditionsReport> {
+  const value = await readJsonFile<unknown>(path);
+  const fail = (what: string): never => {
+    throw new Error(`Cannot read ${path}: ${what}`);
+  };
+  if (value === undefined) fail("no such file (make it with `deno task evaluate --conditions`)");
+  if (!isObject(value)) return fail("not a JSON object");
+  if (typeof value.model !== "string") fail(`'model' is ${describeValue(value.model)}`);
+  if (!Array.isArray(value.conditions) || value.conditions.length === 0) {
+    fail(`'conditions' is ${describeValue(value.conditions)}, not a list of conditions`);
+  }
+  (value.conditions as unknown[]).forEach((c, i) => {
+    const sums = isObject(c) && isObject(c.sums) ? c.sums : undefined;
+    if (
+      !isObject(c) || typeof c.name !== "string" || typeof c.readable !== "boolean" ||
+      !sums || !isCount(sums.correct) || !isCount(sums.total) || sums.correct > sums.total ||
+      typeof c.accuracy !== "number" || !Number.isFinite(c.accuracy)
+    ) {
+      fail(`condition ${i} is ${describeValue(c)}, not a name, readable, sums and accuracy`);
+    }
+  });
+  return value as unknown as ConditionsReport;
 }
 
 /** Read-outs pooled over the layout-only conditions and over all of them. */
