@@ -558,3 +558,16 @@ Deno.test("the shipped SumNet reads the digits of composites whose digits are kn
   assert.ok(right >= 0.95 * 400, `${right} of 400 digits read right`);
   model.dispose();
 });
+
+Deno.test("the shipped sums-only SumNet reads digits it never saw a label of", async () => {
+  const { probeDigits } = await import("../lib/notebook/mod.ts");
+  const dir = new URL("../trained_models/sumnet-scratch", import.meta.url).pathname;
+  const { model, meta } = await loadCheckpoint(dir);
+  assert.equal(meta.kind, "sumnet-scratch");
+  // Trained on sums alone, its cells still name the digits (permutations of 0..9 would not add up).
+  const { read, truth } = await probeDigits(model, { count: 100, batchSize: 100 });
+  let right = 0;
+  read.forEach((digits, i) => digits.forEach((d, k) => right += d === truth[i][k] ? 1 : 0));
+  assert.ok(right >= 0.95 * 400, `${right} of 400 digits read right`);
+  model.dispose();
+});

@@ -73,8 +73,8 @@ export const DEFAULT_STRIP_LAYOUT: Readonly<StripLayout> = Object.freeze({
 });
 
 /**
- * Random changes of how the ink looks, drawn anew for every strip (SumNet v4's pretraining; off by
- * default). Each effect is applied to a strip with probability `probability`, independently of
+ * Random changes of how the ink looks, drawn anew for every strip (the robust variant's pretraining;
+ * off by default). Each effect is applied to a strip with probability `probability`, independently of
  * the others, with a strength drawn uniformly from its range; the operations are
  * `applyEffects`' (stroke, then blur, contrast, noise).
  */
@@ -91,7 +91,7 @@ export interface StripEffects {
   noiseSigmaMax: number;
 }
 
-/** No effects: strips look like MNIST's own ink (the v3 recipe). */
+/** No effects: strips look like MNIST's own ink (the shipped recipe). */
 export const NO_STRIP_EFFECTS: Readonly<StripEffects> = Object.freeze({
   probability: 0,
   stroke: false,

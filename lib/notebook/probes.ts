@@ -416,21 +416,25 @@ export async function showConditionsComparison(
     }
   }
   const count = columns[0].report.count;
-  await showBarChart(names, columns.map(({ label, report }) => ({
-    name: label,
-    values: report.conditions.map((c) => c.accuracy),
-  })), {
-    title: "Exact sums per test condition",
-    subtitle: `${count} composites of MNIST test digits each; reporting only, never trained on`,
-    xLabel: "condition",
-    yLabel: "sums right",
-    yUnit: "%",
-    labels: false,
-    yMin: 50,
-    yMax: 100,
-    height: 360,
-    alt: "accuracy per test condition",
-  });
+  await showBarChart(
+    names,
+    columns.map(({ label, report }) => ({
+      name: label,
+      values: report.conditions.map((c) => c.accuracy),
+    })),
+    {
+      title: "Exact sums per test condition",
+      subtitle: `${count} composites of MNIST test digits each; reporting only, never trained on`,
+      xLabel: "condition",
+      yLabel: "sums right",
+      yUnit: "%",
+      labels: false,
+      yMin: 50,
+      yMax: 100,
+      height: 360,
+      alt: "accuracy per test condition",
+    },
+  );
   const first = columns[0].report.conditions;
   await showTable(
     [

@@ -90,9 +90,10 @@ export interface PretrainOptions {
 }
 
 /**
- * SumNet v4's broader strips: digits from small to nearly the image's height (boxes 16-48 px, ink
- * about 11-34 px tall), narrow to wide (60-150% as wide as tall), a little more vertical play.
- * Chosen from the image's geometry and what a person still reads, not from the test conditions.
+ * The robust variant's broader strips: digits from small to nearly the image's height (boxes 16-48
+ * px, ink about 11-34 px tall), narrow to wide (60-150% as wide as tall), a little more vertical
+ * play. Set before any robust model was scored on the test conditions, but to cover the kinds of
+ * variation they probe (docs/BEYOND.md says so next to the numbers).
  */
 export const ROBUST_STRIP_LAYOUT: Readonly<Partial<StripLayout>> = Object.freeze({
   boxMin: 16,
@@ -103,7 +104,7 @@ export const ROBUST_STRIP_LAYOUT: Readonly<Partial<StripLayout>> = Object.freeze
 });
 
 /**
- * SumNet v4's ink effects, on strips and composites alike: each of thinner or thicker strokes, blur
+ * The robust variant's ink effects, on strips and composites alike: each of thinner or thicker strokes, blur
  * (sigma up to 1.5 px), fainter ink (down to 40%) and noise (sigma up to 40 gray levels) on 30% of
  * the images, independently.
  */
