@@ -127,3 +127,16 @@ Deno.test("svgToPng() names the missing font file and how to get one", async () 
     },
   );
 });
+
+Deno.test("barChart() writes every category name, at a slant when they do not fit", () => {
+  const names = Array.from({ length: 16 }, (_, i) => `condition-${String(i).padStart(2, "0")}`);
+  const wide = barChart(names, [{ name: "a", values: names.map((_, i) => 50 + i) }], {
+    labels: false,
+  });
+  for (const name of names) assert.ok(wide.includes(`>${name}<`), `${name} is missing`);
+  // A 30-degree turn: matrix(cos, -sin, sin, cos, x, y).
+  const slanted = /matrix\(0\.866,-0\.5,0\.5,0\.866,[\d.]+,[\d.]+\)" fill="[^"]*">condition-/g;
+  assert.equal(wide.match(slanted)?.length, 16, "16 long names in 720 px are slanted");
+  const few = barChart(["a", "b", "c"], [{ name: "s", values: [1, 2, 3] }]);
+  assert.doesNotMatch(few, /matrix\(0\.866,-0\.5/, "three short names stay level");
+});

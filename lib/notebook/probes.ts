@@ -431,7 +431,7 @@ export async function showConditionsComparison(
       labels: false,
       yMin: 50,
       yMax: 100,
-      height: 360,
+      height: 420,
       alt: "accuracy per test condition",
     },
   );

@@ -251,6 +251,9 @@ function legendOption(names: string[], options: ChartOptions): Record<string, un
   };
 }
 
+/** Approximate width (px) of one character of a 12 px axis label. */
+const LABEL_CHAR_PX = 6.5;
+
 /** Axis name styling shared by x and y axes. */
 const AXIS_NAME_STYLE = { fontSize: 12, color: "#333", fontFamily: FONT_FAMILY };
 
@@ -447,18 +450,27 @@ export function barChart(
   const headroom = whiskers.length
     ? [{ type: "scatter", data: tops, symbolSize: 0, silent: true, tooltip: { show: false } }]
     : [];
+  // Category names too long for their band are written at a slant, every one of them (ECharts
+  // would otherwise drop every other name).
+  const grid = gridOption(options, true);
+  const band = ((options.width ?? DEFAULT_WIDTH) - 100) / categories.length;
+  const longest = Math.max(...categories.map((c) => c.length)) * LABEL_CHAR_PX;
+  const slant = longest > band * 0.9;
+  const drop = slant ? Math.ceil(longest * Math.sin(Math.PI / 6)) : 0; // extra height at 30 degrees
+  grid.bottom = (grid.bottom as number) + drop;
   return renderChart({
     title: titleOption(options),
     legend: legendOption(series.map((s) => s.name), options),
-    grid: gridOption(options, true),
+    grid,
     xAxis: {
       type: "category",
       data: [...categories],
       name: options.xLabel ?? "",
       nameLocation: "middle",
-      nameGap: 28,
+      nameGap: 28 + drop,
       nameTextStyle: AXIS_NAME_STYLE,
       axisTick: { alignWithLabel: true },
+      axisLabel: slant ? { interval: 0, rotate: 30 } : {},
     },
     yAxis: {
       type: "value",
