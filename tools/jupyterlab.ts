@@ -27,7 +27,15 @@ export const PLOTLY_EXTENSION = "jupyterlab-plotly";
  */
 export const PLOTLY_PLUGIN = "@jupyterlab/plotly-extension:factory";
 /** Repository entries the scratch copy links to (notebooks/ is copied; runs/ is its own). */
-const LINKED = ["lib", "data", "trained_models", "node_modules", "deno.json", "deno.lock"];
+const LINKED = [
+  "lib",
+  "data",
+  "docs",
+  "trained_models",
+  "node_modules",
+  "deno.json",
+  "deno.lock",
+];
 /** How long `jupyter lab` may take to answer, milliseconds. */
 const START_TIMEOUT_MS = 90_000;
 
