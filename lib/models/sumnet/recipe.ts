@@ -204,8 +204,12 @@ export async function pretrainSumNet(
  * @returns a new tensor of the same shape
  */
 export async function rollAtGaps(x: tf.Tensor4D): Promise<tf.Tensor4D> {
-  const [b, h, w] = x.shape;
-  const data = await x.data();
+  return tf.tensor4d(rollPixelsAtGaps(await x.data() as Float32Array, x.shape), x.shape);
+}
+
+/** {@linkcode rollAtGaps} on the host: `[b, h, w, 1]` pixels in, rolled pixels out. */
+function rollPixelsAtGaps(data: Float32Array, shape: number[]): Float32Array {
+  const [b, h, w] = shape;
   const out = new Float32Array(data.length);
   const colInk = new Float32Array(w);
   const rowInk = new Float32Array(h);
@@ -236,7 +240,7 @@ export async function rollAtGaps(x: tf.Tensor4D): Promise<tf.Tensor4D> {
       out.set(data.subarray(from, from + dx), to + w - dx);
     }
   }
-  return tf.tensor4d(out, x.shape);
+  return out;
 }
 
 /**
@@ -247,9 +251,8 @@ export async function rollAtGaps(x: tf.Tensor4D): Promise<tf.Tensor4D> {
  * @returns a new tensor of the same shape
  */
 export async function rollAndRestyle(x: tf.Tensor4D): Promise<tf.Tensor4D> {
-  const rolled = await rollAtGaps(x);
-  const data = await rolled.data();
-  rolled.dispose();
+  // One read of the batch: the rolls, then the effects, both on the host.
+  const data = rollPixelsAtGaps(await x.data() as Float32Array, x.shape);
   const [b, h, w] = x.shape;
   const size = h * w;
   const bytes = new Uint8Array(data.length);
