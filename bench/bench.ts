@@ -5,10 +5,12 @@
  *
  * deno task bench [--backends wasm,cpu] [--models cnn-regressor,cnn-classifier]
  *                 [--batches N] [--warmup N] [--batch-size N] [--threads N] [--json] [--profile]
- *                 [--wasm-tuning '{"inputGradMatMulRatio":0}']
+ *                 [--wasm-tuning '{"inputGradMatMulRatio":0}'] [--compare-native-kernels]
  *
  * `--wasm-tuning` measures every model on wasm a second time, in the same run, with those
  * settings of lib/runtime/wasm_kernels.ts (e.g. a kernel path switched off), and prints the ratio.
+ * `--compare-native-kernels` likewise measures every model on `tensorflow` a second time with
+ * digitsum's kernel library (lib/runtime/native/) switched off.
  *
  * The last line is always `train_img_s=<x> infer_img_s=<y>` for the CNN regressor on the first
  * backend (by default the one `initBackend("auto")` picks).
@@ -29,6 +31,7 @@ import {
 import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_SUMS } from "../lib/constants.ts";
 import { lossFor, TorchAdam, trainableVariables } from "../lib/training/train.ts";
 import { setWasmKernelTuning, type WasmKernelTuning } from "../lib/runtime/wasm_kernels.ts";
+import { NATIVE_TORCH_ADAM, setNativeKernelLibraryEnabled } from "../lib/runtime/native_kernels.ts";
 import { exists } from "../lib/io/fsutil.ts";
 import { encodeSafetensors, type SafeTensorInput } from "../lib/io/safetensors.ts";
 import { VGG11_FEATURE_SHAPES, vggWeightsPath } from "../lib/models/vgg.ts";
@@ -62,7 +65,7 @@ function usage(): string {
   return "usage: deno task bench [--backends auto,wasm,cpu,webgpu,tensorflow] " +
     "[--models cnn-regressor,cnn-classifier] [--batches N] [--warmup N] [--batch-size N] " +
     "[--threads N] [--json] [--profile] [--pytorch=auto|yes|no] [--python PATH] " +
-    "[--wasm-tuning JSON]";
+    "[--wasm-tuning JSON] [--compare-native-kernels]";
 }
 
 function positiveInt(value: string | undefined, flag: string, fallback: number): number {
@@ -244,6 +247,7 @@ async function main(args: string[]): Promise<void> {
       pytorch: { type: "string", default: "auto" },
       python: { type: "string" },
       "wasm-tuning": { type: "string" },
+      "compare-native-kernels": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -289,6 +293,28 @@ async function main(args: string[]): Promise<void> {
         `${info.name} ${kind}: train ${result.trainImagesPerSecond.toFixed(1)} img/s, ` +
           `infer ${result.inferImagesPerSecond.toFixed(1)} img/s`,
       );
+      if (values["compare-native-kernels"] && info.name === "tensorflow") {
+        // The same model once more with digitsum's kernel library switched off (TensorFlow's
+        // own MaxPoolGrad and TorchAdam's thirteen ops): its speed-up, measured in this run.
+        if (!info.kernels.includes(NATIVE_TORCH_ADAM)) {
+          notes.push("tensorflow: digitsum's kernel library is not loaded: nothing to compare");
+        } else {
+          setNativeKernelLibraryEnabled(false);
+          let plain: BenchResult;
+          try {
+            plain = await measure(info, kind, settings);
+          } finally {
+            setNativeKernelLibraryEnabled(true);
+          }
+          plain.backend = "tensorflow (TF ops)";
+          results.push(plain);
+          console.log(
+            `${plain.backend} ${kind}: train ${plain.trainImagesPerSecond.toFixed(1)} img/s; ` +
+              `with digitsum's kernels training is ` +
+              `${(result.trainImagesPerSecond / plain.trainImagesPerSecond).toFixed(2)}x as fast`,
+          );
+        }
+      }
       if (tuning && info.name === "wasm") {
         const previous = setWasmKernelTuning(tuning);
         let tuned: BenchResult;

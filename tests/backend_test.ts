@@ -7,6 +7,7 @@ import * as tf from "@tensorflow/tfjs";
 import {
   BACKEND_ENV,
   BACKEND_NAMES,
+  type BackendInfo,
   currentBackend,
   defaultWasmThreads,
   describe,
@@ -187,4 +188,25 @@ Deno.test("threaded wasm gives the same training result and lets the process exi
   assert.ok(Number.isFinite(one.loss));
   assert.equal(two.loss, one.loss);
   assert.deepEqual(two.w, one.w);
+});
+
+Deno.test("describe() says whether the native backend runs digitsum's C++ kernels", () => {
+  const info: BackendInfo = {
+    name: "tensorflow",
+    threads: 2,
+    kernels: ["DigitsumReluGrad"],
+    versions: { libtensorflow: "2.21.0", "native-package": "@tensorflow/tfjs-node" },
+    notes: [],
+  };
+  assert.equal(
+    describe(info),
+    "Backend: tensorflow (2 threads, digitsum training kernels, native TensorFlow 2.21.0 via " +
+      "@tensorflow/tfjs-node)",
+  );
+  info.kernels.push("DigitsumMaxPool2x2Grad", "DigitsumTorchAdam");
+  assert.equal(
+    describe(info),
+    "Backend: tensorflow (2 threads, digitsum training kernels in C++, native TensorFlow 2.21.0 " +
+      "via @tensorflow/tfjs-node)",
+  );
 });

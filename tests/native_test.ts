@@ -16,6 +16,12 @@ import {
   stageLibrary,
   wheelVersion,
 } from "../lib/runtime/native_install.ts";
+import {
+  loadNativeKernelLibrary,
+  NATIVE_MAX_POOL_GRAD,
+  NATIVE_TORCH_ADAM,
+  nativeTorchAdam,
+} from "../lib/runtime/native_kernels.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const packageDir = join(root, "node_modules", "@tensorflow", "tfjs-node");
@@ -176,5 +182,140 @@ Deno.test({
     assert.deepEqual(twoAgain.w, two.w, "the same thread count must give the same weights");
     const worst = one.w.reduce((m, v, i) => Math.max(m, Math.abs(v - two.w[i])), 0);
     assert.ok(worst < 1e-5, `1 vs 2 threads differ by ${worst}`);
+  },
+});
+
+Deno.test({
+  name: "install-native built digitsum's kernel library and the backend loaded it",
+  ...nativeTest,
+  async fn() {
+    const info = await initBackend("tensorflow", { quiet: true });
+    const record = JSON.parse(
+      Deno.readTextFileSync(join(packageDir, "lib", "digitsum-native.json")),
+    ) as { kernels?: string };
+    assert.ok(record.kernels && Deno.statSync(record.kernels).isFile, JSON.stringify(record));
+    assert.ok(info.kernels.includes(NATIVE_MAX_POOL_GRAD), `kernels: ${info.kernels}`);
+    assert.ok(info.kernels.includes(NATIVE_TORCH_ADAM), `kernels: ${info.kernels}`);
+  },
+});
+
+/** Asserts two float arrays hold the same bits (Object.is: -0 and +0 differ), naming the first. */
+function assertSameBits(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string) {
+  assert.equal(actual.length, expected.length, `${what}: lengths`);
+  let differing = 0;
+  let first = -1;
+  for (let i = 0; i < actual.length; i++) {
+    if (!Object.is(actual[i], expected[i])) {
+      differing++;
+      if (first < 0) first = i;
+    }
+  }
+  assert.equal(
+    differing,
+    0,
+    `${what}: ${differing} of ${actual.length} values differ, first at ${first} ` +
+      `(${actual[first]} against ${expected[first]})`,
+  );
+}
+
+/** Pool inputs with the ties real activations have: zeros (after ReLU) and repeated values. */
+function tiedPoolInput(shape: number[], seed: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const normal = tf.randomNormal(shape, 0, 1, "float32", seed);
+    // Half ReLU'd (ties at 0), half rounded to halves (ties at positive and negative values).
+    const relu = tf.relu(normal);
+    const rounded = tf.round(normal.mul(2)).div(2);
+    const mask = tf.randomUniform(shape, 0, 1, "float32", seed + 1).less(0.5);
+    return tf.where(mask, relu, rounded) as tf.Tensor4D;
+  });
+}
+
+Deno.test({
+  name: "digitsum's native max-pool gradient equals TensorFlow's MaxPoolGrad and the cpu backend's",
+  ...nativeTest,
+  async fn() {
+    await initBackend("tensorflow", { quiet: true });
+    for (const shape of [[3, 8, 12, 5], [2, 40, 168, 32]]) {
+      const x = tiedPoolInput(shape, 5);
+      const y = tf.maxPool(x, 2, 2, "valid");
+      const dy = tf.randomNormal(y.shape, 0, 1, "float32", 9);
+      const attrs = { filterSize: 2, strides: 2, pad: "valid" };
+      // TensorFlow's own op, called directly (not through the gradient digitsum registers).
+      const tensorflow = tf.engine().runKernel("MaxPoolGrad", { dy, input: x, output: y }, attrs);
+      const gradient = async () => {
+        const g = tf.grad((t: tf.Tensor) =>
+          tf.maxPool(t as tf.Tensor4D, 2, 2, "valid").mul(dy).sum()
+        );
+        return await g(x).data();
+      };
+      const ours = await gradient();
+      const expected = await (tensorflow as tf.Tensor).data();
+      assertSameBits(ours, expected, `shape [${shape}]`);
+      // The profile shows the op ran (a fallback to TensorFlow's op would also match).
+      const profile = await tf.profile(() => gradient());
+      assert.ok(profile.kernels.some((k) => k.name === NATIVE_MAX_POOL_GRAD), "not used");
+      if (shape[1] < 20) {
+        const values = { x: await x.data(), dy: await dy.data() };
+        await tf.setBackend("cpu");
+        const cx = tf.tensor4d(values.x, shape as [number, number, number, number]);
+        const cdy = tf.tensor(values.dy, y.shape);
+        const g = tf.grad((t: tf.Tensor) =>
+          tf.maxPool(t as tf.Tensor4D, 2, 2, "valid").mul(cdy).sum()
+        );
+        const reference = await g(cx).data();
+        await tf.setBackend("tensorflow");
+        assertSameBits(ours, reference, `shape [${shape}] against cpu`);
+      }
+      tf.dispose([x, y, dy, tensorflow as tf.Tensor]);
+    }
+  },
+});
+
+Deno.test({
+  name: "nativeTorchAdam() equals TorchAdam's op-by-op update bit for bit, with 1 or 2 threads",
+  ...nativeTest,
+  async fn() {
+    await initBackend("tensorflow", { quiet: true });
+    const shape = [700, 300]; // above the size one thread handles alone
+    const [beta1, beta2, eps, lr] = [0.9, 0.999, 1e-8, 1e-3];
+    const run = (threads: number) => {
+      assert.equal(loadNativeKernelLibrary(packageDir, threads), undefined);
+      let fused = [tf.randomNormal(shape, 0, 0.05, "float32", 1), tf.zeros(shape), tf.zeros(shape)];
+      let ops = fused.map((t) => t.clone());
+      for (let step = 1; step <= 5; step++) {
+        // Large, tiny and zero gradients: Adam divides by their running size.
+        const scale = [1e-2, 1e-7, 0, 3, 1e-4][step - 1];
+        const g = tf.randomNormal(shape, 0, scale, "float32", 20 + step);
+        const stepSize = lr / (1 - Math.pow(beta1, step));
+        const sqrtBc2 = Math.sqrt(1 - Math.pow(beta2, step));
+        const [p, m, v] = nativeTorchAdam(fused[0], g, fused[1], fused[2], [
+          beta1,
+          1 - beta1,
+          beta2,
+          1 - beta2,
+          sqrtBc2,
+          eps,
+          stepSize,
+        ]);
+        const next = tf.tidy(() => {
+          // TorchAdam's tensor ops (lib/training/train.ts), as every other backend runs them.
+          const m2 = ops[1].mul(beta1).add(g.mul(1 - beta1));
+          const v2 = ops[2].mul(beta2).add(g.square().mul(1 - beta2));
+          const p2 = ops[0].sub(m2.div(v2.sqrt().div(sqrtBc2).add(eps)).mul(stepSize));
+          return [p2, m2, v2];
+        });
+        tf.dispose([...fused, ...ops, g]);
+        fused = [p, m, v];
+        ops = next;
+      }
+      const values = fused.map((t) => t.dataSync());
+      fused.forEach((t, i) => assertSameBits(t.dataSync(), ops[i].dataSync(), `output ${i}`));
+      tf.dispose([...fused, ...ops]);
+      return values;
+    };
+    const one = run(1);
+    const two = run(2);
+    one.forEach((values, i) => assertSameBits(values, two[i], `output ${i}, 1 vs 2 threads`));
+    loadNativeKernelLibrary(packageDir, 2);
   },
 });

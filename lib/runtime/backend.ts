@@ -16,6 +16,7 @@ import nodeUtil from "node:util";
 import os from "node:os";
 import * as tf from "@tensorflow/tfjs";
 import { NAPI_BUILD_VERSION } from "./native_install.ts";
+import { NATIVE_TORCH_ADAM } from "./native_kernels.ts";
 
 /** Backends {@link initBackend} accepts (`auto` picks one of the others). */
 export const BACKEND_NAMES = ["auto", "tensorflow", "webgpu", "wasm", "cpu"] as const;
@@ -202,7 +203,8 @@ export function describe(info: BackendInfo): string {
     parts.push("pure JS, very slow for training");
   } else if (info.name === "tensorflow") {
     parts.push(`${info.threads} thread${info.threads === 1 ? "" : "s"}`);
-    if (info.kernels.length > 0) parts.push("digitsum training kernels");
+    if (info.kernels.includes(NATIVE_TORCH_ADAM)) parts.push("digitsum training kernels in C++");
+    else if (info.kernels.length > 0) parts.push("digitsum training kernels");
     const library = info.versions.libtensorflow;
     parts.push(
       `native TensorFlow${library ? ` ${library}` : ""} via ` +
@@ -385,7 +387,13 @@ async function startTensorflow(
       // Loading libtensorflow prints two lines to stderr (absl's pre-init warning and oneDNN's
       // notice) that no environment variable silences: keep them out of every command's output.
       withStderrSilenced(() => require(path));
-      const { registerNativeTrainingKernels } = await import("./native_kernels.ts");
+      const { loadNativeKernelLibrary, registerNativeTrainingKernels } = await import(
+        "./native_kernels.ts"
+      );
+      const packageDir = dirname(require.resolve(`${pkg}/package.json`));
+      const actualThreads = Number(Deno.env.get("TF_NUM_INTRAOP_THREADS")) || threads;
+      const missing = loadNativeKernelLibrary(packageDir, actualThreads);
+      if (missing) notes.push(`digitsum's native kernels not loaded: ${missing}`);
       const kernels = registerNativeTrainingKernels();
       await activate("tensorflow");
       const versions = baseVersions();
@@ -398,8 +406,7 @@ async function startTensorflow(
       }
       const binding = (tf.backend() as unknown as { binding?: { TF_Version?: string } }).binding;
       if (binding?.TF_Version) versions.libtensorflow = binding.TF_Version;
-      const actual = Number(Deno.env.get("TF_NUM_INTRAOP_THREADS")) || threads;
-      return { name: "tensorflow", threads: actual, kernels, versions, notes };
+      return { name: "tensorflow", threads: actualThreads, kernels, versions, notes };
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       const hint = /tfjs_binding\.node|libtensorflow/.test(message)

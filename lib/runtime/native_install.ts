@@ -12,6 +12,8 @@
  *                                                    libtensorflow_framework.so.2, link names
  * native/libtensorflow/<version>-<cpu|gpu>/include/  the C API headers the binding needs
  * native/addons/<key>/tfjs_binding.node              the built addon, one per library and package
+ * native/addons/<key>/digitsum_kernels-<hash>.so     digitsum's own kernels (lib/runtime/native/),
+ *                                                    one per library and source version
  * native/wheels/                                     wheels fetched with `pip download`
  * ```
  *
@@ -60,6 +62,8 @@ export interface NativeInstallResult {
   /** True when the addon was compiled now, false when a cached build was reused. */
   built: boolean;
   addonPath: string;
+  /** digitsum's kernel library (lib/runtime/native/), or undefined when it could not be built. */
+  kernelLibrary?: string;
   seconds: number;
 }
 
@@ -516,8 +520,67 @@ async function buildAddon(
   }
 }
 
+/** The C++ source of digitsum's own TensorFlow kernels. */
+export const KERNELS_SOURCE = new URL("./native/digitsum_kernels.cc", import.meta.url).pathname;
+
+/**
+ * Builds digitsum's kernel library (lib/runtime/native/digitsum_kernels.cc) against `library`
+ * into `dir`, named by a hash of its source so that an edited source is rebuilt; reuses a build
+ * already there. A failure is logged, not thrown: training then runs on TensorFlow's own ops.
+ *
+ * @returns the library's path, or undefined when it could not be built
+ */
+async function buildKernelLibrary(
+  library: StagedLibrary,
+  dir: string,
+  options: { force: boolean; log: (line: string) => void },
+): Promise<string | undefined> {
+  const source = await Deno.readFile(KERNELS_SOURCE);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", source));
+  const hash = [...digest.slice(0, 6)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const target = join(dir, `digitsum_kernels-${hash}.so`);
+  if (!options.force && await exists(target)) return target;
+  const libDir = join(library.dir, "lib");
+  const scratch = await Deno.makeTempDir({ prefix: "digitsum-kernels-" });
+  try {
+    const out = join(scratch, "digitsum_kernels.so");
+    // -ffp-contract=off: every float32 operation rounds on its own, as TensorFlow's ops do.
+    await run("g++", [
+      "-O3",
+      "-std=c++17",
+      "-fPIC",
+      "-shared",
+      "-ffp-contract=off",
+      "-pthread",
+      KERNELS_SOURCE,
+      "-o",
+      out,
+      `-L${libDir}`,
+      "-l:libtensorflow_framework.so.2",
+      `-Wl,-rpath,${libDir}`,
+    ], { what: "build digitsum's kernels (g++)" });
+    await ensureDir(dir);
+    await writeFileAtomic(target, await Deno.readFile(out));
+    options.log(`built digitsum's kernels (${target})`);
+    return target;
+  } catch (error) {
+    options.log(
+      `digitsum's kernels not built, training uses TensorFlow's own ops: ` +
+        `${error instanceof Error ? error.message : error}`,
+    );
+    return undefined;
+  } finally {
+    await Deno.remove(scratch, { recursive: true }).catch(() => {});
+  }
+}
+
 /** Points the package's `deps` at the library and puts the addon where node-pre-gyp finds it. */
-async function linkIntoPackage(packageDir: string, library: StagedLibrary, addon: string) {
+async function linkIntoPackage(
+  packageDir: string,
+  library: StagedLibrary,
+  addon: string,
+  kernels: string | undefined,
+) {
   const deps = join(packageDir, "deps");
   const info = await Deno.lstat(deps).catch(() => null);
   if (info?.isSymlink && Deno.readLinkSync(deps) === library.dir) {
@@ -539,6 +602,7 @@ async function linkIntoPackage(packageDir: string, library: StagedLibrary, addon
     version: library.version,
     variant: library.variant,
     addon,
+    kernels,
   });
 }
 
@@ -585,7 +649,11 @@ export async function installNative(
   const built = options.force || !await exists(addonPath);
   if (built) await buildAddon(packageDir, library, addonPath, log);
   else log(`reusing the addon built earlier (${addonPath})`);
-  await linkIntoPackage(packageDir, library, addonPath);
+  const kernelLibrary = await buildKernelLibrary(library, dirname(addonPath), {
+    force: options.force ?? false,
+    log,
+  });
+  await linkIntoPackage(packageDir, library, addonPath, kernelLibrary);
   return {
     pkg,
     packageDir,
@@ -594,6 +662,7 @@ export async function installNative(
     library,
     built,
     addonPath,
+    kernelLibrary,
     seconds: (performance.now() - started) / 1000,
   };
 }

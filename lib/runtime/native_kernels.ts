@@ -6,18 +6,30 @@
  *   `Greater`, `Fill`, `Select` and a second `Select`: about 340 ms of a 714 ms training step of the
  *   study's CNN (batch 64, 2 cores). TensorFlow's own `ReluGrad` does it in one pass.
  *
- * Gradients are registered for every backend at once in tfjs, so the `Relu` gradient registered
- * here calls the native kernel only while the `tensorflow` backend is active and a float32 input is
- * given; everything else goes to tfjs' original gradient. `tests/native_kernels_test.ts` checks the
- * results against the `cpu` backend.
+ * - digitsum's own TensorFlow kernels (lib/runtime/native/digitsum_kernels.cc, built by
+ *   `deno task install-native` and loaded here into the process next to tfjs-node): the gradient
+ *   of a 2 x 2, stride 2 max pool in one pass (TensorFlow's `MaxPoolGrad`: 50-57 ms of a 430 ms
+ *   step for the study CNN's first pooling layer, ours about 24 ms), and {@link nativeTorchAdam},
+ *   TorchAdam's update in one pass instead of thirteen ops (about 55 ms a step on `fc1`'s 6.9M
+ *   weights). Both give TensorFlow's results bit for bit.
+ *
+ * Gradients are registered for every backend at once in tfjs, so the gradients registered here
+ * call the native kernels only while the `tensorflow` backend is active and float32 inputs are
+ * given; everything else goes to tfjs' original gradient. `tests/native_test.ts` checks the
+ * results against the `cpu` backend and against TensorFlow's own ops.
  *
  * @module
  */
 
+import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 
-/** The kernel name this module registers on the `tensorflow` backend. */
+/** The kernel names this module registers on the `tensorflow` backend. */
 export const NATIVE_RELU_GRAD = "DigitsumReluGrad";
+/** The 2 x 2, stride 2 max-pool gradient of digitsum's kernel library. */
+export const NATIVE_MAX_POOL_GRAD = "DigitsumMaxPool2x2Grad";
+/** TorchAdam's update as one op, from digitsum's kernel library. */
+export const NATIVE_TORCH_ADAM = "DigitsumTorchAdam";
 
 /** The part of tfjs-node's backend used here. */
 interface NodeBackend {
@@ -27,9 +39,96 @@ interface NodeBackend {
     attrs: Array<{ name: string; type: number; value: unknown }>,
     inputs: tf.TensorInfo[],
   ): tf.TensorInfo;
+  executeMultipleOutputs(
+    name: string,
+    attrs: Array<{ name: string; type: number; value: unknown }>,
+    inputs: tf.TensorInfo[],
+    numOutputs: number,
+  ): tf.TensorInfo[];
 }
 
-let registered = false;
+const KERNEL_LIBRARY_SYMBOLS = {
+  digitsum_kernels_registered: { parameters: [], result: "i32" },
+  digitsum_kernels_set_threads: { parameters: ["i32"], result: "void" },
+} as const;
+
+let registered: string[] | undefined;
+/** Off only while `deno task bench --compare-native-kernels` times TensorFlow's own ops. */
+let libraryEnabled = true;
+
+/** Switches the use of digitsum's kernel library on or off (bench comparisons). */
+export function setNativeKernelLibraryEnabled(enabled: boolean): void {
+  libraryEnabled = enabled;
+}
+/** The loaded kernel library (kept open for the life of the process). */
+let kernelLibrary: Deno.DynamicLibrary<typeof KERNEL_LIBRARY_SYMBOLS> | undefined;
+
+/**
+ * Loads digitsum's kernel library, whose path `deno task install-native` wrote into the
+ * package's `lib/digitsum-native.json`, after tfjs-node (and so TensorFlow) is loaded. Loading it
+ * registers its ops with TensorFlow.
+ *
+ * @returns undefined when loaded, else why not (an install from before the library existed, a
+ *   failed build, a missing file): training then runs on TensorFlow's own ops.
+ */
+export function loadNativeKernelLibrary(packageDir: string, threads: number): string | undefined {
+  if (kernelLibrary) {
+    kernelLibrary.symbols.digitsum_kernels_set_threads(threads);
+    return undefined;
+  }
+  const info = join(packageDir, "lib", "digitsum-native.json");
+  let path: unknown;
+  try {
+    path = (JSON.parse(Deno.readTextFileSync(info)) as { kernels?: unknown }).kernels;
+  } catch (error) {
+    return `cannot read ${info}: ${error instanceof Error ? error.message : error}`;
+  }
+  if (typeof path !== "string") {
+    return `${info} names no kernel library (run \`deno task install-native\` again)`;
+  }
+  try {
+    const library = Deno.dlopen(path, KERNEL_LIBRARY_SYMBOLS);
+    const ops = library.symbols.digitsum_kernels_registered();
+    if (ops !== 2) {
+      library.close();
+      return `${path} registered ${ops} of its 2 ops with TensorFlow`;
+    }
+    library.symbols.digitsum_kernels_set_threads(threads);
+    kernelLibrary = library;
+    return undefined;
+  } catch (error) {
+    return `cannot load ${path}: ${error instanceof Error ? error.message : error}`;
+  }
+}
+
+/** Whether {@link nativeTorchAdam} can run now (library loaded, `tensorflow` backend active). */
+export function nativeAdamAvailable(): boolean {
+  return kernelLibrary !== undefined && libraryEnabled && tf.getBackend() === "tensorflow";
+}
+
+/**
+ * One TorchAdam update of a float32 variable in one native op: returns `[p', m', v']`.
+ * `hyper` is `[beta1, 1 - beta1, beta2, 1 - beta2, sqrt(bc2), eps, lr / bc1]`; each is rounded to
+ * float32, as tfjs rounds the scalars of the op-by-op update.
+ */
+export function nativeTorchAdam(
+  p: tf.Tensor,
+  g: tf.Tensor,
+  m: tf.Tensor,
+  v: tf.Tensor,
+  hyper: number[],
+): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  const h = tf.tensor1d(hyper, "float32");
+  try {
+    return tf.engine().runKernel(NATIVE_TORCH_ADAM, { p, g, m, v, h }) as unknown as [
+      tf.Tensor,
+      tf.Tensor,
+      tf.Tensor,
+    ];
+  } finally {
+    h.dispose();
+  }
+}
 
 /**
  * Registers the native training kernels and the gradients that use them (idempotent).
@@ -41,7 +140,7 @@ export function registerNativeTrainingKernels(): string[] {
   if (tf.findBackendFactory("tensorflow") == null) {
     throw new Error("registerNativeTrainingKernels: the tensorflow backend is not registered");
   }
-  if (registered) return [NATIVE_RELU_GRAD];
+  if (registered) return withLibrary(registered);
   tf.registerKernel({
     kernelName: NATIVE_RELU_GRAD,
     backendName: "tensorflow",
@@ -57,8 +156,32 @@ export function registerNativeTrainingKernels(): string[] {
       return native.executeSingleOutput("ReluGrad", [floatType], [dy, x]);
     },
   });
-  const original = tf.getGradient("Relu");
-  if (original == null) throw new Error("tfjs has no gradient for Relu to wrap");
+  tf.registerKernel({
+    kernelName: NATIVE_MAX_POOL_GRAD,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+      return (backend as unknown as NodeBackend).executeSingleOutput(NATIVE_MAX_POOL_GRAD, [], [
+        x,
+        dy,
+      ]);
+    },
+  });
+  tf.registerKernel({
+    kernelName: NATIVE_TORCH_ADAM,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const { p, g, m, v, h } = inputs as Record<string, tf.TensorInfo>;
+      return (backend as unknown as NodeBackend).executeMultipleOutputs(
+        NATIVE_TORCH_ADAM,
+        [],
+        [p, g, m, v, h],
+        3,
+      );
+    },
+  });
+  const originalRelu = tf.getGradient("Relu");
+  if (originalRelu == null) throw new Error("tfjs has no gradient for Relu to wrap");
   tf.registerGradient({
     kernelName: "Relu",
     inputsToSave: ["x"],
@@ -70,9 +193,45 @@ export function registerNativeTrainingKernels(): string[] {
           x: () => tf.engine().runKernel(NATIVE_RELU_GRAD, { dy: single, x }) as tf.Tensor,
         };
       }
-      return original.gradFunc(dy, saved, attrs);
+      return originalRelu.gradFunc(dy, saved, attrs);
     },
   });
-  registered = true;
-  return [NATIVE_RELU_GRAD];
+  const originalMaxPool = tf.getGradient("MaxPool");
+  if (originalMaxPool == null) throw new Error("tfjs has no gradient for MaxPool to wrap");
+  tf.registerGradient({
+    kernelName: "MaxPool",
+    inputsToSave: originalMaxPool.inputsToSave,
+    outputsToSave: originalMaxPool.outputsToSave,
+    gradFunc: (dy, saved, attrs) => {
+      const [x] = saved;
+      const single = dy as tf.Tensor;
+      if (
+        kernelLibrary !== undefined && libraryEnabled && tf.getBackend() === "tensorflow" &&
+        isPool2x2(attrs, x) && x.dtype === "float32" && single.dtype === "float32"
+      ) {
+        return {
+          x: () => tf.engine().runKernel(NATIVE_MAX_POOL_GRAD, { x, dy: single }) as tf.Tensor,
+        };
+      }
+      return originalMaxPool.gradFunc(dy, saved, attrs);
+    },
+  });
+  registered = [NATIVE_RELU_GRAD];
+  return withLibrary(registered);
+}
+
+/** The kernel names, with the library's when it is loaded. */
+function withLibrary(names: string[]): string[] {
+  return kernelLibrary ? [...names, NATIVE_MAX_POOL_GRAD, NATIVE_TORCH_ADAM] : names;
+}
+
+/** A 2 x 2, stride 2 pool without padding over an NHWC input of even height and width. */
+function isPool2x2(attrs: tf.NamedAttrMap, x: tf.Tensor): boolean {
+  const pair = (value: unknown) => Array.isArray(value) ? value : [value, value];
+  const [fh, fw] = pair(attrs.filterSize);
+  const [sh, sw] = pair(attrs.strides);
+  const [, height, width] = x.shape as number[];
+  return x.rank === 4 && fh === 2 && fw === 2 && sh === 2 && sw === 2 &&
+    (attrs.pad === "valid" || attrs.pad === "same") && attrs.dimRoundingMode == null &&
+    height % 2 === 0 && width % 2 === 0;
 }

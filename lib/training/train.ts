@@ -10,6 +10,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { BatchSource } from "../data/batch.ts";
 import type { Task } from "../models/registry.ts";
 import type { BatchProgress } from "../runtime/progress.ts";
+import { nativeAdamAvailable, nativeTorchAdam } from "../runtime/native_kernels.ts";
 
 /** One epoch of training history. */
 export interface EpochRecord {
@@ -72,6 +73,8 @@ export interface AdamState {
  * tensor-sized temporaries inside the backend (VGG's 103M-weight head would not fit the wasm heap
  * otherwise). On every other backend (webgpu, native, cpu) the moments are tensors on that
  * backend and the update is a handful of tensor ops per variable: nothing crosses to the host.
+ * On the native backend with digitsum's kernel library loaded, those ops run as one native op per
+ * variable with the same float32 roundings ({@link nativeTorchAdam}).
  */
 export class TorchAdam {
   /** Current learning rate (a schedule may change it between steps). */
@@ -122,6 +125,18 @@ export class TorchAdam {
     const c1 = 1 - beta1;
     const c2 = 1 - beta2;
     const device = this.#device;
+    if (device && nativeAdamAvailable()) {
+      // One native op per variable, the same float32 roundings as the tensor ops below.
+      const hyper = [beta1, c1, beta2, c2, sqrtBc2, epsilon, stepSize];
+      this.variables.forEach((variable, i) => {
+        const [p, m, v] = nativeTorchAdam(variable, grads[i], device.m[i], device.v[i], hyper);
+        variable.assign(p);
+        tf.dispose([p, device.m[i], device.v[i]]);
+        device.m[i] = m;
+        device.v[i] = v;
+      });
+      return;
+    }
     if (device) {
       tf.tidy(() => {
         this.variables.forEach((variable, i) => {
