@@ -53,6 +53,8 @@ const KERNEL_LIBRARY_SYMBOLS = {
 } as const;
 
 let registered: string[] | undefined;
+/** The loaded kernel library (kept open for the life of the process). */
+let kernelLibrary: Deno.DynamicLibrary<typeof KERNEL_LIBRARY_SYMBOLS> | undefined;
 /** Off only while `deno task bench --compare-native-kernels` times TensorFlow's own ops. */
 let libraryEnabled = true;
 
@@ -60,8 +62,6 @@ let libraryEnabled = true;
 export function setNativeKernelLibraryEnabled(enabled: boolean): void {
   libraryEnabled = enabled;
 }
-/** The loaded kernel library (kept open for the life of the process). */
-let kernelLibrary: Deno.DynamicLibrary<typeof KERNEL_LIBRARY_SYMBOLS> | undefined;
 
 /**
  * Loads digitsum's kernel library, whose path `deno task install-native` wrote into the
