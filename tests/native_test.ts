@@ -18,9 +18,11 @@ import {
 } from "../lib/runtime/native_install.ts";
 import {
   loadNativeKernelLibrary,
+  NATIVE_BIAS_ADD_RELU,
   NATIVE_MAX_POOL_GRAD,
   NATIVE_TORCH_ADAM,
   nativeTorchAdam,
+  setNativeKernelLibraryEnabled,
 } from "../lib/runtime/native_kernels.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -196,6 +198,7 @@ Deno.test({
     assert.ok(record.kernels && Deno.statSync(record.kernels).isFile, JSON.stringify(record));
     assert.ok(info.kernels.includes(NATIVE_MAX_POOL_GRAD), `kernels: ${info.kernels}`);
     assert.ok(info.kernels.includes(NATIVE_TORCH_ADAM), `kernels: ${info.kernels}`);
+    assert.ok(info.kernels.includes(NATIVE_BIAS_ADD_RELU), `kernels: ${info.kernels}`);
   },
 });
 
@@ -317,5 +320,43 @@ Deno.test({
     const two = run(2);
     one.forEach((values, i) => assertSameBits(values, two[i], `output ${i}, 1 vs 2 threads`));
     loadNativeKernelLibrary(packageDir, 2);
+  },
+});
+
+Deno.test({
+  name:
+    "digitsum's native relu(x + bias) equals TensorFlow's Add and Relu, and fused conv layers use it",
+  ...nativeTest,
+  async fn() {
+    await initBackend("tensorflow", { quiet: true });
+    // Values around zero (exact zeros, -0, sums that cancel) and NaN pass through as TensorFlow's.
+    const x = tf.tensor2d([[0, -0, 1.5, -2], [Number.NaN, 3, -0, 0.25], [-1, 1, 2, -0.5]]);
+    const bias = tf.tensor1d([-0, -0, -1.5, 2]);
+    const ours = await (tf.engine().runKernel(NATIVE_BIAS_ADD_RELU, { x, bias }) as tf.Tensor)
+      .data();
+    const tensorflow = await tf.relu(tf.add(x, bias)).data();
+    assertSameBits(ours, tensorflow, "relu(x + bias)");
+    // A conv layer's inference: the same output with the library switched off and on, and the
+    // op in the profile when on.
+    const input = tiedPoolInput([4, 40, 168, 1], 11);
+    const filter = tf.randomNormal([3, 3, 1, 32], 0, 0.3, "float32", 12) as tf.Tensor4D;
+    const b = tf.randomNormal([32], 0, 0.1, "float32", 13);
+    const conv = async () =>
+      await tf.fused.conv2d({
+        x: input,
+        filter,
+        strides: 1,
+        pad: "same",
+        bias: b,
+        activation: "relu",
+      })
+        .data();
+    setNativeKernelLibraryEnabled(false);
+    const plain = await conv();
+    setNativeKernelLibraryEnabled(true);
+    assertSameBits(await conv(), plain, "fused conv2d");
+    const profile = await tf.profile(() => conv());
+    assert.ok(profile.kernels.some((k) => k.name === NATIVE_BIAS_ADD_RELU), "not used");
+    tf.dispose([x, bias, input, filter, b]);
   },
 });

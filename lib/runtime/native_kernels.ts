@@ -11,7 +11,8 @@
  *   of a 2 x 2, stride 2 max pool in one pass (TensorFlow's `MaxPoolGrad`: 50-57 ms of a 430 ms
  *   step for the study CNN's first pooling layer, ours about 24 ms), and {@link nativeTorchAdam},
  *   TorchAdam's update in one pass instead of thirteen ops (about 55 ms a step on `fc1`'s 6.9M
- *   weights). Both give TensorFlow's results bit for bit.
+ *   weights), and relu(x + bias) in one pass for fused conv layers' inference (tfjs-node runs a
+ *   broadcasting Add and a Relu). All give TensorFlow's results bit for bit.
  *
  * Gradients are registered for every backend at once in tfjs, so the gradients registered here
  * call the native kernels only while the `tensorflow` backend is active and float32 inputs are
@@ -30,6 +31,10 @@ export const NATIVE_RELU_GRAD = "DigitsumReluGrad";
 export const NATIVE_MAX_POOL_GRAD = "DigitsumMaxPool2x2Grad";
 /** TorchAdam's update as one op, from digitsum's kernel library. */
 export const NATIVE_TORCH_ADAM = "DigitsumTorchAdam";
+/** relu(x + bias) in one pass, from digitsum's kernel library (fused conv layers' inference). */
+export const NATIVE_BIAS_ADD_RELU = "DigitsumBiasAddRelu";
+/** How many ops the kernel library registers. */
+const LIBRARY_OPS = 3;
 
 /** The part of tfjs-node's backend used here. */
 interface NodeBackend {
@@ -89,9 +94,9 @@ export function loadNativeKernelLibrary(packageDir: string, threads: number): st
   try {
     const library = Deno.dlopen(path, KERNEL_LIBRARY_SYMBOLS);
     const ops = library.symbols.digitsum_kernels_registered();
-    if (ops !== 2) {
+    if (ops !== LIBRARY_OPS) {
       library.close();
-      return `${path} registered ${ops} of its 2 ops with TensorFlow`;
+      return `${path} registered ${ops} of its ${LIBRARY_OPS} ops with TensorFlow`;
     }
     library.symbols.digitsum_kernels_set_threads(threads);
     kernelLibrary = library;
@@ -216,13 +221,61 @@ export function registerNativeTrainingKernels(): string[] {
       return originalMaxPool.gradFunc(dy, saved, attrs);
     },
   });
+  tf.registerKernel({
+    kernelName: NATIVE_BIAS_ADD_RELU,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const { x, bias } = inputs as { x: tf.TensorInfo; bias: tf.TensorInfo };
+      return (backend as unknown as NodeBackend).executeSingleOutput(NATIVE_BIAS_ADD_RELU, [], [
+        x,
+        bias,
+      ]);
+    },
+  });
+  // tfjs-node's FusedConv2D is a convolution, a broadcasting Add and a Relu: with a bias and a
+  // ReLU (every conv layer's inference), the last two become one pass.
+  const fusedConv = tf.getKernel("FusedConv2D", "tensorflow");
+  if (fusedConv == null) throw new Error("tfjs-node has no FusedConv2D kernel to wrap");
+  tf.unregisterKernel("FusedConv2D", "tensorflow");
+  tf.registerKernel({
+    ...fusedConv,
+    kernelFunc: (args) => {
+      const { bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo>;
+      const attrs = args.attrs as { activation?: string };
+      if (
+        kernelLibrary === undefined || !libraryEnabled || attrs.activation !== "relu" ||
+        bias == null || bias.shape.length !== 1 || bias.dtype !== "float32" ||
+        preluActivationWeights != null
+      ) {
+        return fusedConv.kernelFunc(args);
+      }
+      const { x, filter } = args.inputs as Record<string, tf.TensorInfo>;
+      const conv = fusedConv.kernelFunc({
+        ...args,
+        inputs: { x, filter },
+        attrs: { ...args.attrs, activation: "linear" },
+      }) as tf.Tensor;
+      try {
+        // The engine hands kernels the input tensors themselves (tfjs-node's own kernel adds them).
+        const biasTensor = bias as tf.Tensor;
+        return tf.engine().runKernel(NATIVE_BIAS_ADD_RELU, {
+          x: conv,
+          bias: biasTensor,
+        }) as tf.Tensor;
+      } finally {
+        conv.dispose();
+      }
+    },
+  });
   registered = [NATIVE_RELU_GRAD];
   return withLibrary(registered);
 }
 
 /** The kernel names, with the library's when it is loaded. */
 function withLibrary(names: string[]): string[] {
-  return kernelLibrary ? [...names, NATIVE_MAX_POOL_GRAD, NATIVE_TORCH_ADAM] : names;
+  return kernelLibrary
+    ? [...names, NATIVE_MAX_POOL_GRAD, NATIVE_TORCH_ADAM, NATIVE_BIAS_ADD_RELU]
+    : names;
 }
 
 /** A 2 x 2, stride 2 pool without padding over an NHWC input of even height and width. */

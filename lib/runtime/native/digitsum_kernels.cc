@@ -1,9 +1,9 @@
 // digitsum's own TensorFlow CPU kernels, built by `deno task install-native` against the same
 // TensorFlow C library as tfjs-node's addon and loaded into the process after it
-// (lib/runtime/native_kernels.ts). Loading the library registers two ops with TensorFlow's global
+// (lib/runtime/native_kernels.ts). Loading the library registers three ops with TensorFlow's global
 // op and kernel registries, so tfjs-node runs them like any built-in op.
 //
-// Both replace a sequence that TensorFlow runs slowly on 2 cores, with the same float32 results
+// Each replaces a sequence that TensorFlow runs slowly on 2 cores, with the same float32 results
 // bit for bit (tests/native_test.ts compares them with TensorFlow's own ops):
 //
 // - DigitsumMaxPool2x2Grad(x, dy) -> dx: the gradient of a 2 x 2, stride 2 max pool over NHWC
@@ -17,6 +17,10 @@
 //     p' = p - (m' / (sqrt(v') / sqrt_bc2 + eps)) * step_size
 //   hyper = [beta1, c1, beta2, c2, sqrt_bc2, eps, step_size] as float32. Built with
 //   -ffp-contract=off so that no multiply and add fuse into one rounding.
+// - DigitsumBiasAddRelu(x, bias) -> relu(x + bias) over the last axis, in one pass instead of
+//   tfjs-node's broadcasting Add and a Relu (inference through a fused conv layer). ReLU as
+//   TensorFlow's Relu gives it here: positive values and NaN pass, everything else (-0 too)
+//   becomes +0.
 //
 // Work is split over `digitsum_kernels_set_threads(n)` threads; every element is computed the
 // same way whatever the split, so the thread count never changes a result.
@@ -241,6 +245,41 @@ void TorchAdamCompute(void*, TF_OpKernelContext* ctx) {
   }
 }
 
+void BiasAddReluCompute(void*, TF_OpKernelContext* ctx) {
+  TF_Tensor* x = FloatInput(ctx, 0);
+  if (!x) return;
+  TF_Tensor* bias = FloatInput(ctx, 1);
+  if (!bias) {
+    TF_DeleteTensor(x);
+    return;
+  }
+  const int rank = TF_NumDims(x);
+  if (rank < 1 || TF_NumDims(bias) != 1 || TF_Dim(bias, 0) != TF_Dim(x, rank - 1) ||
+      TF_Dim(bias, 0) == 0) {
+    Fail(ctx, TF_INVALID_ARGUMENT,
+         "DigitsumBiasAddRelu: bias must be 1-D with as many values as x's last axis");
+  } else if (TF_Tensor* y = AllocateLike(ctx, 0, x)) {
+    const int64_t c = TF_Dim(bias, 0);
+    const int64_t rows = TF_TensorElementCount(x) / c;
+    const float* xs = static_cast<const float*>(TF_TensorData(x));
+    const float* b = static_cast<const float*>(TF_TensorData(bias));
+    float* ys = static_cast<float*>(TF_TensorData(y));
+    ParallelFor(rows, 4096, [=](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const float* in = xs + r * c;
+        float* out = ys + r * c;
+        for (int64_t k = 0; k < c; ++k) {
+          const float v = in[k] + b[k];
+          out[k] = v > 0.0f ? v : (v == v ? 0.0f : v);
+        }
+      }
+    });
+    TF_DeleteTensor(y);
+  }
+  TF_DeleteTensor(x);
+  TF_DeleteTensor(bias);
+}
+
 void UnknownShapes(TF_ShapeInferenceContext*, TF_Status*) {}
 
 bool Register(const char* name, const std::vector<const char*>& inputs,
@@ -271,6 +310,8 @@ __attribute__((constructor)) void RegisterDigitsumKernels() {
   ok += Register("DigitsumTorchAdam",
                  {"p: float", "g: float", "m: float", "v: float", "hyper: float"},
                  {"p_out: float", "m_out: float", "v_out: float"}, &TorchAdamCompute);
+  ok += Register("DigitsumBiasAddRelu", {"x: float", "bias: float"}, {"y: float"},
+                 &BiasAddReluCompute);
   g_registered = ok;
 }
 
@@ -278,7 +319,7 @@ __attribute__((constructor)) void RegisterDigitsumKernels() {
 
 extern "C" {
 
-// How many ops loading the library registered (2 when all went well).
+// How many ops loading the library registered (3 when all went well).
 int digitsum_kernels_registered() { return g_registered; }
 
 // Threads each op may use (at least 1).
