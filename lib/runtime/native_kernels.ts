@@ -161,30 +161,9 @@ export function registerNativeTrainingKernels(): string[] {
       return native.executeSingleOutput("ReluGrad", [floatType], [dy, x]);
     },
   });
-  tf.registerKernel({
-    kernelName: NATIVE_MAX_POOL_GRAD,
-    backendName: "tensorflow",
-    kernelFunc: ({ inputs, backend }) => {
-      const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      return (backend as unknown as NodeBackend).executeSingleOutput(NATIVE_MAX_POOL_GRAD, [], [
-        x,
-        dy,
-      ]);
-    },
-  });
-  tf.registerKernel({
-    kernelName: NATIVE_TORCH_ADAM,
-    backendName: "tensorflow",
-    kernelFunc: ({ inputs, backend }) => {
-      const { p, g, m, v, h } = inputs as Record<string, tf.TensorInfo>;
-      return (backend as unknown as NodeBackend).executeMultipleOutputs(
-        NATIVE_TORCH_ADAM,
-        [],
-        [p, g, m, v, h],
-        3,
-      );
-    },
-  });
+  registerLibraryOp(NATIVE_MAX_POOL_GRAD, ["x", "dy"]);
+  registerLibraryOp(NATIVE_TORCH_ADAM, ["p", "g", "m", "v", "h"], 3);
+  registerLibraryOp(NATIVE_BIAS_ADD_RELU, ["x", "bias"]);
   const originalRelu = tf.getGradient("Relu");
   if (originalRelu == null) throw new Error("tfjs has no gradient for Relu to wrap");
   tf.registerGradient({
@@ -219,17 +198,6 @@ export function registerNativeTrainingKernels(): string[] {
         };
       }
       return originalMaxPool.gradFunc(dy, saved, attrs);
-    },
-  });
-  tf.registerKernel({
-    kernelName: NATIVE_BIAS_ADD_RELU,
-    backendName: "tensorflow",
-    kernelFunc: ({ inputs, backend }) => {
-      const { x, bias } = inputs as { x: tf.TensorInfo; bias: tf.TensorInfo };
-      return (backend as unknown as NodeBackend).executeSingleOutput(NATIVE_BIAS_ADD_RELU, [], [
-        x,
-        bias,
-      ]);
     },
   });
   // tfjs-node's FusedConv2D is a convolution, a broadcasting Add and a Relu: with a bias and a
@@ -269,6 +237,24 @@ export function registerNativeTrainingKernels(): string[] {
   });
   registered = [NATIVE_RELU_GRAD];
   return withLibrary(registered);
+}
+
+/**
+ * Registers the kernel-library op `name` as a tfjs kernel on the `tensorflow` backend: the named
+ * inputs, in this order, go to the TensorFlow op of the same name.
+ */
+function registerLibraryOp(name: string, inputNames: string[], outputs = 1): void {
+  tf.registerKernel({
+    kernelName: name,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const native = backend as unknown as NodeBackend;
+      const ordered = inputNames.map((input) => (inputs as Record<string, tf.TensorInfo>)[input]);
+      return outputs === 1
+        ? native.executeSingleOutput(name, [], ordered)
+        : native.executeMultipleOutputs(name, [], ordered, outputs);
+    },
+  });
 }
 
 /** The kernel names, with the library's when it is loaded. */

@@ -121,6 +121,24 @@ TF_Tensor* FloatInput(TF_OpKernelContext* ctx, int i) {
   return t;
 }
 
+// An op's first `count` inputs as float32 tensors, released when it goes out of scope; `ok` is
+// false (and the failure reported) when one is missing or of another dtype.
+struct Inputs {
+  Inputs(TF_OpKernelContext* ctx, int count) {
+    for (int i = 0; i < count && ok; ++i) {
+      TF_Tensor* t = FloatInput(ctx, i);
+      if (t) tensors.push_back(t);
+      else ok = false;
+    }
+  }
+  ~Inputs() {
+    for (TF_Tensor* t : tensors) TF_DeleteTensor(t);
+  }
+  TF_Tensor* operator[](int i) const { return tensors[i]; }
+  std::vector<TF_Tensor*> tensors;
+  bool ok = true;
+};
+
 bool SameShape(TF_Tensor* a, TF_Tensor* b) {
   if (TF_NumDims(a) != TF_NumDims(b)) return false;
   for (int d = 0; d < TF_NumDims(a); ++d) {
@@ -147,13 +165,10 @@ void* NoState(TF_OpKernelConstruction*) { return nullptr; }
 void NoDelete(void*) {}
 
 void MaxPool2x2GradCompute(void*, TF_OpKernelContext* ctx) {
-  TF_Tensor* x = FloatInput(ctx, 0);
-  if (!x) return;
-  TF_Tensor* dy = FloatInput(ctx, 1);
-  if (!dy) {
-    TF_DeleteTensor(x);
-    return;
-  }
+  Inputs in(ctx, 2);
+  if (!in.ok) return;
+  TF_Tensor* x = in[0];
+  TF_Tensor* dy = in[1];
   const bool ok = TF_NumDims(x) == 4 && TF_NumDims(dy) == 4 && TF_Dim(x, 0) == TF_Dim(dy, 0) &&
                   TF_Dim(x, 1) % 2 == 0 && TF_Dim(x, 2) % 2 == 0 &&
                   TF_Dim(dy, 1) * 2 == TF_Dim(x, 1) && TF_Dim(dy, 2) * 2 == TF_Dim(x, 2) &&
@@ -198,14 +213,11 @@ void MaxPool2x2GradCompute(void*, TF_OpKernelContext* ctx) {
     });
     TF_DeleteTensor(dx);
   }
-  TF_DeleteTensor(x);
-  TF_DeleteTensor(dy);
 }
 
 void TorchAdamCompute(void*, TF_OpKernelContext* ctx) {
-  TF_Tensor* in[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
-  bool ok = true;
-  for (int i = 0; i < 5 && ok; ++i) ok = (in[i] = FloatInput(ctx, i)) != nullptr;
+  Inputs in(ctx, 5);
+  bool ok = in.ok;
   if (ok && !(SameShape(in[0], in[1]) && SameShape(in[0], in[2]) && SameShape(in[0], in[3]) &&
               TF_TensorElementCount(in[4]) == 7)) {
     Fail(ctx, TF_INVALID_ARGUMENT,
@@ -240,19 +252,13 @@ void TorchAdamCompute(void*, TF_OpKernelContext* ctx) {
   for (TF_Tensor* t : out) {
     if (t) TF_DeleteTensor(t);
   }
-  for (TF_Tensor* t : in) {
-    if (t) TF_DeleteTensor(t);
-  }
 }
 
 void BiasAddReluCompute(void*, TF_OpKernelContext* ctx) {
-  TF_Tensor* x = FloatInput(ctx, 0);
-  if (!x) return;
-  TF_Tensor* bias = FloatInput(ctx, 1);
-  if (!bias) {
-    TF_DeleteTensor(x);
-    return;
-  }
+  Inputs in(ctx, 2);
+  if (!in.ok) return;
+  TF_Tensor* x = in[0];
+  TF_Tensor* bias = in[1];
   const int rank = TF_NumDims(x);
   if (rank < 1 || TF_NumDims(bias) != 1 || TF_Dim(bias, 0) != TF_Dim(x, rank - 1) ||
       TF_Dim(bias, 0) == 0) {
@@ -276,8 +282,6 @@ void BiasAddReluCompute(void*, TF_OpKernelContext* ctx) {
     });
     TF_DeleteTensor(y);
   }
-  TF_DeleteTensor(x);
-  TF_DeleteTensor(bias);
 }
 
 void UnknownShapes(TF_ShapeInferenceContext*, TF_Status*) {}
