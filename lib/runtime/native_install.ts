@@ -545,6 +545,7 @@ async function buildKernelLibrary(
   try {
     const out = join(scratch, "digitsum_kernels.so");
     // -ffp-contract=off: every float32 operation rounds on its own, as TensorFlow's ops do.
+    // -z nodelete: never unloaded (TensorFlow keeps the ops it registered; see the source).
     await run("g++", [
       "-O3",
       "-std=c++17",
@@ -558,6 +559,7 @@ async function buildKernelLibrary(
       `-L${libDir}`,
       "-l:libtensorflow_framework.so.2",
       `-Wl,-rpath,${libDir}`,
+      "-Wl,-z,nodelete",
     ], { what: "build digitsum's kernels (g++)" });
     await ensureDir(dir);
     await writeFileAtomic(target, await Deno.readFile(out));

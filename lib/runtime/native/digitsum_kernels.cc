@@ -307,6 +307,11 @@ bool Register(const char* name, const std::vector<const char*>& inputs,
 
 int g_registered = 0;
 
+// TensorFlow aborts the process when an op name is registered twice, and its registry outlives any
+// library. So the library is linked with -z nodelete: a dlclose (Deno closes what an isolate opened
+// when the isolate ends, e.g. between test files) never unloads it, a later dlopen of the same file
+// finds it loaded, and this constructor runs once per process. (Two different builds of this file
+// loaded into one process would still collide; digitsum loads the one install-native recorded.)
 __attribute__((constructor)) void RegisterDigitsumKernels() {
   int ok = 0;
   ok += Register("DigitsumMaxPool2x2Grad", {"x: float", "dy: float"}, {"dx: float"},
