@@ -113,17 +113,18 @@ export function nativeAdamAvailable(): boolean {
 
 /**
  * One TorchAdam update of a float32 variable in one native op: returns `[p', m', v']`.
- * `hyper` is `[beta1, 1 - beta1, beta2, 1 - beta2, sqrt(bc2), eps, lr / bc1]`; each is rounded to
- * float32, as tfjs rounds the scalars of the op-by-op update.
+ * `hyper` is `[beta1, 1 - beta1, beta2, 1 - beta2, sqrt(bc2), eps, lr / bc1]` as a float32 tensor
+ * (one per step, shared by every variable), or as numbers, each rounded to float32 as tfjs rounds
+ * the scalars of the op-by-op update.
  */
 export function nativeTorchAdam(
   p: tf.Tensor,
   g: tf.Tensor,
   m: tf.Tensor,
   v: tf.Tensor,
-  hyper: number[],
+  hyper: tf.Tensor1D | number[],
 ): [tf.Tensor, tf.Tensor, tf.Tensor] {
-  const h = tf.tensor1d(hyper, "float32");
+  const h = Array.isArray(hyper) ? tf.tensor1d(hyper, "float32") : hyper;
   try {
     return tf.engine().runKernel(NATIVE_TORCH_ADAM, { p, g, m, v, h }) as unknown as [
       tf.Tensor,
@@ -131,7 +132,7 @@ export function nativeTorchAdam(
       tf.Tensor,
     ];
   } finally {
-    h.dispose();
+    if (h !== hyper) h.dispose();
   }
 }
 

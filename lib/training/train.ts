@@ -127,7 +127,7 @@ export class TorchAdam {
     const device = this.#device;
     if (device && nativeAdamAvailable()) {
       // One native op per variable, the same float32 roundings as the tensor ops below.
-      const hyper = [beta1, c1, beta2, c2, sqrtBc2, epsilon, stepSize];
+      const hyper = tf.tensor1d([beta1, c1, beta2, c2, sqrtBc2, epsilon, stepSize], "float32");
       this.variables.forEach((variable, i) => {
         const [p, m, v] = nativeTorchAdam(variable, grads[i], device.m[i], device.v[i], hyper);
         variable.assign(p);
@@ -135,6 +135,7 @@ export class TorchAdam {
         device.m[i] = m;
         device.v[i] = v;
       });
+      hyper.dispose();
       return;
     }
     if (device) {
