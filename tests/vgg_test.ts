@@ -21,6 +21,7 @@ import {
   estimateVggSeconds,
   loadVgg11Features,
   oihwToHwio,
+  PooledDense,
   registerVggLayers,
   VGG11_CONVS,
   VGG11_FEATURE_KEYS,
@@ -201,7 +202,7 @@ Deno.test("buildVggRegressor() has the study's layers, frozen VGG and parameter 
   }
 });
 
-Deno.test("buildVggRegressor() features and flatten match PyTorch on two 40x168 images", async () => {
+Deno.test("buildVggRegressor() features and head_fc1 match PyTorch on two 40x168 images", async () => {
   const model = await sharedModel();
   {
     const adapter = model.getLayer("rgb_adapter");
@@ -210,21 +211,76 @@ Deno.test("buildVggRegressor() features and flatten match PyTorch on two 40x168 
       inputs: model.inputs,
       outputs: [
         model.getLayer("features_20").output,
-        model.getLayer("flatten").output,
+        model.getLayer("head_fc1").output,
       ] as tf.SymbolicTensor[],
     });
-    const [features, flat] = tf.tidy(() => {
+    const [features, hidden] = tf.tidy(() => {
       const [f, v] = probe.predict(formulaImages(2, 40, 168)) as tf.Tensor[];
       assert.deepEqual(f.shape, [2, 1, 5, 512]);
-      assert.deepEqual(v.shape, [2, 25088]);
+      assert.deepEqual(v.shape, [2, 4096]);
       // NHWC -> PyTorch's NCHW for comparison.
-      return [f.transpose([0, 3, 1, 2]).dataSync(), v.slice([0, 0], [1, 25088]).dataSync()];
+      return [f.transpose([0, 3, 1, 2]).dataSync(), v.slice([0, 0], [1, 4096]).dataSync()];
     });
     assertClose(features, expected.get("features")!.data, "features [2, 512, 1, 5]");
-    assertClose(flat, expected.get("flat0")!.data, "flattened pool [1, 25088]");
+    // head_fc1 folds the pool into its product: relu(PyTorch's flattened pool @ W + b), in float64.
+    const flat = expected.get("flat0")!.data; // [25088]
+    const [kernel, bias] = model.getLayer("head_fc1").getWeights().map((w) => w.dataSync());
+    const want = new Float64Array(4096);
+    for (let j = 0; j < 4096; j++) want[j] = bias[j];
+    for (let i = 0; i < 25088; i++) {
+      const row = i * 4096;
+      for (let j = 0; j < 4096; j++) want[j] += flat[i] * kernel[row + j];
+    }
+    assertClose(hidden, want.map((v) => Math.max(v, 0)), "head_fc1 [1, 4096]");
     const out = tf.tidy(() => model.predict(formulaImages(2, 40, 168)) as tf.Tensor);
     assert.deepEqual(out.shape, [2, 1]);
     out.dispose();
+  }
+});
+
+Deno.test("PooledDense equals AdaptiveAvgPool2d, a channel-major flatten and a Dense, with gradients", async () => {
+  await tf.setBackend("cpu");
+  try {
+    const [c, units] = [6, 5];
+    // Smaller than the pool (folded), the pool's size (no pool) and larger (pool first).
+    for (const [h, w] of [[1, 5], [2, 3], [7, 7], [9, 10]]) {
+      const x = tf.tensor4d(
+        Float32Array.from({ length: 2 * h * w * c }, (_, k) => Math.sin(0.7 * k + 0.3)),
+        [2, h, w, c],
+      );
+      const layer = new PooledDense({ units, poolSize: [7, 7], activation: "relu" });
+      const kernel = tf.tensor2d(
+        Float32Array.from({ length: c * 49 * units }, (_, k) => 0.1 * Math.cos(0.37 * k)),
+        [c * 49, units],
+      );
+      const bias = tf.tensor1d([0.1, -0.2, 0.05, 0, 0.3]);
+      layer.apply(x); // builds the weights
+      layer.setWeights([kernel, bias]);
+      const dy = tf.tensor2d(Float32Array.from({ length: 2 * units }, (_, k) => 1 + k), [2, units]);
+      const referenceKernel = tf.variable(kernel);
+      const layerKernel = layer.trainableWeights[0].read() as tf.Variable;
+      const reference = (input: tf.Tensor) => {
+        const pooled = new AdaptiveAvgPool2d({ outputSize: [7, 7] }).apply(input) as tf.Tensor4D;
+        const flat = pooled.transpose([0, 3, 1, 2]).reshape([2, c * 49]); // PyTorch's order
+        return tf.relu(tf.matMul(flat, referenceKernel).add(bias)).mul(dy).sum() as tf.Scalar;
+      };
+      const ours = (input: tf.Tensor) =>
+        (layer.apply(input) as tf.Tensor).mul(dy).sum() as tf.Scalar;
+      const label = `${h}x${w}`;
+      assertClose(await ours(x).data(), await reference(x).data(), label);
+      assertClose(
+        await tf.grad(ours)(x).data(),
+        await tf.grad(reference)(x).data(),
+        `${label} input gradient`,
+      );
+      const dk = tf.variableGrads(() => ours(x), [layerKernel]).grads[layerKernel.name];
+      const dkWant = tf.variableGrads(() => reference(x), [referenceKernel])
+        .grads[referenceKernel.name];
+      assertClose(await dk.data(), await dkWant.data(), `${label} kernel gradient`);
+      assert.ok((await dk.abs().sum().data())[0] > 0, `${label}: the kernel gradient is not zero`);
+    }
+  } finally {
+    await tf.setBackend("wasm");
   }
 });
 
@@ -296,14 +352,17 @@ Deno.test("an Adam step updates only the 1x1 adapter and the head", async () => 
   }
 });
 
-Deno.test("AdaptiveAvgPool2d survives a model save and load", async () => {
+Deno.test("AdaptiveAvgPool2d and PooledDense survive a model save and load", async () => {
   registerVggLayers();
   registerVggLayers(); // idempotent
   const input = tf.input({ shape: [3, 10, 2] });
   const pooled = new AdaptiveAvgPool2d({ name: "avgpool", outputSize: [7, 7] }).apply(input);
-  const output = tf.layers.flatten().apply(
+  const flat = tf.layers.flatten().apply(
     tf.layers.permute({ dims: [3, 1, 2] }).apply(pooled),
   ) as tf.SymbolicTensor;
+  const dense = new PooledDense({ name: "head", units: 4, poolSize: [7, 7], activation: "relu" })
+    .apply(tf.layers.permute({ dims: [2, 1, 3] }).apply(input)) as tf.SymbolicTensor; // [b, 4]
+  const output = tf.layers.concatenate().apply([flat, dense]) as tf.SymbolicTensor;
   const model = tf.model({ inputs: input, outputs: output });
   let saved: tf.io.ModelArtifacts | undefined;
   await model.save(tf.io.withSaveHandler((artifacts) => {
@@ -313,10 +372,11 @@ Deno.test("AdaptiveAvgPool2d survives a model save and load", async () => {
     });
   }));
   assert.match(JSON.stringify(saved!.modelTopology), /"class_name":"AdaptiveAvgPool2d"/);
+  assert.match(JSON.stringify(saved!.modelTopology), /"class_name":"PooledDense"/);
   const loaded = await tf.loadLayersModel(tf.io.fromMemory(saved!));
   const x = tf.randomUniform([2, 3, 10, 2]);
   const [a, b] = [model.predict(x) as tf.Tensor, loaded.predict(x) as tf.Tensor];
-  assert.deepEqual(b.shape, [2, 98]);
+  assert.deepEqual(b.shape, [2, 98 + 4]);
   assert.deepEqual(a.dataSync(), b.dataSync());
   tf.dispose([x, a, b]);
 });

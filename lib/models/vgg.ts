@@ -327,12 +327,125 @@ export class AdaptiveAvgPool2d extends tf.layers.Layer {
   }
 }
 
+/** Config of {@link PooledDense}. */
+export interface PooledDenseArgs {
+  /** Output features. */
+  units: number;
+  /** `[height, width]` of the adaptive average pool before the product. */
+  poolSize: [number, number];
+  /** `relu` or none (`linear`). */
+  activation?: "relu" | "linear";
+  /** Layer name. */
+  name?: string;
+}
+
+/**
+ * PyTorch's `AdaptiveAvgPool2d(poolSize)`, the channel-major flatten and a `Linear` in one layer:
+ * `[b, h, w, c]` -> `[b, units]`, with a kernel `[c * ph * pw, units]` in PyTorch's flatten order
+ * (VGG's `head_fc1`: 25,088 x 4096) and a bias, both drawn as PyTorch's default init.
+ *
+ * The pool is linear, so pooling and the product fold into one: with `P` the `[h * w, ph * pw]`
+ * averaging matrix, `flatten(pool(x)) @ W = x' @ W'` where `x'` is x in channel-major order and
+ * `W'[c] = P @ W[c]`, `[c * h * w, units]`. When the input is smaller than the pool (VGG's 1 x 5
+ * features of a 40 x 168 image, against 7 x 7 = 49 pool cells) this is the cheaper order: the
+ * product over `c * h * w` = 2,560 features instead of 25,088, and `W'` and the kernel's gradient
+ * come from one memory-bound pass each. Same function, same weights; float32 results differ only by
+ * the order of the sums. Otherwise it pools, then multiplies.
+ */
+export class PooledDense extends tf.layers.Layer {
+  /** Class name used in serialised model configs. */
+  static className = "PooledDense";
+  readonly units: number;
+  readonly poolSize: [number, number];
+  readonly activation: "relu" | "linear";
+  #kernel?: ReturnType<tf.layers.Layer["addWeight"]>;
+  #bias?: ReturnType<tf.layers.Layer["addWeight"]>;
+
+  /** @param args Units, pool size, activation and optional name. */
+  constructor(args: PooledDenseArgs) {
+    super({ name: args.name });
+    const [ph, pw] = args.poolSize ?? [];
+    if (!Number.isInteger(ph) || !Number.isInteger(pw) || ph < 1 || pw < 1) {
+      throw new Error(`PooledDense: invalid poolSize ${JSON.stringify(args.poolSize)}`);
+    }
+    if (!Number.isInteger(args.units) || args.units < 1) {
+      throw new Error(`PooledDense: invalid units ${JSON.stringify(args.units)}`);
+    }
+    this.units = args.units;
+    this.poolSize = [ph, pw];
+    this.activation = args.activation ?? "linear";
+  }
+
+  /** Creates the kernel, then the bias (Dense's order, so a seed draws the same weights). */
+  override build(inputShape: tf.Shape | tf.Shape[]): void {
+    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const fanIn = (shape[3] as number) * this.poolSize[0] * this.poolSize[1];
+    const init = torchInit(fanIn);
+    this.#kernel = this.addWeight("kernel", [fanIn, this.units], "float32", init);
+    this.#bias = this.addWeight("bias", [this.units], "float32", init);
+    this.built = true;
+  }
+
+  /** `[b, h, w, c]` -> `[b, units]`. */
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+    const shape = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return [shape[0], this.units];
+  }
+
+  /** Pool, flatten channel-major and multiply, in the cheaper of the two orders. */
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    return tf.tidy(() => {
+      const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+      const [b, h, w, c] = x.shape;
+      const [ph, pw] = this.poolSize;
+      const kernel = this.#kernel!.read(); // [c * ph * pw, units]
+      const columns = x.reshape([b, h * w, c]).transpose([0, 2, 1]); // [b, c, h * w]
+      const pool = tf.tensor2d(adaptivePoolMatrix(h, w, ph, pw), [h * w, ph * pw]);
+      let features: tf.Tensor2D; // [b, fan-in of the product]
+      let weights: tf.Tensor2D; // [fan-in, units]
+      if (h === ph && w === pw) {
+        features = columns.reshape([b, c * h * w]);
+        weights = kernel as tf.Tensor2D;
+      } else if (h * w < ph * pw) {
+        // W'[c] = P @ W[c]: [c, h * w, ph * pw] x [c, ph * pw, units] -> [c, h * w, units].
+        const folded = tf.matMul(
+          tf.tile(pool.expandDims(0), [c, 1, 1]),
+          kernel.reshape([c, ph * pw, this.units]),
+        );
+        features = columns.reshape([b, c * h * w]);
+        weights = folded.reshape([c * h * w, this.units]);
+      } else {
+        // [b * c, h * w] x [h * w, ph * pw]: the rows are already in channel-major order.
+        features = tf.matMul(columns.reshape([b * c, h * w]), pool).reshape([b, c * ph * pw]);
+        weights = kernel as tf.Tensor2D;
+      }
+      return tf.fused.matMul({
+        a: features,
+        b: weights,
+        bias: this.#bias!.read(),
+        activation: this.activation,
+      });
+    });
+  }
+
+  /** Serialisable config (`units`, `poolSize`, `activation` plus the base layer's). */
+  override getConfig(): tf.serialization.ConfigDict {
+    return {
+      ...super.getConfig(),
+      units: this.units,
+      poolSize: [...this.poolSize],
+      activation: this.activation,
+    };
+  }
+}
+
 let layersRegistered = false;
 
 /** Register this module's custom layer classes with tfjs (idempotent). */
 export function registerVggLayers(): void {
   if (layersRegistered) return;
   tf.serialization.registerClass(AdaptiveAvgPool2d);
+  tf.serialization.registerClass(PooledDense);
   layersRegistered = true;
 }
 
@@ -362,8 +475,8 @@ export interface VggRegressorOptions {
  *
  * Layers (names): `rgb_adapter` (Conv2D 1->3 1x1, no bias, trainable), `features_0` ..
  * `features_20` (torchvision's module indices; conv layers have a fused ReLU; frozen),
- * `avgpool` ({@link AdaptiveAvgPool2d} to 7x7), `to_chw` (Permute to channel-major), `flatten`
- * (25,088), `head_fc1` (4096, ReLU), `head_dropout1`, `head_fc2` (256, ReLU), `head_dropout2`,
+ * `head_fc1` ({@link PooledDense}: the adaptive average pool to 7x7, the channel-major flatten
+ * to 25,088 and Linear to 4096, ReLU), `head_dropout1`, `head_fc2` (256, ReLU), `head_dropout2`,
  * `head_out` (1). Input `[b, h, w, 1]` in [0, 1] (no ImageNet normalisation); output `[b, 1]`.
  *
  * @param options Weights path and input size.
@@ -418,23 +531,23 @@ export async function buildVggRegressor(
       convLayers.push({ layer, spec: step.spec });
     }
   } // [b, h/32, w/32, 512]
-  x = new AdaptiveAvgPool2d({ name: "avgpool", outputSize: [VGG_POOL_SIZE, VGG_POOL_SIZE] })
-    .apply(x) as tf.SymbolicTensor; // [b, 7, 7, 512]
-  x = tf.layers.permute({ name: "to_chw", dims: [3, 1, 2] }).apply(x) as tf.SymbolicTensor; // [b, 512, 7, 7]
-  x = tf.layers.flatten({ name: "flatten" }).apply(x) as tf.SymbolicTensor; // [b, 25088]
-  let fanIn = VGG_FLAT_FEATURES;
-  VGG_HEAD_UNITS.forEach((units, i) => {
-    x = tf.layers.dense({
-      name: `head_fc${i + 1}`,
-      units,
-      activation: "relu",
-      kernelInitializer: torchInit(fanIn),
-      biasInitializer: torchInit(fanIn),
-    }).apply(x) as tf.SymbolicTensor;
-    x = tf.layers.dropout({ name: `head_dropout${i + 1}`, rate: VGG_DROPOUT })
-      .apply(x) as tf.SymbolicTensor;
-    fanIn = units;
-  });
+  // AdaptiveAvgPool2d((7, 7)), the channel-major flatten (25,088) and Linear(25088, 4096) + ReLU.
+  x = new PooledDense({
+    name: "head_fc1",
+    units: VGG_HEAD_UNITS[0],
+    poolSize: [VGG_POOL_SIZE, VGG_POOL_SIZE],
+    activation: "relu",
+  }).apply(x) as tf.SymbolicTensor; // [b, 4096]
+  x = tf.layers.dropout({ name: "head_dropout1", rate: VGG_DROPOUT }).apply(x) as tf.SymbolicTensor;
+  x = tf.layers.dense({
+    name: "head_fc2",
+    units: VGG_HEAD_UNITS[1],
+    activation: "relu",
+    kernelInitializer: torchInit(VGG_HEAD_UNITS[0]),
+    biasInitializer: torchInit(VGG_HEAD_UNITS[0]),
+  }).apply(x) as tf.SymbolicTensor; // [b, 256]
+  x = tf.layers.dropout({ name: "head_dropout2", rate: VGG_DROPOUT }).apply(x) as tf.SymbolicTensor;
+  const fanIn = VGG_HEAD_UNITS[1];
   const output = tf.layers.dense({
     name: "head_out",
     units: 1,
