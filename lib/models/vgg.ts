@@ -602,12 +602,13 @@ export function vggMacs(
  * `wasm` training 1.7 (batch 16: forward + backward 8.1 s, plus an in-place Adam update of the
  * 104M trainable weights, 1.2 s); `cpu` forward 0.3 (batch 2) and ~0.07 training (its Adam step
  * alone takes minutes); `tensorflow` (native TensorFlow 2.21, batch 64, `deno task bench`,
- * docs/measurements/bench_vgg_2026-12-01b.txt) training 20.8, forward 51.3. `webgpu` is a guess.
+ * docs/measurements/bench_vgg_2026-12-02.txt, with `head_fc1` folded) training 19.9-23.1, forward
+ * 45-56. `webgpu` is a guess.
  */
 const IMAGES_PER_SECOND: Record<string, { forward: number; train: number }> = {
   wasm: { forward: 7, train: 1.5 },
   cpu: { forward: 0.3, train: 0.07 },
-  tensorflow: { forward: 51, train: 20.8 },
+  tensorflow: { forward: 50, train: 21 },
   webgpu: { forward: 2, train: 0.5 },
 };
 
