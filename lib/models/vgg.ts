@@ -400,7 +400,7 @@ export class PooledDense extends tf.layers.Layer {
       const [ph, pw] = this.poolSize;
       const kernel = this.#kernel!.read(); // [c * ph * pw, units]
       const columns = x.reshape([b, h * w, c]).transpose([0, 2, 1]); // [b, c, h * w]
-      const pool = tf.tensor2d(adaptivePoolMatrix(h, w, ph, pw), [h * w, ph * pw]);
+      const pool = () => tf.tensor2d(adaptivePoolMatrix(h, w, ph, pw), [h * w, ph * pw]);
       let features: tf.Tensor2D; // [b, fan-in of the product]
       let weights: tf.Tensor2D; // [fan-in, units]
       if (h === ph && w === pw) {
@@ -409,14 +409,14 @@ export class PooledDense extends tf.layers.Layer {
       } else if (h * w < ph * pw) {
         // W'[c] = P @ W[c]: [c, h * w, ph * pw] x [c, ph * pw, units] -> [c, h * w, units].
         const folded = tf.matMul(
-          tf.tile(pool.expandDims(0), [c, 1, 1]),
+          tf.tile(pool().expandDims(0), [c, 1, 1]),
           kernel.reshape([c, ph * pw, this.units]),
         );
         features = columns.reshape([b, c * h * w]);
         weights = folded.reshape([c * h * w, this.units]);
       } else {
         // [b * c, h * w] x [h * w, ph * pw]: the rows are already in channel-major order.
-        features = tf.matMul(columns.reshape([b * c, h * w]), pool).reshape([b, c * ph * pw]);
+        features = tf.matMul(columns.reshape([b * c, h * w]), pool()).reshape([b, c * ph * pw]);
         weights = kernel as tf.Tensor2D;
       }
       return tf.fused.matMul({
