@@ -71,9 +71,9 @@ Deno.test("notebookSettings() gives the study's configuration, or a small one in
   assert.equal(full.dataDir, join(REPO_ROOT, "data"));
   assert.equal(full.modelsDir, join(REPO_ROOT, "trained_models"));
   assert.match(describeSettings(full), /^FULL MODE/);
-  // With models, each one's own recipe: SumNet's 3 epochs at a peak of 0.001, not the study's 15.
+  // With models, each one's own recipe: SumNet's 4 epochs at a peak of 0.001, not the study's 15.
   const own = describeSettings(full, { models: ["sumnet", "cnn-regressor"] });
-  assert.match(own, /sumnet: 3 epochs, batch 64, Adam lr 0\.001 \(peak of its schedule\)/);
+  assert.match(own, /sumnet: 4 epochs, batch 64, Adam lr 0\.001 \(peak of its schedule\)/);
   assert.match(own, /cnn-regressor: 15 epochs, batch 64, Adam lr 0\.001, all training images/);
 
   const quick = notebookSettings({ DIGITSUM_QUICK: "1", DIGITSUM_DATA_DIR: "/tmp/elsewhere" });

@@ -377,7 +377,7 @@ Deno.test("ownRecipeLine() names the models that keep their own epochs, and only
   ];
   assert.equal(
     ownRecipeLine(SWEEP_DEFAULTS, models),
-    "Own recipe (see docs/BEYOND.md): SumNet: 3 epochs, lr 0.001.",
+    "Own recipe (see docs/BEYOND.md): SumNet: 4 epochs, lr 0.001.",
   );
   assert.equal(ownRecipeLine(SWEEP_DEFAULTS, models.slice(0, 1)), undefined);
   // A sweep that sets its own epochs and rate applies them to every model.
