@@ -291,7 +291,7 @@ export const SUMNET_RECIPE: TrainingRecipe = {
 };
 
 /**
- * The robust variant (`sumnet-robust`, "v4"): the same network and stages, pretrained on broader
+ * The robust variant (`sumnet-robust`): the same network and stages, pretrained on broader
  * strips with ink effects ({@linkcode ROBUST_PRETRAIN}), then 4 epochs on the sums with the gap
  * rolls and the same ink effects ({@linkcode rollAndRestyle}).
  */
