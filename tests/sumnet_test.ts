@@ -571,3 +571,40 @@ Deno.test("the shipped sums-only SumNet reads digits it never saw a label of", a
   assert.ok(right >= 0.95 * 400, `${right} of 400 digits read right`);
   model.dispose();
 });
+
+Deno.test({
+  name: "pretrainSumNet() pastes the digits it is given, not all of MNIST",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const mnist = await loadMnist("train");
+    const count = 100;
+    const subset = {
+      images: mnist.images.slice(0, count * 28 * 28),
+      labels: mnist.labels.slice(0, count),
+      count,
+      name: "first-100",
+    };
+    const lines: string[] = [];
+    const config = studyConfig("sumnet", { seed: 3, limit: 64, epochs: 1, batchSize: 32 });
+    const result = await runExperiment(config, {
+      progress: false,
+      test: false,
+      log: (line) => lines.push(line),
+      prepareOptions: { epochs: 1, validationImages: 32, digits: subset },
+    });
+    result.model.dispose();
+    assert.match(lines.join("\n"), /on 1 x 64 strips of 100 chosen MNIST training digits/);
+    // A source that cannot be pasted fails stage 1 by its name: the strips come from it.
+    const broken = { ...subset, images: subset.images.subarray(0, 100), name: "broken-digits" };
+    await assert.rejects(
+      runExperiment(config, {
+        progress: false,
+        test: false,
+        log: () => {},
+        prepareOptions: { epochs: 1, validationImages: 32, digits: broken },
+      }),
+      /broken-digits must hold count x 28 x 28 bytes/,
+    );
+  },
+});

@@ -16,6 +16,7 @@ import {
   StripLoader,
 } from "../../data/strips.ts";
 import { applyEffects } from "../../data/effects.ts";
+import type { DigitSource } from "../../data/generate.ts";
 import { firstImages } from "../../data/batch.ts";
 import type { PrepareContext, TrainingRecipe } from "../registry.ts";
 import { type EpochRecord, evaluateAccuracy, trainModel } from "../../training/train.ts";
@@ -87,6 +88,11 @@ export interface PretrainOptions {
   layout: Partial<StripLayout>;
   /** The strips' ink effects (none by default). */
   effects: Partial<StripEffects>;
+  /**
+   * The digits pasted into the strips (default: MNIST's 60,000 training digits). A subset keeps
+   * some digits out of stage 1, e.g. to check what the validation split owes to digits seen here.
+   */
+  digits?: DigitSource;
 }
 
 /**
@@ -161,7 +167,7 @@ export async function pretrainSumNet(
   const options = { ...PRETRAIN_DEFAULTS, ...context.options };
   const strips = context.limit ? Math.min(options.strips, context.limit) : options.strips;
   const log = context.log;
-  const digits = await loadMnistTrainDigits();
+  const digits = options.digits ?? await loadMnistTrainDigits();
   const loader = new StripLoader(digits, {
     size: strips,
     batchSize: options.batchSize,
@@ -173,7 +179,7 @@ export async function pretrainSumNet(
   const started = performance.now();
   log(
     `Stage 1: pretraining the cell classifier on ${options.epochs} x ${strips} strips of ` +
-      `MNIST training digits`,
+      (options.digits ? `${digits.count} chosen MNIST training digits` : `MNIST training digits`),
   );
   const result = await trainModel(cellModel(model), { train: loader, val: context.val }, {
     task: "classification",
