@@ -250,3 +250,28 @@ Deno.test("deno task predict fails with a clear message on a bad input", async (
     assert.match(err, /^predict: Cannot read .*bad\.npy: /m);
   });
 });
+
+Deno.test("formatExplanation() notes when SumNet sees another number of digits than four", async () => {
+  const { formatExplanation } = await import("../lib/training/predict.ts");
+  const { digitsSeen } = await import("../lib/models/sumnet/seen.ts");
+  // Cells 2, 6, 10 and 14 hold a digit for sure; cell 18 holds one with probability `extra`.
+  const reading = (extra: number) => {
+    const cells = new Float32Array(21 * 11);
+    for (let l = 0; l < 21; l++) cells[l * 11 + 10] = 1;
+    for (const l of [2, 6, 10, 14]) [cells[l * 11 + 3], cells[l * 11 + 10]] = [1, 0];
+    [cells[18 * 11 + 1], cells[18 * 11 + 10]] = [extra, 1 - extra];
+    return {
+      sum: 12,
+      sumProbability: 1,
+      sumDistribution: new Float32Array(37),
+      digits: [],
+      cells,
+    };
+  };
+  assert.ok(Math.abs(digitsSeen(reading(0.25)) - 4.25) < 1e-6);
+  assert.deepEqual(formatExplanation(reading(0.25)), ["  digits:  = 12"]);
+  assert.deepEqual(formatExplanation(reading(0.75)), [
+    "  digits:  = 12",
+    "  note: SumNet sees about 5 digits (4.75); the sum assumes four",
+  ]);
+});

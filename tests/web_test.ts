@@ -364,7 +364,8 @@ async function predictExplain(png: string) {
     ...text.matchAll(/^ {2}(\d) at columns (\d+)-(\d+) \(centre \d+\): p ([0-9.]+)/gm),
   ]
     .map((m) => ({ digit: m[1], columns: `columns ${m[2]}-${m[3]}`, p: Number(m[4]) }));
-  return { sum: sumLine[1], p: Number(sumLine[2]), digits, text };
+  const note = text.match(/^ {2}note: SumNet sees about (\d+) digits/m);
+  return { sum: sumLine[1], p: Number(sumLine[2]), digits, seen: note ? Number(note[1]) : 4, text };
 }
 
 Deno.test({
@@ -484,7 +485,14 @@ Deno.test({
           await page.dispatchEvent("#pad-frame", "drop", { dataTransfer: drop });
           const result = await settled(page, before);
           assert.equal(result.caption, "held_out.png");
-          assert.deepEqual(result.notes, []);
+          // The page warns about the digit count exactly when predict does.
+          assert.deepEqual(
+            result.notes,
+            cli.seen === 4 ? [] : [
+              `SumNet expects exactly four digits; it sees about ${cli.seen}. The sum assumes four.`,
+            ],
+            cli.text,
+          );
           assert.deepEqual(await seenImage(page), pixels.slice(0, IMAGE_SIZE));
           assert.equal(result.sum, cli.sum, cli.text);
           assert.ok(Math.abs(Number(result.sumP.replace("p ", "")) - cli.p) <= 0.002, cli.text);

@@ -11,19 +11,12 @@
  *
  * @module
  */
-import {
-  IMAGE_HEIGHT,
-  IMAGE_SIZE,
-  IMAGE_WIDTH,
-  NOTHING,
-  NUM_CELL_CLASSES,
-  NUM_CELLS,
-  NUM_DIGITS,
-} from "../lib/constants.ts";
+import { IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH, NUM_DIGITS } from "../lib/constants.ts";
 import { drawingToModelImage, type Stroke, type StrokeGroup } from "../lib/data/drawing.ts";
 import { decodedToModelImage, type ModelImage, pngToModelImage } from "../lib/data/image_input.ts";
 import { decodePng, pngToGray } from "../lib/io/png.ts";
 import type { Explanation } from "../lib/models/sumnet/core.ts";
+import { digitsSeen } from "../lib/models/sumnet/seen.ts";
 import type { WorkerReply, WorkerRequest } from "./protocol.ts";
 import type { SampleInfo } from "./samples.ts";
 
@@ -235,15 +228,6 @@ function padColumn(centre: number, groups: StrokeGroup[]): number {
   }
   const x = (centre - best.dx) / best.scale;
   return Math.min(best.box.right, Math.max(best.box.left, x));
-}
-
-/** Expected number of digits: the sum over cells of P(a digit is centred here). */
-function digitsSeen(explanation: Explanation): number {
-  let count = 0;
-  for (let l = 0; l < NUM_CELLS; l++) {
-    count += 1 - explanation.cells[l * NUM_CELL_CLASSES + NOTHING];
-  }
-  return count;
 }
 
 /** Shows a reading (or the empty state when `explanation` is null). */

@@ -5,12 +5,16 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH } from "../constants.ts";
+import { BATCH_SIZE, IMAGE_HEIGHT, IMAGE_SIZE, IMAGE_WIDTH, NUM_DIGITS } from "../constants.ts";
 import type { Task } from "../models/registry.ts";
 import { CELL_LOGITS_LAYER, explainBatch, type Explanation } from "../models/sumnet/core.ts";
+import { digitsSeen } from "../models/sumnet/seen.ts";
 import { predictBatch } from "./train.ts";
 
-/** One explanation as printed lines (after the sum line). */
+/**
+ * One explanation as printed lines (after the sum line). When SumNet sees about another number of
+ * digits than four ({@linkcode digitsSeen}, rounded), a last line says so, as the browser page does.
+ */
 export function formatExplanation(explanation: Explanation): string[] {
   const lines = [
     `  digits: ${explanation.digits.map((d) => d.digit).join(" + ")} = ${explanation.sum}`,
@@ -20,6 +24,13 @@ export function formatExplanation(explanation: Explanation): string[] {
     lines.push(
       `  ${d.digit} at columns ${d.columns[0]}-${d.columns[1] - 1} (centre ${d.centre}): ` +
         `p ${d.probability.toFixed(3)}, next ${other} ${d.runnerUp.probability.toFixed(3)}`,
+    );
+  }
+  const seen = digitsSeen(explanation);
+  if (Math.round(seen) !== NUM_DIGITS) {
+    lines.push(
+      `  note: SumNet sees about ${Math.round(seen)} digits (${seen.toFixed(2)}); ` +
+        `the sum assumes four`,
     );
   }
   return lines;
