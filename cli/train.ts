@@ -22,6 +22,9 @@ const USAGE = `Usage: deno task train --model <kind> [options]
 
   --model KIND        one of: ${modelKinds().join(", ")}
   --seed N            random seed (default 42)
+  --hold-out-val-digits
+                      SumNet kinds: keep the MNIST digits of the validation composites out of
+                      stage 1 (data written by digitsum's generator only; docs/BEYOND.md)
 ${
   trainingFlagsHelp({
     epochs: "15; a model's own recipe may differ, e.g. sumnet",
@@ -39,6 +42,7 @@ async function main(): Promise<void> {
     options: {
       model: { type: "string" },
       seed: { type: "string" },
+      "hold-out-val-digits": { type: "boolean" },
       ...TRAINING_FLAGS,
       help: { type: "boolean", short: "h" },
     },
@@ -60,11 +64,18 @@ async function main(): Promise<void> {
     ...(flags.backend ? { backend: flags.backend } : {}),
     ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
   });
+  const holdOut = values["hold-out-val-digits"] === true;
+  if (holdOut && !info.recipe?.prepare) {
+    throw new Error(
+      `--hold-out-val-digits: ${info.kind} has no pretraining stage to keep them from`,
+    );
+  }
   const checkpointDir = join(flags.out ?? DEFAULT_MODELS_DIR, `${info.prefix}_${config.seed}`);
   console.log(`Config: ${JSON.stringify(config)}`);
   const result = await runExperiment(config, {
     checkpointDir,
     testLimit: flags.testLimit ?? undefined,
+    ...(holdOut ? { prepareOptions: { holdOutValidationDigits: true } } : {}),
   });
   const rate = result.history.length ? meanRate(result.history) : 0;
   console.log(

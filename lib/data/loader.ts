@@ -352,12 +352,11 @@ export async function getLoaders(
   const set = await readImageSet(
     COURSE_IMAGE_FILES.map((f, i) => [join(dataDir, f), join(dataDir, COURSE_LABEL_FILES[i])]),
   );
-  const permutation = legacyPermutation(set.count, seed);
   const loaderOptions = { batchSize, shuffleEachEpoch: options.shuffleEachEpoch, seed };
-  if (options.all) return { all: new Loader("all", set, permutation, loaderOptions) };
-  const trainCount = Math.trunc(set.count * trainFraction); // Python's int()
-  let trainIndices = permutation.subarray(0, trainCount);
-  let valIndices = permutation.subarray(trainCount);
+  if (options.all) {
+    return { all: new Loader("all", set, legacyPermutation(set.count, seed), loaderOptions) };
+  }
+  let { train: trainIndices, val: valIndices } = splitIndices(set.count, trainFraction, seed);
   if (limit !== undefined) {
     trainIndices = trainIndices.subarray(0, limit);
     valIndices = valIndices.subarray(0, Math.max(batchSize, Math.ceil(limit / 4)));
@@ -457,6 +456,23 @@ export async function loadNpyPairLoader(
     file.close();
     throw error;
   }
+}
+
+/**
+ * The study's train/validation split of `count` composites: a NumPy-compatible permutation of
+ * `seed`, its first `trunc(count * trainFraction)` entries for training (Python's `int()`), the
+ * rest for validation. {@linkcode getLoaders} splits this way.
+ *
+ * @returns image indices into the concatenated course files
+ */
+export function splitIndices(
+  count: number,
+  trainFraction: number,
+  seed: number,
+): { train: Int32Array; val: Int32Array } {
+  const permutation = legacyPermutation(count, seed);
+  const trainCount = Math.trunc(count * trainFraction);
+  return { train: permutation.subarray(0, trainCount), val: permutation.subarray(trainCount) };
 }
 
 /**

@@ -73,6 +73,8 @@ export interface PrepareContext {
   seed: number;
   /** The run's image cap (quick runs), if any. */
   limit?: number;
+  /** The run's data folder (its course files), where the recipe needs it. */
+  dataDir?: string;
   /** The run's validation loader. */
   val: BatchSource;
   /** Line printer. */

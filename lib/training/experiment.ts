@@ -341,6 +341,7 @@ async function prepareStage(
   await prepare(start.model, {
     seed: config.seed,
     limit: config.limit,
+    dataDir: config.dataDir,
     val: setup.val,
     log: setup.log,
     onBatchEnd: batchProgress(options),
