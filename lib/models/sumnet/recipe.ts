@@ -157,9 +157,6 @@ export const ROBUST_PRETRAIN: Readonly<Partial<PretrainOptions>> = Object.freeze
   effects: ROBUST_EFFECTS,
 });
 
-/** Digits in MNIST's training set. */
-const MNIST_TRAIN_COUNT = 60_000;
-
 /** The digits stage 1 pastes: `options.digits` or MNIST's training digits, less held-out ones. */
 async function stripDigits(
   context: PrepareContext,
@@ -211,9 +208,9 @@ export async function pretrainSumNet(
   const started = performance.now();
   log(
     `Stage 1: pretraining the cell classifier on ${options.epochs} x ${strips} strips of ` +
-      (digits.count === MNIST_TRAIN_COUNT && !options.digits
-        ? "MNIST training digits"
-        : `${digits.count} chosen MNIST training digits (${digits.name})`),
+      (options.digits || options.holdOutValidationDigits
+        ? `${digits.count} chosen MNIST training digits (${digits.name})`
+        : "MNIST training digits"),
   );
   const result = await trainModel(cellModel(model), { train: loader, val: context.val }, {
     task: "classification",
