@@ -126,13 +126,22 @@ Deno.test({
         batchSize: 32,
         dataDir: dir,
       });
+      const checkpointDir = join(dir, "sumnet_3");
       const result = await runExperiment(config, {
+        checkpointDir,
         progress: false,
         test: false,
         log: (line) => lines.push(line),
         prepareOptions: { epochs: 1, validationImages: 32, holdOutValidationDigits: true },
       });
       result.model.dispose();
+      // The checkpoint says what its stage 1 left out.
+      const meta = JSON.parse(await Deno.readTextFile(join(checkpointDir, "digitsum.json")));
+      assert.deepEqual(meta.prepareOptions, {
+        epochs: 1,
+        validationImages: 32,
+        holdOutValidationDigits: true,
+      });
       const log = lines.join("\n");
       assert.match(log, /leaves out the 240 MNIST digits of seed 3's validation composites/);
       assert.match(log, /strips of 59760 chosen MNIST training digits \(mnist-train without 240\)/);

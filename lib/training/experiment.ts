@@ -329,6 +329,23 @@ function logEstimate(setup: RunSetup, config: RunConfig, options: RunOptions): v
   );
 }
 
+/**
+ * The prepare stage's settings as a checkpoint records them (they change what was trained, e.g.
+ * `holdOutValidationDigits`): values as they are, a digit source by its name and count.
+ */
+function recordedPrepareOptions(
+  options: Readonly<Record<string, unknown>>,
+): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(options).map(([key, value]) => {
+      const source = value as { images?: unknown; count?: unknown; name?: unknown } | null;
+      return source?.images instanceof Uint8Array
+        ? [key, `${source.name ?? "digits"} (${source.count} digits)`]
+        : [key, value];
+    }),
+  );
+}
+
 /** The recipe's prepare stage (e.g. SumNet's MNIST pretraining), on a fresh run only. */
 async function prepareStage(
   start: RunStart,
@@ -515,6 +532,9 @@ export async function runExperiment(
       seconds,
       backend: backend.name,
       versions: backend.versions,
+      ...(options.prepareOptions
+        ? { prepareOptions: recordedPrepareOptions(options.prepareOptions) }
+        : {}),
     });
   }
   return {
