@@ -23,9 +23,10 @@ const LARGE = 60_000; // 403 MB of images
 /**
  * Most the peak memory may grow from SMALL to LARGE images. Reading the file whole would add at
  * least its extra 320 MiB of bytes (1,280 MiB as float32). A bounded reader's peak moves with
- * garbage collection timing: 30-70 MiB of growth measured from 10,000 to 40,000 and 80,000 images.
+ * garbage collection timing: 30-81 MiB of growth measured from 10,000 to 40,000, 60,000 and 80,000
+ * images (the peak levels off at about 255 MiB).
  */
-const MAX_GROWTH = 128 * 2 ** 20;
+const MAX_GROWTH = 160 * 2 ** 20;
 const PNGS = 300;
 
 Deno.test("predict and evaluate read a large .npy in bounded memory, and many PNGs at once in order", async () => {
