@@ -18,6 +18,7 @@ export * from "./io/safetensors.ts";
 // data/: the study's data
 export * from "./data/numpy_random.ts";
 export * from "./data/generate.ts";
+export * from "./data/provenance.ts";
 export * from "./data/batch.ts";
 export * from "./data/loader.ts";
 export * from "./data/strips.ts";
