@@ -5,7 +5,8 @@
  * {@linkcode synthesizeStrips} pastes random MNIST training digits into 40 x 168 strips with its
  * own, deliberately broad augmentation (independent of the data generator's layout): 2..5 digits,
  * each resized to a box of 22..40 px (ink about 16..29 px tall), at a random height, with random
- * gaps from overlapping to wide, sometimes starting or ending near a border. Each strip comes
+ * gaps from overlapping to wide, sometimes starting or ending near a border, and optionally turned
+ * and slanted ({@linkcode StripLayout.rotationMaxDeg}, {@linkcode StripLayout.shearMaxPct}). Each strip comes
  * with a per-cell target: the image is cut into {@linkcode NUM_CELLS} columns of
  * {@linkcode CELL_WIDTH} px, and a cell's target is the class of the digit whose box centre lies
  * in it, or {@linkcode NOTHING} (no digit centred there). The targets come from MNIST's labels
@@ -57,6 +58,10 @@ export interface StripLayout {
   aspectMinPct: number;
   /** Widest box width, in % of its height. */
   aspectMaxPct: number;
+  /** Largest rotation of a digit about its box centre, in degrees either way (0: upright). */
+  rotationMaxDeg: number;
+  /** Largest horizontal shear (slant) of a digit, in % of its height either way (0: none). */
+  shearMaxPct: number;
 }
 
 /** SumNet's pretraining augmentation. */
@@ -70,6 +75,8 @@ export const DEFAULT_STRIP_LAYOUT: Readonly<StripLayout> = Object.freeze({
   verticalOverhang: 3,
   aspectMinPct: 100,
   aspectMaxPct: 100,
+  rotationMaxDeg: 0,
+  shearMaxPct: 0,
 });
 
 /**
@@ -162,13 +169,37 @@ function randInt(rng: () => number, lo: number, hi: number): number {
   return lo + Math.floor(rng() * (hi - lo + 1));
 }
 
-/** Draws digit `index` of `source`, resized (bilinear) to its box, into a strip with max. */
+/**
+ * A digit's slant and turn: the output pixel at (u, v) px from the box centre reads the source
+ * at `[a * u + b * v, c * u + d * v]` before scaling (the inverse of rotation after shear).
+ */
+interface DigitWarp {
+  a: number;
+  b: number;
+  c: number;
+  d: number;
+}
+
+/** The inverse map of a rotation by `degrees` after a horizontal shear `shear` (dx = shear * dy). */
+function digitWarp(degrees: number, shear: number): DigitWarp {
+  const t = (degrees * Math.PI) / 180;
+  const cos = Math.cos(t);
+  const sin = Math.sin(t);
+  // forward = R(t) Sh(shear); inverse = Sh(-shear) R(-t) = [[1, -s], [0, 1]] [[cos, sin], [-sin, cos]]
+  return { a: cos + shear * sin, b: sin - shear * cos, c: -sin, d: cos };
+}
+
+/**
+ * Draws digit `index` of `source`, resized (bilinear) to its box and, given `warp`, turned and
+ * slanted about the box centre, into a strip with max.
+ */
 function pasteDigit(
   strip: Uint8Array,
   stripOffset: number,
   source: DigitSource,
   index: number,
   box: { x: number; y: number; width: number; height: number },
+  warp?: DigitWarp,
 ): void {
   const { x, y, width, height } = box;
   const base = index * MNIST_PIXELS;
@@ -176,6 +207,10 @@ function pasteDigit(
   const scaleX = MNIST_SIDE / width;
   const at = (r: number, c: number) =>
     r < 0 || r >= MNIST_SIDE || c < 0 || c >= MNIST_SIDE ? 0 : source.images[base + r * 28 + c];
+  if (warp) {
+    pasteWarped(strip, stripOffset, at, box, warp);
+    return;
+  }
   for (let oy = 0; oy < height; oy++) {
     const row = y + oy;
     if (row < 0 || row >= IMAGE_HEIGHT) continue;
@@ -192,6 +227,46 @@ function pasteDigit(
         (at(y0 + 1, x0) * (1 - wx) + at(y0 + 1, x0 + 1) * wx) * wy;
       const p = stripOffset + row * IMAGE_WIDTH + col;
       const value = Math.round(v);
+      if (value > strip[p]) strip[p] = value;
+    }
+  }
+}
+
+/** {@linkcode pasteDigit}'s warped case: bilinear reads through `warp`, in output px about the box centre. */
+function pasteWarped(
+  strip: Uint8Array,
+  stripOffset: number,
+  at: (r: number, c: number) => number,
+  box: { x: number; y: number; width: number; height: number },
+  warp: DigitWarp,
+): void {
+  const { x, y, width, height } = box;
+  const scaleY = MNIST_SIDE / height;
+  const scaleX = MNIST_SIDE / width;
+  const half = MNIST_SIDE / 2;
+  // A turned digit can reach past its box: draw over a margin of a quarter of the box each way.
+  const marginX = Math.ceil(width / 4);
+  const marginY = Math.ceil(height / 4);
+  for (let oy = -marginY; oy < height + marginY; oy++) {
+    const row = y + oy;
+    if (row < 0 || row >= IMAGE_HEIGHT) continue;
+    const v = oy + 0.5 - height / 2;
+    for (let ox = -marginX; ox < width + marginX; ox++) {
+      const col = x + ox;
+      if (col < 0 || col >= IMAGE_WIDTH) continue;
+      const u = ox + 0.5 - width / 2;
+      const sx = (warp.a * u + warp.b * v) * scaleX + half - 0.5;
+      const sy = (warp.c * u + warp.d * v) * scaleY + half - 0.5;
+      const x0 = Math.floor(sx);
+      const y0 = Math.floor(sy);
+      if (x0 < -1 || x0 >= MNIST_SIDE || y0 < -1 || y0 >= MNIST_SIDE) continue;
+      const wx = sx - x0;
+      const wy = sy - y0;
+      const value = Math.round(
+        (at(y0, x0) * (1 - wx) + at(y0, x0 + 1) * wx) * (1 - wy) +
+          (at(y0 + 1, x0) * (1 - wx) + at(y0 + 1, x0 + 1) * wx) * wy,
+      );
+      const p = stripOffset + row * IMAGE_WIDTH + col;
       if (value > strip[p]) strip[p] = value;
     }
   }
@@ -230,6 +305,7 @@ export function synthesizeStrips(source: DigitSource, options: StripOptions): St
   const rng = mulberry32(seed ^ 0x5eed5);
   // A stream of its own: the same seed places the same digits with or without effects.
   const effectRng = mulberry32(seed ^ 0xeffec7);
+  const warpRng = mulberry32(seed ^ 0x5a1a7);
   const images = new Uint8Array(count * IMAGE_SIZE);
   const targets = new Uint8Array(count * NUM_CELLS).fill(NOTHING);
   const centres: number[] = [];
@@ -268,12 +344,19 @@ export function synthesizeStrips(source: DigitSource, options: StripOptions): St
         ? layout.aspectMinPct
         : randInt(rng, layout.aspectMinPct, layout.aspectMaxPct);
       const width = Math.max(1, Math.round((size * aspect) / 100));
+      // From a stream of their own: the same seed places the same digits, turned or upright.
+      const warp = layout.rotationMaxDeg > 0 || layout.shearMaxPct > 0
+        ? digitWarp(
+          (2 * warpRng() - 1) * layout.rotationMaxDeg,
+          ((2 * warpRng() - 1) * layout.shearMaxPct) / 100,
+        )
+        : undefined;
       pasteDigit(images, n * IMAGE_SIZE, source, index, {
         x: Math.round(centre - width / 2),
         y: top,
         width,
         height: size,
-      });
+      }, warp);
       targets[n * NUM_CELLS + Math.floor(centre / CELL_WIDTH)] = source.labels[index];
     }
     if (effects.probability > 0) {
