@@ -5,8 +5,9 @@
  * {@linkcode synthesizeStrips} pastes random MNIST training digits into 40 x 168 strips with its
  * own, deliberately broad augmentation (independent of the data generator's layout): 2..5 digits,
  * each resized to a box of 22..40 px (ink about 16..29 px tall), at a random height, with random
- * gaps from overlapping to wide, sometimes starting or ending near a border, and optionally turned
- * and slanted ({@linkcode StripLayout.rotationMaxDeg}, {@linkcode StripLayout.shearMaxPct}). Each strip comes
+ * gaps from overlapping to wide, sometimes starting or ending near a border, and optionally turned,
+ * slanted and bent ({@linkcode StripLayout.rotationMaxDeg}, {@linkcode StripLayout.shearMaxPct},
+ * {@linkcode StripLayout.elasticPx}). Each strip comes
  * with a per-cell target: the image is cut into {@linkcode NUM_CELLS} columns of
  * {@linkcode CELL_WIDTH} px, and a cell's target is the class of the digit whose box centre lies
  * in it, or {@linkcode NOTHING} (no digit centred there). The targets come from MNIST's labels
@@ -62,6 +63,11 @@ export interface StripLayout {
   rotationMaxDeg: number;
   /** Largest horizontal shear (slant) of a digit, in % of its height either way (0: none). */
   shearMaxPct: number;
+  /**
+   * Largest elastic displacement, in MNIST px either way (0: none): each digit is bent by a smooth
+   * random field, drawn at 4 x 4 points over its 28 x 28 image and interpolated between them.
+   */
+  elasticPx: number;
 }
 
 /** SumNet's pretraining augmentation. */
@@ -77,6 +83,7 @@ export const DEFAULT_STRIP_LAYOUT: Readonly<StripLayout> = Object.freeze({
   aspectMaxPct: 100,
   rotationMaxDeg: 0,
   shearMaxPct: 0,
+  elasticPx: 0,
 });
 
 /**
@@ -178,6 +185,32 @@ interface DigitWarp {
   b: number;
   c: number;
   d: number;
+  /** Elastic field: `[ELASTIC_GRID, ELASTIC_GRID, 2]` (dx, dy) in MNIST px, or none. */
+  field?: Float32Array;
+}
+
+/** Points per side of the elastic field's grid over a 28 x 28 digit. */
+const ELASTIC_GRID = 4;
+
+/** A random elastic field of {@linkcode ELASTIC_GRID} x {@linkcode ELASTIC_GRID} (dx, dy), each in [-px, px]. */
+function elasticField(px: number, random: () => number): Float32Array {
+  const field = new Float32Array(ELASTIC_GRID * ELASTIC_GRID * 2);
+  for (let i = 0; i < field.length; i++) field[i] = (2 * random() - 1) * px;
+  return field;
+}
+
+/** The field's displacement (`axis` 0: dx, 1: dy) at MNIST coordinates (sx, sy), bilinear between its points. */
+function fieldAt(field: Float32Array, sx: number, sy: number, axis: number): number {
+  const step = (MNIST_SIDE - 1) / (ELASTIC_GRID - 1);
+  const gx = Math.min(ELASTIC_GRID - 1, Math.max(0, sx / step));
+  const gy = Math.min(ELASTIC_GRID - 1, Math.max(0, sy / step));
+  const x0 = Math.min(ELASTIC_GRID - 2, Math.floor(gx));
+  const y0 = Math.min(ELASTIC_GRID - 2, Math.floor(gy));
+  const wx = gx - x0;
+  const wy = gy - y0;
+  const f = (y: number, x: number) => field[(y * ELASTIC_GRID + x) * 2 + axis];
+  return (f(y0, x0) * (1 - wx) + f(y0, x0 + 1) * wx) * (1 - wy) +
+    (f(y0 + 1, x0) * (1 - wx) + f(y0 + 1, x0 + 1) * wx) * wy;
 }
 
 /** The inverse map of a rotation by `degrees` after a horizontal shear `shear` (dx = shear * dy). */
@@ -255,8 +288,13 @@ function pasteWarped(
       const col = x + ox;
       if (col < 0 || col >= IMAGE_WIDTH) continue;
       const u = ox + 0.5 - width / 2;
-      const sx = (warp.a * u + warp.b * v) * scaleX + half - 0.5;
-      const sy = (warp.c * u + warp.d * v) * scaleY + half - 0.5;
+      let sx = (warp.a * u + warp.b * v) * scaleX + half - 0.5;
+      let sy = (warp.c * u + warp.d * v) * scaleY + half - 0.5;
+      if (warp.field) {
+        const dx = fieldAt(warp.field, sx, sy, 0);
+        sy += fieldAt(warp.field, sx, sy, 1);
+        sx += dx;
+      }
       const x0 = Math.floor(sx);
       const y0 = Math.floor(sy);
       if (x0 < -1 || x0 >= MNIST_SIDE || y0 < -1 || y0 >= MNIST_SIDE) continue;
@@ -345,12 +383,13 @@ export function synthesizeStrips(source: DigitSource, options: StripOptions): St
         : randInt(rng, layout.aspectMinPct, layout.aspectMaxPct);
       const width = Math.max(1, Math.round((size * aspect) / 100));
       // From a stream of their own: the same seed places the same digits, turned or upright.
-      const warp = layout.rotationMaxDeg > 0 || layout.shearMaxPct > 0
+      const warp = layout.rotationMaxDeg > 0 || layout.shearMaxPct > 0 || layout.elasticPx > 0
         ? digitWarp(
           (2 * warpRng() - 1) * layout.rotationMaxDeg,
           ((2 * warpRng() - 1) * layout.shearMaxPct) / 100,
         )
         : undefined;
+      if (warp && layout.elasticPx > 0) warp.field = elasticField(layout.elasticPx, warpRng);
       pasteDigit(images, n * IMAGE_SIZE, source, index, {
         x: Math.round(centre - width / 2),
         y: top,
