@@ -25,12 +25,16 @@ import {
   explainBatch,
   explainImage,
   logSumDistribution,
+  makeView,
   MeanOverViews,
   rollAndRestyle,
   rollAtEmptyColumn,
+  rollAtEmptyRow,
   rollAtGaps,
   SumCombine,
+  type TestView,
   TestViews,
+  zoomAtInk,
 } from "../lib/models/sumnet/mod.ts";
 import { evaluateAccuracy, predictBatch } from "../lib/training/train.ts";
 import { runExperiment, studyConfig } from "../lib/training/experiment.ts";
@@ -187,6 +191,119 @@ Deno.test("TestViews and MeanOverViews average the views at inference only", () 
   expected.dataSync().forEach((v, i) => assert.ok(Math.abs(v - got[i]) < 1e-4, `[${i}]`));
   assert.deepEqual([...trained.dataSync()], [...perView[0].dataSync()]);
   tf.dispose([x, trained, inferred, mean, expected, ...perView]);
+});
+
+Deno.test("TestViews averages zoomed and vertically rolled views too", () => {
+  const views: TestView[] = [{}, { rise: 2 }, { zoom: 1.2 }, { zoom: 1.1, rise: -2, shift: 4 }];
+  const input = tf.input({ shape: [40, 168, 1] });
+  const viewed = new TestViews({ views }).apply(input) as tf.SymbolicTensor;
+  const flat = tf.layers.flatten().apply(viewed) as tf.SymbolicTensor;
+  const logits = tf.layers.dense({ units: 37, kernelInitializer: "glorotNormal" })
+    .apply(flat) as tf.SymbolicTensor;
+  const probs = tf.layers.activation({ activation: "softmax" }).apply(logits);
+  const logged = new SumLog().apply(probs) as tf.SymbolicTensor;
+  const output = new MeanOverViews({ views }).apply(logged) as tf.SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: output });
+  // Ink in rows 10..29 and columns 40..119 only, so every view has room to move it.
+  const x = tf.tidy(() =>
+    tf.randomUniform([2, 20, 80, 1], 0, 1, "float32", 7).mul(
+      tf.randomUniform([2, 20, 80, 1], 0, 1, "float32", 8).greater(0.8),
+    ).pad([[0, 0], [10, 10], [40, 48], [0, 0]])
+  ) as tf.Tensor4D;
+  const inferred = model.apply(x, { training: false }) as tf.Tensor;
+  const single = tf.model({ inputs: input, outputs: logged });
+  const perView = views.map((v) => {
+    const image = makeView(x, v);
+    const out = single.apply(image, { training: true }) as tf.Tensor;
+    image.dispose();
+    return out;
+  });
+  const mean = tf.stack(perView).mean(0);
+  const expected = mean.sub(mean.logSumExp(1, true));
+  const got = inferred.dataSync();
+  expected.dataSync().forEach((v, i) => assert.ok(Math.abs(v - got[i]) < 1e-4, `[${i}]`));
+  // The views differ from each other (a view that did nothing would leave them equal).
+  for (let k = 1; k < views.length; k++) {
+    const diff = perView[k].sub(perView[0]).abs().max().dataSync()[0];
+    assert.ok(diff > 1e-3, `view ${JSON.stringify(views[k])} changed nothing`);
+  }
+  // Config: views with a rise or a zoom are written as `views`; rolls only as `shifts`, as the
+  // checkpoints of earlier versions have them, so those files load and save unchanged.
+  const config = model.getLayer(viewed.sourceLayer.name).getConfig();
+  assert.deepEqual(config.views, views);
+  assert.equal(config.shifts, undefined);
+  const rolls = new TestViews({ shifts: [0, 2, -2] });
+  assert.deepEqual(rolls.getConfig().shifts, [0, 2, -2]);
+  assert.equal(rolls.getConfig().views, undefined);
+  assert.throws(() => new TestViews({ views: [{ zoom: 0.5 }] }), /invalid view/);
+  assert.throws(() => new TestViews({ views: [{ rise: 1.5 }] }), /invalid view/);
+  tf.dispose([x, inferred, mean, expected, ...perView]);
+});
+
+Deno.test("rollAtEmptyRow() rolls each image down or up at an empty row", () => {
+  const h = 40, w = 168;
+  const images = new Float32Array(2 * h * w);
+  // Image 0: ink in rows 5..30; image 1: ink in every row (no seam: left as it is).
+  for (let r = 5; r <= 30; r++) images[r * w + 50] = 1 + r;
+  for (let r = 0; r < h; r++) images[h * w + r * w + 60] = 1 + r;
+  const x = tf.tensor4d(images, [2, h, w, 1]);
+  const down = rollAtEmptyRow(x, 3);
+  const up = rollAtEmptyRow(x, -3);
+  const column = (t: tf.Tensor, n: number, c: number) => {
+    const data = t.dataSync();
+    return Array.from({ length: h }, (_, r) => data[n * h * w + r * w + c]);
+  };
+  const rolled = (d: number) =>
+    Array.from({ length: h }, (_, r) => column(x, 0, 50)[(((r - d) % h) + h) % h]);
+  assert.deepEqual(column(down, 0, 50), rolled(3));
+  assert.deepEqual(column(up, 0, 50), rolled(-3));
+  assert.deepEqual(column(down, 1, 60), column(x, 1, 60));
+  tf.dispose([x, down, up]);
+});
+
+Deno.test("zoomAtInk() enlarges the ink about its centre and never cuts it", () => {
+  const h = 40, w = 168;
+  const images = new Float32Array(3 * h * w);
+  // Image 0: a 10 x 20 block of ink at rows 5..14, columns 100..119. Image 1: ink from the first
+  // to the last column (no room to zoom across). Image 2: empty.
+  for (let r = 5; r < 15; r++) for (let c = 100; c < 120; c++) images[r * w + c] = 1;
+  for (let c = 0; c < w; c++) images[h * w + 20 * w + c] = 1;
+  const x = tf.tensor4d(images, [3, h, w, 1]);
+  const zoomed = zoomAtInk(x, 1.5);
+  const data = zoomed.dataSync();
+  /** Rows and columns holding ink above half, and the total ink, of image n. */
+  const box = (values: ArrayLike<number>, n: number) => {
+    let r0 = h, r1 = -1, c0 = w, c1 = -1, ink = 0;
+    for (let r = 0; r < h; r++) {
+      for (let c = 0; c < w; c++) {
+        const v = values[n * h * w + r * w + c];
+        ink += v;
+        if (v > 0.5) {
+          [r0, r1, c0, c1] = [Math.min(r0, r), Math.max(r1, r), Math.min(c0, c), Math.max(c1, c)];
+        }
+      }
+    }
+    return {
+      rows: r1 - r0 + 1,
+      cols: c1 - c0 + 1,
+      rowCentre: (r0 + r1) / 2,
+      colCentre: (c0 + c1) / 2,
+      ink,
+    };
+  };
+  const block = box(data, 0);
+  assert.ok(
+    Math.abs(block.rows - 15) <= 1 && Math.abs(block.cols - 30) <= 1,
+    JSON.stringify(block),
+  );
+  // Moved to the image's centre.
+  assert.ok(Math.abs(block.rowCentre - 19.5) <= 1 && Math.abs(block.colCentre - 83.5) <= 1);
+  // The full-width line is squeezed by a pixel at each end to keep its box inside, not cut.
+  const line = box(data, 1);
+  assert.ok(line.cols >= w - 2 && line.cols <= w, `line spans ${line.cols} columns`);
+  assert.equal(box(data, 2).ink, 0);
+  assert.throws(() => zoomAtInk(x, 0.9), /at least 1/);
+  tf.dispose([x, zoomed]);
 });
 
 /** Natural log as a layer (test helper). */

@@ -310,23 +310,122 @@ export function rollAtEmptyColumn(x: tf.Tensor4D, shift: number): tf.Tensor4D {
   });
 }
 
+/**
+ * Rolls every image of `x` cyclically by about `rise` px down (up when negative): by the smallest
+ * `k >= |rise|` whose seam row is empty, so no digit is cut; not at all when no row is empty
+ * (the rows' version of {@linkcode rollAtEmptyColumn}). Tensor ops only.
+ *
+ * @param x `[b, h, w, 1]` images (background exactly 0)
+ * @param rise signed shift in px
+ * @returns a new `[b, h, w, 1]` tensor
+ */
+export function rollAtEmptyRow(x: tf.Tensor4D, rise: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const turned = x.transpose([0, 2, 1, 3]) as tf.Tensor4D; // [b, w, h, 1]
+    return rollAtEmptyColumn(turned, rise).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+  });
+}
+
+/** First and last index (float) of the non-zero entries of each row of `occupied` `[b, n]`, and whether there are any. */
+function extent(
+  occupied: tf.Tensor2D,
+): { first: tf.Tensor1D; last: tf.Tensor1D; any: tf.Tensor1D } {
+  const n = occupied.shape[1];
+  const first = occupied.mul(tf.range(n, 0, -1)).argMax(1).toFloat() as tf.Tensor1D;
+  const last = occupied.mul(tf.range(1, n + 1)).argMax(1).toFloat() as tf.Tensor1D;
+  return { first, last, any: occupied.max(1).greater(0) as tf.Tensor1D };
+}
+
+/**
+ * Zooms every image of `x` by `zoom` about the centre of its ink (bilinear, `cropAndResize`), less
+ * where the ink would not fit: the ink's box (plus a pixel) always stays inside the image, so no
+ * digit is cut. An image without ink is left as it is. Tensor ops only.
+ *
+ * @param x `[b, h, w, 1]` images (background exactly 0)
+ * @param zoom at least 1 (1: only moves the ink's centre to the image's centre)
+ * @returns a new `[b, h, w, 1]` tensor
+ */
+export function zoomAtInk(x: tf.Tensor4D, zoom: number): tf.Tensor4D {
+  if (!(zoom >= 1)) throw new RangeError(`zoomAtInk: zoom must be at least 1, got ${zoom}`);
+  return tf.tidy(() => {
+    const [b, h, w] = x.shape;
+    /** Zoom and centre along one axis of `n` pixels, in `cropAndResize`'s 0..1 coordinates. */
+    const axis = (occupied: tf.Tensor2D, n: number) => {
+      const { first, last, any } = extent(occupied);
+      const fits = tf.scalar(n - 1).div(last.sub(first).add(2).maximum(1));
+      const scale = tf.where(any, fits.minimum(zoom), tf.onesLike(fits));
+      const centre = tf.where(any, first.add(last).div(2 * (n - 1)), tf.fill([b], 0.5));
+      const half = tf.scalar(0.5).div(scale);
+      return { lo: centre.sub(half), hi: centre.add(half) };
+    };
+    const rows = axis(x.sum([2, 3]).greater(0).toFloat() as tf.Tensor2D, h); // ink per row [b, h]
+    const cols = axis(x.sum([1, 3]).greater(0).toFloat() as tf.Tensor2D, w); // ink per column [b, w]
+    const boxes = tf.stack([rows.lo, cols.lo, rows.hi, cols.hi], 1) as tf.Tensor2D; // [b, 4]
+    const index = tf.range(0, b, 1, "int32") as tf.Tensor1D;
+    return tf.image.cropAndResize(x, boxes, index, [h, w], "bilinear", 0) as tf.Tensor4D;
+  });
+}
+
+/**
+ * One test-time view of an image: zoomed by `zoom` about its ink ({@linkcode zoomAtInk}), then
+ * rolled `rise` px down ({@linkcode rollAtEmptyRow}) and `shift` px right
+ * ({@linkcode rollAtEmptyColumn}). Every part defaults to none.
+ */
+export interface TestView {
+  /** Horizontal roll (px, right when positive). */
+  shift?: number;
+  /** Vertical roll (px, down when positive). */
+  rise?: number;
+  /** Zoom about the ink's centre (at least 1). */
+  zoom?: number;
+}
+
+/**
+ * The view `view` of every image of `x` (a new tensor; the identity view is a copy).
+ *
+ * @param x `[b, h, w, 1]` images (background exactly 0)
+ * @param view zoom, then vertical, then horizontal roll
+ * @returns `[b, h, w, 1]`
+ */
+export function makeView(x: tf.Tensor4D, view: TestView): tf.Tensor4D {
+  return tf.tidy(() => {
+    let y = view.zoom !== undefined && view.zoom !== 1 ? zoomAtInk(x, view.zoom) : x;
+    if (view.rise) y = rollAtEmptyRow(y, view.rise);
+    if (view.shift) y = rollAtEmptyColumn(y, view.shift);
+    return y === x ? x.clone() : y;
+  });
+}
+
 /** Config of {@linkcode TestViews} and {@linkcode MeanOverViews}. */
 export interface TestViewsConfig {
-  /** Horizontal shifts (px) of the views at inference, the first normally 0. */
+  /** The views at inference, the first normally the image as it is. */
+  views?: TestView[];
+  /** Horizontal-roll-only views (px), as checkpoints before zoomed views wrote them. */
   shifts?: number[];
   name?: string;
 }
 
+/** Checks a view list read from a config or given by a caller. */
+function checkViews(views: TestView[]): TestView[] {
+  for (const view of views) {
+    const ok = typeof view === "object" && view !== null &&
+      [view.shift, view.rise].every((v) => v === undefined || Number.isInteger(v)) &&
+      (view.zoom === undefined || view.zoom >= 1);
+    if (!ok) throw new RangeError(`TestViews: invalid view ${JSON.stringify(view)}`);
+  }
+  return views.map((v) => ({ ...v }));
+}
+
 /**
  * A layer that is the identity in training and, at inference, works on the test-time views given
- * by `shifts` (one view: always the identity).
+ * by `views` (or `shifts`; one view: always the identity).
  */
 abstract class ViewsLayer extends tf.layers.Layer {
-  readonly shifts: number[];
+  readonly views: TestView[];
 
   constructor(config: TestViewsConfig = {}) {
     super({ name: config.name });
-    this.shifts = config.shifts ?? [0];
+    this.views = checkViews(config.views ?? (config.shifts ?? [0]).map((shift) => ({ shift })));
   }
 
   /** What the layer does at inference with more than one view. */
@@ -334,19 +433,22 @@ abstract class ViewsLayer extends tf.layers.Layer {
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    if (kwargs?.training || this.shifts.length <= 1) return x.clone();
+    if (kwargs?.training || this.views.length <= 1) return x.clone();
     return tf.tidy(() => this.atInference(x));
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), shifts: this.shifts };
+    // Horizontal rolls only: written as `shifts`, as before, so such checkpoints stay as they were.
+    const rollsOnly = this.views.every((v) => !v.rise && (v.zoom === undefined || v.zoom === 1));
+    return rollsOnly
+      ? { ...super.getConfig(), shifts: this.views.map((v) => v.shift ?? 0) }
+      : { ...super.getConfig(), views: this.views as unknown as tf.serialization.ConfigDictArray };
   }
 }
 
 /**
- * Layer: at inference, stacks each image with copies of itself rolled at empty columns by the
- * given shifts (`[b, ...]` -> `[views * b, ...]`, view-major); in training it passes the batch
- * through. With {@linkcode MeanOverViews} at the end this is test-time augmentation inside the
+ * Layer: at inference, stacks each image with its other views ({@linkcode makeView}:
+ * `[b, ...]` -> `[views * b, ...]`, view-major); in training it passes the batch through. With {@linkcode MeanOverViews} at the end this is test-time augmentation inside the
  * model: `evaluate`, `predict` and the sweep all get it.
  */
 export class TestViews extends ViewsLayer {
@@ -355,7 +457,7 @@ export class TestViews extends ViewsLayer {
 
   protected atInference(x: tf.Tensor): tf.Tensor {
     const images = x as tf.Tensor4D;
-    return tf.concat(this.shifts.map((s) => s === 0 ? images : rollAtEmptyColumn(images, s)), 0);
+    return tf.concat(this.views.map((view) => makeView(images, view)), 0);
   }
 }
 
@@ -368,7 +470,7 @@ export class MeanOverViews extends ViewsLayer {
   static className = "MeanOverViews";
 
   protected atInference(x: tf.Tensor): tf.Tensor {
-    const views = this.shifts.length;
+    const views = this.views.length;
     const [n, k] = x.shape; // [views * b, k]
     const mean = x.reshape([views, n / views, k]).mean(0); // [b, k]
     return mean.sub(mean.logSumExp(1, true));

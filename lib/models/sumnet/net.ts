@@ -20,7 +20,14 @@ import * as tf from "@tensorflow/tfjs";
 import { IMAGE_HEIGHT, IMAGE_WIDTH, NUM_DIGITS } from "../../constants.ts";
 import { CELL_WIDTH, NUM_CELL_CLASSES } from "../../data/strips.ts";
 import type { BuildOptions } from "../registry.ts";
-import { CELL_LOGITS_LAYER, MeanOverViews, registerLayers, SumCombine, TestViews } from "./core.ts";
+import {
+  CELL_LOGITS_LAYER,
+  MeanOverViews,
+  registerLayers,
+  SumCombine,
+  type TestView,
+  TestViews,
+} from "./core.ts";
 
 registerLayers();
 
@@ -54,11 +61,28 @@ export const DEFAULT_WIDTHS: Readonly<SumNetWidths> = Object.freeze({
 });
 
 /**
- * The shipped test-time views: the image, and the image rolled by a quarter and by half a cell
- * (2 and 4 px) each way, so each digit is read with its centre at several places relative to the
- * cell borders (chosen on the validation split; see docs/BEYOND.md).
+ * The test-time views of a new SumNet: the image; the image rolled by a quarter and by half a
+ * cell (2 and 4 px) each way, so each digit is read with its centre at several places relative to
+ * the cell borders; rolled 2 px up and down; and zoomed 1.1 and 1.2 times about its ink. Chosen on
+ * the validation split with two models whose stage 1 never saw the validation digits (see
+ * docs/BEYOND.md, "Test-time views, fifth round").
  */
-export const DEFAULT_TEST_SHIFTS: readonly number[] = Object.freeze([0, 2, -2, 4, -4]);
+export const DEFAULT_TEST_VIEWS: readonly Readonly<TestView>[] = Object.freeze([
+  {},
+  { shift: 2 },
+  { shift: -2 },
+  { shift: 4 },
+  { shift: -4 },
+  { rise: 2 },
+  { rise: -2 },
+  { zoom: 1.1 },
+  { zoom: 1.2 },
+]);
+
+/** The five horizontal rolls the shipped SumNets of the fourth round and before were built with. */
+export const ROLL_TEST_VIEWS: readonly Readonly<TestView>[] = Object.freeze(
+  [0, 2, -2, 4, -4].map((shift) => ({ shift })),
+);
 
 /** Whether the 3 x 3 stages use batch normalisation. */
 const DEFAULT_BATCH_NORM = false;
@@ -79,8 +103,8 @@ export function buildSumNet(
   options: BuildOptions & {
     widths?: Partial<SumNetWidths>;
     batchNorm?: boolean;
-    /** Test-time views (default {@linkcode DEFAULT_TEST_SHIFTS}; `[0]` for none). */
-    testShifts?: readonly number[];
+    /** Test-time views (default {@linkcode DEFAULT_TEST_VIEWS}; `[{}]` for none). */
+    testViews?: readonly Readonly<TestView>[];
   } = {},
 ): tf.LayersModel {
   const h = options.inputHeight ?? IMAGE_HEIGHT;
@@ -90,9 +114,9 @@ export function buildSumNet(
   }
   const widths = { ...DEFAULT_WIDTHS, ...options.widths };
   const input = tf.input({ shape: [h, w, 1], name: "image" }); // [b, 40, 168, 1]
-  const shifts = [...(options.testShifts ?? DEFAULT_TEST_SHIFTS)];
+  const views = (options.testViews ?? DEFAULT_TEST_VIEWS).map((v) => ({ ...v }));
   // [views * b, 40, 168, 1] at inference, [b, 40, 168, 1] in training
-  let x = new TestViews({ shifts, name: "test_views" }).apply(input) as tf.SymbolicTensor;
+  let x = new TestViews({ views, name: "test_views" }).apply(input) as tf.SymbolicTensor;
   const batchNorm = options.batchNorm ?? DEFAULT_BATCH_NORM;
   const last = widths.stages.length - 1;
   if (widths.spaceToDepth) {
@@ -153,7 +177,7 @@ export function buildSumNet(
   }).apply(x) as tf.SymbolicTensor; // [b, 1, 21, 11]
   const sums = new SumCombine({ count: NUM_DIGITS, name: "sum_distribution" })
     .apply(logits) as tf.SymbolicTensor; // [views * b, 37]
-  const output = new MeanOverViews({ shifts, name: "mean_over_views" })
+  const output = new MeanOverViews({ views, name: "mean_over_views" })
     .apply(sums) as tf.SymbolicTensor; // [b, 37]
   return tf.model({ inputs: input, outputs: output, name: "sumnet" });
 }
