@@ -1,0 +1,93 @@
+/**
+ * `deno run -A tools/set_test_views.ts <checkpoint> [--views default|rolls] [--dry-run]`
+ *
+ * Gives a trained SumNet checkpoint other test-time views without touching its weights: the model
+ * is built again with {@linkcode DEFAULT_TEST_VIEWS} (nine views) or {@linkcode ROLL_TEST_VIEWS}
+ * (the five horizontal rolls of the fourth round and before), the weights are copied over, the
+ * validation, training (first 6,016) and held-out test splits are scored again the way
+ * `deno task train` scores them, and the checkpoint is written back atomically with those scores
+ * in `digitsum.json` (`accuracy`) and the scores it had before in `accuracyBefore`. The views
+ * only change inference: `weights.bin` stays byte for byte the same. `--dry-run` only prints the
+ * scores.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { runMain } from "../lib/cli/args.ts";
+import { firstImages } from "../lib/data/batch.ts";
+import { getLoaders, loadTestLoader } from "../lib/data/loader.ts";
+import { registerCustomLayers } from "../lib/models/mod.ts";
+import {
+  buildSumNet,
+  DEFAULT_TEST_VIEWS,
+  ROLL_TEST_VIEWS,
+  SUMNET_RECIPE,
+} from "../lib/models/sumnet/mod.ts";
+import { initBackend } from "../lib/runtime/backend.ts";
+import { loadCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
+import { evaluateAccuracy } from "../lib/training/train.ts";
+
+const USAGE =
+  "Usage: deno run -A tools/set_test_views.ts <checkpoint> [--views default|rolls] [--dry-run]";
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      views: { type: "string", default: "default" },
+      "dry-run": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help || positionals.length !== 1) {
+    console.log(USAGE);
+    Deno.exit(values.help ? 0 : 2);
+  }
+  const dir = positionals[0];
+  const views = { default: DEFAULT_TEST_VIEWS, rolls: ROLL_TEST_VIEWS }[values.views!];
+  if (!views) throw new Error(`--views: expected default or rolls, got '${values.views}'`);
+  const backend = await initBackend();
+  registerCustomLayers();
+  const { model: trained, meta } = await loadCheckpoint(dir);
+  if (!meta.kind.startsWith("sumnet")) {
+    throw new Error(`Cannot set test views of ${dir}: it holds a ${meta.kind}, not a SumNet`);
+  }
+  const model = buildSumNet({ testViews: views });
+  const weights = trained.getWeights();
+  model.setWeights(weights);
+  const config = (meta.config ?? {}) as { seed?: number; dataDir?: string; batchSize?: number };
+  const batchSize = config.batchSize ?? 64;
+  console.log(`${dir}: ${views.length} test-time views ${JSON.stringify(views)}`);
+  const { train, val } = await getLoaders(0.8, batchSize, {
+    seed: config.seed,
+    dataDir: config.dataDir,
+  });
+  const score = async (name: string, loader: Parameters<typeof evaluateAccuracy>[1]) => {
+    const started = performance.now();
+    const r = await evaluateAccuracy(model, loader, "classification");
+    const seconds = (performance.now() - started) / 1000;
+    console.log(
+      `  ${name}: ${r.accuracy.toFixed(2)}% (${r.correct} / ${r.total}), ${seconds.toFixed(1)} s`,
+    );
+    return { correct: r.correct, total: r.total, accuracy: r.accuracy };
+  };
+  const accuracy = {
+    train: await score("training", firstImages(train, SUMNET_RECIPE.trainAccuracyImages!)),
+    val: await score("validation", val),
+    test: await score(
+      "held-out test",
+      await loadTestLoader(batchSize, { dataDir: config.dataDir }),
+    ),
+  };
+  console.log(`  on ${backend.name}; before: ${JSON.stringify(meta.accuracy)}`);
+  if (values["dry-run"]) return;
+  await saveCheckpoint(dir, model, {
+    ...meta,
+    accuracy,
+    accuracyBefore: meta.accuracyBefore ?? meta.accuracy,
+  });
+  console.log(`Wrote ${dir}`);
+}
+
+if (import.meta.main) await runMain("set_test_views", main);
