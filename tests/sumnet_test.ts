@@ -34,6 +34,7 @@ import {
   SumCombine,
   type TestView,
   TestViews,
+  type TestViewsConfig,
   zoomAtInk,
 } from "../lib/models/sumnet/mod.ts";
 import { evaluateAccuracy, predictBatch } from "../lib/training/train.ts";
@@ -163,17 +164,30 @@ Deno.test("rollAtEmptyColumn() rolls at the nearest empty seam and never cuts a 
   x.dispose();
 });
 
-Deno.test("TestViews and MeanOverViews average the views at inference only", () => {
-  const shifts = [0, 4, -4];
+/**
+ * A small model with test-time views around a dense head (test helper): `model` averages the
+ * views at inference; `single` is the same weights without `MeanOverViews` (one view per call);
+ * `views` is the `TestViews` layer.
+ */
+function viewsProbe(config: TestViewsConfig) {
   const input = tf.input({ shape: [40, 168, 1] });
-  const views = new TestViews({ shifts }).apply(input) as tf.SymbolicTensor;
-  const flat = tf.layers.flatten().apply(views) as tf.SymbolicTensor;
+  const views = new TestViews(config);
+  const flat = tf.layers.flatten().apply(views.apply(input)) as tf.SymbolicTensor;
   const logits = tf.layers.dense({ units: 37, kernelInitializer: "glorotNormal" })
     .apply(flat) as tf.SymbolicTensor;
-  const logProbs = tf.layers.activation({ activation: "softmax" }).apply(logits);
-  const logged = new SumLog().apply(logProbs) as tf.SymbolicTensor;
-  const output = new MeanOverViews({ shifts }).apply(logged) as tf.SymbolicTensor;
-  const model = tf.model({ inputs: input, outputs: output });
+  const probs = tf.layers.activation({ activation: "softmax" }).apply(logits);
+  const logged = new SumLog().apply(probs) as tf.SymbolicTensor;
+  const output = new MeanOverViews(config).apply(logged) as tf.SymbolicTensor;
+  return {
+    model: tf.model({ inputs: input, outputs: output }),
+    single: tf.model({ inputs: input, outputs: logged }),
+    views,
+  };
+}
+
+Deno.test("TestViews and MeanOverViews average the views at inference only", () => {
+  const shifts = [0, 4, -4];
+  const { model, single } = viewsProbe({ shifts });
   const x = tf.randomUniform([2, 40, 168, 1], 0, 1, "float32", 5)
     .mul(tf.randomUniform([2, 40, 168, 1], 0, 1, "float32", 6).greater(0.9)) as tf.Tensor4D;
   const trained = model.apply(x, { training: true }) as tf.Tensor;
@@ -181,7 +195,6 @@ Deno.test("TestViews and MeanOverViews average the views at inference only", () 
   assert.deepEqual(trained.shape, [2, 37]);
   assert.deepEqual(inferred.shape, [2, 37]);
   // Expected: the normalised mean of each view's log-probabilities through the same weights.
-  const single = tf.model({ inputs: input, outputs: logged });
   const perView = shifts.map((s) =>
     single.apply(s === 0 ? x : rollAtEmptyColumn(x, s), { training: true }) as tf.Tensor
   );
@@ -195,15 +208,7 @@ Deno.test("TestViews and MeanOverViews average the views at inference only", () 
 
 Deno.test("TestViews averages zoomed and vertically rolled views too", () => {
   const views: TestView[] = [{}, { rise: 2 }, { zoom: 1.2 }, { zoom: 1.1, rise: -2, shift: 4 }];
-  const input = tf.input({ shape: [40, 168, 1] });
-  const viewed = new TestViews({ views }).apply(input) as tf.SymbolicTensor;
-  const flat = tf.layers.flatten().apply(viewed) as tf.SymbolicTensor;
-  const logits = tf.layers.dense({ units: 37, kernelInitializer: "glorotNormal" })
-    .apply(flat) as tf.SymbolicTensor;
-  const probs = tf.layers.activation({ activation: "softmax" }).apply(logits);
-  const logged = new SumLog().apply(probs) as tf.SymbolicTensor;
-  const output = new MeanOverViews({ views }).apply(logged) as tf.SymbolicTensor;
-  const model = tf.model({ inputs: input, outputs: output });
+  const { model, single, views: layer } = viewsProbe({ views });
   // Ink in rows 10..29 and columns 40..119 only, so every view has room to move it.
   const x = tf.tidy(() =>
     tf.randomUniform([2, 20, 80, 1], 0, 1, "float32", 7).mul(
@@ -211,7 +216,6 @@ Deno.test("TestViews averages zoomed and vertically rolled views too", () => {
     ).pad([[0, 0], [10, 10], [40, 48], [0, 0]])
   ) as tf.Tensor4D;
   const inferred = model.apply(x, { training: false }) as tf.Tensor;
-  const single = tf.model({ inputs: input, outputs: logged });
   const perView = views.map((v) => {
     const image = makeView(x, v);
     const out = single.apply(image, { training: true }) as tf.Tensor;
@@ -229,7 +233,7 @@ Deno.test("TestViews averages zoomed and vertically rolled views too", () => {
   }
   // Config: views with a rise or a zoom are written as `views`; rolls only as `shifts`, as the
   // checkpoints of earlier versions have them, so those files load and save unchanged.
-  const config = model.getLayer(viewed.sourceLayer.name).getConfig();
+  const config = layer.getConfig();
   assert.deepEqual(config.views, views);
   assert.equal(config.shifts, undefined);
   const rolls = new TestViews({ shifts: [0, 2, -2] });
