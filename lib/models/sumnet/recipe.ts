@@ -310,8 +310,8 @@ export async function rollAndRestyle(x: tf.Tensor4D): Promise<tf.Tensor4D> {
 /**
  * SumNet's recipe for `runExperiment`: MNIST pretraining ({@linkcode PRETRAIN_DEFAULTS}), then a
  * short, gentle cosine run on the sums. Per-epoch validation uses the first 2,048 validation images
- * and the final training accuracy the first 6,000 training images (inference reads each image five
- * times); the final validation and test figures cover their whole splits.
+ * and the final training accuracy the first 6,000 training images (inference reads each image nine
+ * times, `DEFAULT_TEST_VIEWS`); the final validation and test figures cover their whole splits.
  */
 export const SUMNET_RECIPE: TrainingRecipe = {
   epochs: 4,
