@@ -15,18 +15,11 @@
 
 import { parseArgs } from "node:util";
 import { runMain } from "../lib/cli/args.ts";
-import { firstImages } from "../lib/data/batch.ts";
-import { getLoaders, loadTestLoader } from "../lib/data/loader.ts";
 import { registerCustomLayers } from "../lib/models/mod.ts";
-import {
-  buildSumNet,
-  DEFAULT_TEST_VIEWS,
-  ROLL_TEST_VIEWS,
-  SUMNET_RECIPE,
-} from "../lib/models/sumnet/mod.ts";
+import { buildSumNet, DEFAULT_TEST_VIEWS, ROLL_TEST_VIEWS } from "../lib/models/sumnet/mod.ts";
 import { initBackend } from "../lib/runtime/backend.ts";
 import { loadCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
-import { evaluateAccuracy } from "../lib/training/train.ts";
+import { type RunConfig, scoreSplits } from "../lib/training/experiment.ts";
 
 const USAGE =
   "Usage: deno run -A tools/set_test_views.ts <checkpoint> [--views default|rolls] [--dry-run]";
@@ -50,37 +43,18 @@ async function main(): Promise<void> {
   const backend = await initBackend();
   registerCustomLayers();
   const { model: trained, meta } = await loadCheckpoint(dir);
-  if (!meta.kind.startsWith("sumnet")) {
-    throw new Error(`Cannot set test views of ${dir}: it holds a ${meta.kind}, not a SumNet`);
-  }
-  const model = buildSumNet({ testViews: views });
-  const weights = trained.getWeights();
-  model.setWeights(weights);
-  const config = (meta.config ?? {}) as { seed?: number; dataDir?: string; batchSize?: number };
-  const batchSize = config.batchSize ?? 64;
-  console.log(`${dir}: ${views.length} test-time views ${JSON.stringify(views)}`);
-  const { train, val } = await getLoaders(0.8, batchSize, {
-    seed: config.seed,
-    dataDir: config.dataDir,
-  });
-  const score = async (name: string, loader: Parameters<typeof evaluateAccuracy>[1]) => {
-    const started = performance.now();
-    const r = await evaluateAccuracy(model, loader, "classification");
-    const seconds = (performance.now() - started) / 1000;
-    console.log(
-      `  ${name}: ${r.accuracy.toFixed(2)}% (${r.correct} / ${r.total}), ${seconds.toFixed(1)} s`,
+  if (!trained.layers.some((layer) => layer.getClassName() === "TestViews")) {
+    throw new Error(
+      `Cannot set test views of ${dir}: its ${meta.kind} model has no TestViews layer`,
     );
-    return { correct: r.correct, total: r.total, accuracy: r.accuracy };
-  };
-  const accuracy = {
-    train: await score("training", firstImages(train, SUMNET_RECIPE.trainAccuracyImages!)),
-    val: await score("validation", val),
-    test: await score(
-      "held-out test",
-      await loadTestLoader(batchSize, { dataDir: config.dataDir }),
-    ),
-  };
-  console.log(`  on ${backend.name}; before: ${JSON.stringify(meta.accuracy)}`);
+  }
+  if (!meta.config) throw new Error(`Cannot score ${dir}: its digitsum.json records no run config`);
+  const model = buildSumNet({ testViews: views });
+  model.setWeights(trained.getWeights());
+  console.log(`${dir}: ${views.length} test-time views ${JSON.stringify(views)}`);
+  // The splits scored exactly as `deno task train` scores them at the end of its run.
+  const accuracy = await scoreSplits(model, meta.config as RunConfig);
+  console.log(`on ${backend.name}; before: ${JSON.stringify(meta.accuracy)}`);
   if (values["dry-run"]) return;
   await saveCheckpoint(dir, model, {
     ...meta,

@@ -222,9 +222,21 @@ function digitWarp(degrees: number, shear: number): DigitWarp {
   return { a: cos + shear * sin, b: sin - shear * cos, c: -sin, d: cos };
 }
 
+/** Bilinear read of `at` (an MNIST digit's pixels, 0 outside) at (sx, sy), rounded to a byte. */
+function bilinear(at: (r: number, c: number) => number, sx: number, sy: number): number {
+  const x0 = Math.floor(sx);
+  const y0 = Math.floor(sy);
+  const wx = sx - x0;
+  const wy = sy - y0;
+  return Math.round(
+    (at(y0, x0) * (1 - wx) + at(y0, x0 + 1) * wx) * (1 - wy) +
+      (at(y0 + 1, x0) * (1 - wx) + at(y0 + 1, x0 + 1) * wx) * wy,
+  );
+}
+
 /**
- * Draws digit `index` of `source`, resized (bilinear) to its box and, given `warp`, turned and
- * slanted about the box centre, into a strip with max.
+ * Draws digit `index` of `source`, resized (bilinear) to its box and, given `warp`, turned,
+ * slanted and bent about the box centre, into a strip with max.
  */
 function pasteDigit(
   strip: Uint8Array,
@@ -238,72 +250,34 @@ function pasteDigit(
   const base = index * MNIST_PIXELS;
   const scaleY = MNIST_SIDE / height;
   const scaleX = MNIST_SIDE / width;
+  const half = MNIST_SIDE / 2;
   const at = (r: number, c: number) =>
     r < 0 || r >= MNIST_SIDE || c < 0 || c >= MNIST_SIDE ? 0 : source.images[base + r * 28 + c];
-  if (warp) {
-    pasteWarped(strip, stripOffset, at, box, warp);
-    return;
-  }
-  for (let oy = 0; oy < height; oy++) {
-    const row = y + oy;
-    if (row < 0 || row >= IMAGE_HEIGHT) continue;
-    const sy = (oy + 0.5) * scaleY - 0.5;
-    const y0 = Math.floor(sy);
-    const wy = sy - y0;
-    for (let ox = 0; ox < width; ox++) {
-      const col = x + ox;
-      if (col < 0 || col >= IMAGE_WIDTH) continue;
-      const sx = (ox + 0.5) * scaleX - 0.5;
-      const x0 = Math.floor(sx);
-      const wx = sx - x0;
-      const v = (at(y0, x0) * (1 - wx) + at(y0, x0 + 1) * wx) * (1 - wy) +
-        (at(y0 + 1, x0) * (1 - wx) + at(y0 + 1, x0 + 1) * wx) * wy;
-      const p = stripOffset + row * IMAGE_WIDTH + col;
-      const value = Math.round(v);
-      if (value > strip[p]) strip[p] = value;
-    }
-  }
-}
-
-/** {@linkcode pasteDigit}'s warped case: bilinear reads through `warp`, in output px about the box centre. */
-function pasteWarped(
-  strip: Uint8Array,
-  stripOffset: number,
-  at: (r: number, c: number) => number,
-  box: { x: number; y: number; width: number; height: number },
-  warp: DigitWarp,
-): void {
-  const { x, y, width, height } = box;
-  const scaleY = MNIST_SIDE / height;
-  const scaleX = MNIST_SIDE / width;
-  const half = MNIST_SIDE / 2;
-  // A turned digit can reach past its box: draw over a margin of a quarter of the box each way.
-  const marginX = Math.ceil(width / 4);
-  const marginY = Math.ceil(height / 4);
+  // A turned digit can reach past its box: a warp draws over a quarter of the box more each way.
+  const marginX = warp ? Math.ceil(width / 4) : 0;
+  const marginY = warp ? Math.ceil(height / 4) : 0;
   for (let oy = -marginY; oy < height + marginY; oy++) {
     const row = y + oy;
     if (row < 0 || row >= IMAGE_HEIGHT) continue;
-    const v = oy + 0.5 - height / 2;
     for (let ox = -marginX; ox < width + marginX; ox++) {
       const col = x + ox;
       if (col < 0 || col >= IMAGE_WIDTH) continue;
-      const u = ox + 0.5 - width / 2;
-      let sx = (warp.a * u + warp.b * v) * scaleX + half - 0.5;
-      let sy = (warp.c * u + warp.d * v) * scaleY + half - 0.5;
-      if (warp.field) {
-        const dx = fieldAt(warp.field, sx, sy, 0);
-        sy += fieldAt(warp.field, sx, sy, 1);
-        sx += dx;
+      // Where the output pixel reads the 28 x 28 digit: scaled, or through the warp about the
+      // box centre (u, v px from it).
+      let sx = (ox + 0.5) * scaleX - 0.5;
+      let sy = (oy + 0.5) * scaleY - 0.5;
+      if (warp) {
+        const u = ox + 0.5 - width / 2;
+        const v = oy + 0.5 - height / 2;
+        sx = (warp.a * u + warp.b * v) * scaleX + half - 0.5;
+        sy = (warp.c * u + warp.d * v) * scaleY + half - 0.5;
+        if (warp.field) {
+          const dx = fieldAt(warp.field, sx, sy, 0);
+          sy += fieldAt(warp.field, sx, sy, 1);
+          sx += dx;
+        }
       }
-      const x0 = Math.floor(sx);
-      const y0 = Math.floor(sy);
-      if (x0 < -1 || x0 >= MNIST_SIDE || y0 < -1 || y0 >= MNIST_SIDE) continue;
-      const wx = sx - x0;
-      const wy = sy - y0;
-      const value = Math.round(
-        (at(y0, x0) * (1 - wx) + at(y0, x0 + 1) * wx) * (1 - wy) +
-          (at(y0 + 1, x0) * (1 - wx) + at(y0 + 1, x0 + 1) * wx) * wy,
-      );
+      const value = bilinear(at, sx, sy);
       const p = stripOffset + row * IMAGE_WIDTH + col;
       if (value > strip[p]) strip[p] = value;
     }

@@ -18,7 +18,7 @@ import {
   LEARNING_RATE,
   TRAIN_FRACTION,
 } from "../constants.ts";
-import { getLoaders, type Loader, loadTestLoader } from "../data/loader.ts";
+import { getLoaders, type Loader, loadTestLoader, type SplitLoaders } from "../data/loader.ts";
 import { TEST_SET_SIZE } from "../data/generate.ts";
 import { exists } from "../io/fsutil.ts";
 import type { BuildOptions, ModelInfo } from "../models/registry.ts";
@@ -458,12 +458,22 @@ async function trainStage(
   return result.history;
 }
 
+/** A run's training and validation loaders, as `runExperiment` makes them. */
+async function runLoaders(config: RunConfig, info: ModelInfo): Promise<SplitLoaders> {
+  return await getLoaders(config.trainFraction, config.batchSize, {
+    seed: config.seed,
+    dataDir: config.dataDir,
+    limit: config.limit,
+    shuffleEachEpoch: info.recipe?.shuffleEachEpoch,
+  });
+}
+
 /** Overall accuracy on every split, one line each in the study's format. */
 async function evaluateSplits(
   model: tf.LayersModel,
-  setup: RunSetup,
+  setup: Pick<RunSetup, "info" | "train" | "val" | "log">,
   config: RunConfig,
-  options: RunOptions,
+  options: Pick<RunOptions, "test" | "testLimit">,
 ): Promise<{ accuracy: RunAccuracy; valResult: AccuracyResult }> {
   const { info, train, val, log } = setup;
   const valResult = await evaluateAccuracy(model, val, info.task);
@@ -492,6 +502,27 @@ async function evaluateSplits(
 }
 
 /**
+ * Scores a trained model on the splits of `config` exactly as {@linkcode runExperiment} does at
+ * the end of a run (validation, training or the recipe's first images of it, held-out test), with
+ * the same log lines; e.g. to score a checkpoint again after changing how it infers.
+ *
+ * @param model a model of kind `config.model`
+ * @param config the run's config (a checkpoint's `digitsum.json` records it)
+ * @param options log (default console.log), test split scored or not, test image cap
+ * @returns the accuracies, as a checkpoint records them
+ */
+export async function scoreSplits(
+  model: tf.LayersModel,
+  config: RunConfig,
+  options: { log?: (line: string) => void; test?: boolean; testLimit?: number } = {},
+): Promise<RunAccuracy> {
+  const info = modelInfo(config.model);
+  const { train, val } = await runLoaders(config, info);
+  const log = options.log ?? console.log;
+  return (await evaluateSplits(model, { info, train, val, log }, config, options)).accuracy;
+}
+
+/**
  * Train and evaluate one model as the study did (resuming from `stateDir` when possible): the
  * one way digitsum runs a model, used by `deno task train`, the sweep and the notebooks.
  */
@@ -504,12 +535,7 @@ export async function runExperiment(
   const backend = await initBackend(config.backend as never, { log });
   const started = performance.now();
   seedEverything(config.seed);
-  const { train, val } = await getLoaders(config.trainFraction, config.batchSize, {
-    seed: config.seed,
-    dataDir: config.dataDir,
-    limit: config.limit,
-    shuffleEachEpoch: info.recipe?.shuffleEachEpoch,
-  });
+  const { train, val } = await runLoaders(config, info);
   const built = await buildModel(config.model, options.build);
   const setup: RunSetup = { info, backend, train, val, log, started };
   logEstimate(setup, config, options);

@@ -326,14 +326,36 @@ export function rollAtEmptyRow(x: tf.Tensor4D, rise: number): tf.Tensor4D {
   });
 }
 
-/** First and last index (float) of the non-zero entries of each row of `occupied` `[b, n]`, and whether there are any. */
-function extent(
-  occupied: tf.Tensor2D,
-): { first: tf.Tensor1D; last: tf.Tensor1D; any: tf.Tensor1D } {
+/** Where the ink of each image lies along one axis: first and last index (float), and whether any. */
+interface AxisExtent {
+  first: tf.Tensor1D;
+  last: tf.Tensor1D;
+  any: tf.Tensor1D;
+}
+
+/** Where the ink of each image lies, by rows and by columns ({@linkcode inkExtent}). */
+export interface InkExtent {
+  rows: AxisExtent;
+  cols: AxisExtent;
+}
+
+/** First and last index of the non-zero entries of each row of `occupied` `[b, n]`. */
+function extent(occupied: tf.Tensor2D): AxisExtent {
   const n = occupied.shape[1];
   const first = occupied.mul(tf.range(n, 0, -1)).argMax(1).toFloat() as tf.Tensor1D;
   const last = occupied.mul(tf.range(1, n + 1)).argMax(1).toFloat() as tf.Tensor1D;
   return { first, last, any: occupied.max(1).greater(0) as tf.Tensor1D };
+}
+
+/**
+ * The rows and columns that hold ink in each image of `x` `[b, h, w, 1]`, for
+ * {@linkcode zoomAtInk}; computed once for all the zoomed views of a batch.
+ */
+export function inkExtent(x: tf.Tensor4D): InkExtent {
+  return {
+    rows: extent(x.sum([2, 3]).greater(0).toFloat() as tf.Tensor2D), // ink per row [b, h]
+    cols: extent(x.sum([1, 3]).greater(0).toFloat() as tf.Tensor2D), // ink per column [b, w]
+  };
 }
 
 /**
@@ -343,23 +365,24 @@ function extent(
  *
  * @param x `[b, h, w, 1]` images (background exactly 0)
  * @param zoom at least 1 (1: only moves the ink's centre to the image's centre)
+ * @param ink `inkExtent(x)`, when the caller has it already
  * @returns a new `[b, h, w, 1]` tensor
  */
-export function zoomAtInk(x: tf.Tensor4D, zoom: number): tf.Tensor4D {
+export function zoomAtInk(x: tf.Tensor4D, zoom: number, ink?: InkExtent): tf.Tensor4D {
   if (!(zoom >= 1)) throw new RangeError(`zoomAtInk: zoom must be at least 1, got ${zoom}`);
   return tf.tidy(() => {
     const [b, h, w] = x.shape;
     /** Zoom and centre along one axis of `n` pixels, in `cropAndResize`'s 0..1 coordinates. */
-    const axis = (occupied: tf.Tensor2D, n: number) => {
-      const { first, last, any } = extent(occupied);
+    const axis = ({ first, last, any }: AxisExtent, n: number) => {
       const fits = tf.scalar(n - 1).div(last.sub(first).add(2).maximum(1));
       const scale = tf.where(any, fits.minimum(zoom), tf.onesLike(fits));
       const centre = tf.where(any, first.add(last).div(2 * (n - 1)), tf.fill([b], 0.5));
       const half = tf.scalar(0.5).div(scale);
       return { lo: centre.sub(half), hi: centre.add(half) };
     };
-    const rows = axis(x.sum([2, 3]).greater(0).toFloat() as tf.Tensor2D, h); // ink per row [b, h]
-    const cols = axis(x.sum([1, 3]).greater(0).toFloat() as tf.Tensor2D, w); // ink per column [b, w]
+    const extents = ink ?? inkExtent(x);
+    const rows = axis(extents.rows, h);
+    const cols = axis(extents.cols, w);
     const boxes = tf.stack([rows.lo, cols.lo, rows.hi, cols.hi], 1) as tf.Tensor2D; // [b, 4]
     const index = tf.range(0, b, 1, "int32") as tf.Tensor1D;
     return tf.image.cropAndResize(x, boxes, index, [h, w], "bilinear", 0) as tf.Tensor4D;
@@ -385,11 +408,12 @@ export interface TestView {
  *
  * @param x `[b, h, w, 1]` images (background exactly 0)
  * @param view zoom, then vertical, then horizontal roll
+ * @param ink `inkExtent(x)`, when the caller has it already (zoomed views)
  * @returns `[b, h, w, 1]`
  */
-export function makeView(x: tf.Tensor4D, view: TestView): tf.Tensor4D {
+export function makeView(x: tf.Tensor4D, view: TestView, ink?: InkExtent): tf.Tensor4D {
   return tf.tidy(() => {
-    let y = view.zoom !== undefined && view.zoom !== 1 ? zoomAtInk(x, view.zoom) : x;
+    let y = view.zoom !== undefined && view.zoom !== 1 ? zoomAtInk(x, view.zoom, ink) : x;
     if (view.rise) y = rollAtEmptyRow(y, view.rise);
     if (view.shift) y = rollAtEmptyColumn(y, view.shift);
     return y === x ? x.clone() : y;
@@ -448,8 +472,9 @@ abstract class ViewsLayer extends tf.layers.Layer {
 
 /**
  * Layer: at inference, stacks each image with its other views ({@linkcode makeView}:
- * `[b, ...]` -> `[views * b, ...]`, view-major); in training it passes the batch through. With {@linkcode MeanOverViews} at the end this is test-time augmentation inside the
- * model: `evaluate`, `predict` and the sweep all get it.
+ * `[b, ...]` -> `[views * b, ...]`, view-major); in training it passes the batch through. With
+ * {@linkcode MeanOverViews} at the end this is test-time augmentation inside the model:
+ * `evaluate`, `predict` and the sweep all get it.
  */
 export class TestViews extends ViewsLayer {
   /** Class name for serialisation. */
@@ -457,7 +482,10 @@ export class TestViews extends ViewsLayer {
 
   protected atInference(x: tf.Tensor): tf.Tensor {
     const images = x as tf.Tensor4D;
-    return tf.concat(this.views.map((view) => makeView(images, view)), 0);
+    // The ink's extent once for all zoomed views (the layer's call runs in a tidy).
+    const zooms = this.views.some((v) => v.zoom !== undefined && v.zoom !== 1);
+    const ink = zooms ? inkExtent(images) : undefined;
+    return tf.concat(this.views.map((view) => makeView(images, view, ink)), 0);
   }
 }
 
