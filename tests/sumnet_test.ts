@@ -6,7 +6,7 @@ import { loadCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
 import { IMAGE_SIZE } from "../lib/constants.ts";
 import { loadTestLoader } from "../lib/data/loader.ts";
 import { exists } from "../lib/io/fsutil.ts";
-import { loadMnist } from "../lib/data/generate.ts";
+import { generateComposites, loadMnist } from "../lib/data/generate.ts";
 import {
   drawStripEffects,
   NO_STRIP_EFFECTS,
@@ -22,11 +22,15 @@ import {
   cellLoss,
   cellModel,
   combineCellProbabilities,
+  DEFAULT_RESCALE,
+  digitHeights,
   explainBatch,
   explainImage,
   logSumDistribution,
   makeView,
   MeanOverViews,
+  rescaleDigits,
+  rescaleFactors,
   rollAndRestyle,
   rollAtEmptyColumn,
   rollAtEmptyRow,
@@ -308,6 +312,100 @@ Deno.test("zoomAtInk() enlarges the ink about its centre and never cuts it", () 
   assert.equal(box(data, 2).ink, 0);
   assert.throws(() => zoomAtInk(x, 0.9), /at least 1/);
   tf.dispose([x, zoomed]);
+});
+
+/**
+ * Images `[n, 40, 168, 1]` of solid blocks (test helper): `blocks[n]` lists each block's
+ * `[left, top, width, height]`.
+ */
+function blockImages(blocks: [number, number, number, number][][]): tf.Tensor4D {
+  const h = 40, w = 168;
+  const data = new Float32Array(blocks.length * h * w);
+  blocks.forEach((image, n) => {
+    for (const [left, top, width, height] of image) {
+      for (let r = top; r < top + height; r++) {
+        for (let c = left; c < left + width; c++) data[n * h * w + r * w + c] = 1;
+      }
+    }
+  });
+  return tf.tensor4d(data, [blocks.length, h, w, 1]);
+}
+
+Deno.test("digitHeights() gives the heights of the column groups of ink", async () => {
+  const x = blockImages([
+    // Four separate digits 20, 22, 24 and 26 px tall (and a 2 px speck, left out).
+    [[10, 5, 12, 20], [30, 6, 12, 22], [50, 4, 12, 24], [70, 2, 12, 26], [100, 0, 2, 40]],
+    // Two digits sharing columns at different heights: one group from row 2 to row 31.
+    [[20, 2, 14, 20], [30, 12, 14, 20]],
+    [], // no ink
+  ]);
+  const { median, least, most, groups } = digitHeights(x);
+  assert.deepEqual([...await median.data()], [23, 30, 0]);
+  assert.deepEqual([...await least.data()], [20, 30, 0]);
+  assert.deepEqual([...await most.data()], [26, 30, 0]);
+  assert.deepEqual([...await groups.data()], [4, 1, 0]);
+  // Faint pixels (below 40% of the brightest) are not ink: a 0.3 halo does not make it taller.
+  const halo = tf.tidy(() =>
+    x.slice([0, 0, 0, 0], [1, 40, 168, 1]).mul(0.7).add(0.3).mul(
+      blockImages([[[0, 0, 168, 40]]]),
+    )
+  ) as tf.Tensor4D;
+  assert.deepEqual([...await digitHeights(halo).median.data()], [23]);
+  tf.dispose([x, halo, median, least, most, groups]);
+});
+
+Deno.test("rescaleFactors() scales small digits, and large ones only when they stand apart", async () => {
+  const rule = { below: 18, above: 26, to: 22 };
+  const row = (height: number, count: number, step = 24) =>
+    Array.from({ length: count }, (_, k) => [10 + k * step, 2, 12, height]) as [
+      number,
+      number,
+      number,
+      number,
+    ][];
+  const x = blockImages([
+    row(21, 4), // usual: left alone
+    row(11, 4), // small: 22 / 11 = 2
+    row(32, 4), // large and apart: 22 / 32
+    row(32, 2, 12).concat(row(32, 2, 12).map(([l, t, w, h]) => [l + 60, t, w, h])), // two groups
+    row(8, 4), // tiny: at most twice as large
+  ]);
+  const factors = [...await rescaleFactors(x, rule).data()];
+  const expected = [1, 2, 22 / 32, 1, 2];
+  factors.forEach((f, i) => assert.ok(Math.abs(f - expected[i]) < 1e-5, `image ${i}: ${f}`));
+  x.dispose();
+});
+
+Deno.test("rescaleDigits() brings unusual digits to the usual height and leaves the rest", async () => {
+  const x = blockImages([
+    [[40, 10, 20, 21], [70, 12, 20, 21], [100, 9, 20, 21]],
+    [[30, 14, 8, 11], [50, 14, 8, 11], [70, 14, 8, 11], [90, 14, 8, 11]],
+    [[10, 2, 22, 34], [50, 3, 22, 34], [90, 4, 22, 34], [130, 2, 22, 34]],
+  ]);
+  const { images, scales, centres } = rescaleDigits(x, DEFAULT_RESCALE);
+  const s = await scales.data();
+  assert.equal(s[0], 1);
+  // The usual image is returned bit for bit.
+  const same = tf.tidy(() => images.slice([0, 0, 0, 0], [1, 40, 168, 1]).sub(x.slice([0], [1])));
+  assert.equal((await same.abs().max().data())[0], 0);
+  const heights = await digitHeights(images).median.data();
+  // Small ones are enlarged to 22 px; large ones shrunk to 22 px (within a pixel of bilinear edge).
+  assert.ok(Math.abs(s[1] - 2) < 1e-5 && Math.abs(heights[1] - 22) <= 1, `${s[1]} ${heights[1]}`);
+  assert.ok(Math.abs(s[2] - 22 / 34) < 1e-5 && Math.abs(heights[2] - 22) <= 1, `${heights[2]}`);
+  // Scaled about the ink's centre (`centres`, in the input), which comes to the image's centre:
+  // column j shows input column centre + (j - 83.5) / scale.
+  const c = await centres.data();
+  assert.deepEqual([c[1], c[2]], [63.5, 80.5]);
+  const cols = tf.tidy(() => images.greater(0.5).any([1, 3]).toFloat()); // [3, 168]
+  const inked = (await cols.array() as number[][]).map((r) => r.flatMap((v, i) => v ? [i] : []));
+  for (const n of [1, 2]) {
+    const [first, last] = [inked[n][0], inked[n].at(-1)!];
+    assert.ok(Math.abs((first + last) / 2 - 83.5) <= 1, `image ${n}: ${first}..${last}`);
+    // The first ink column maps back to the first input column of ink (30 and 10).
+    const back = c[n] + (first - 83.5) / s[n];
+    assert.ok(Math.abs(back - [0, 30, 10][n]) <= 1.5, `image ${n}: column ${first} -> ${back}`);
+  }
+  tf.dispose([x, images, scales, centres, same, cols]);
 });
 
 /** Natural log as a layer (test helper). */
@@ -743,6 +841,57 @@ Deno.test("the shipped SumNet reads the digits of composites whose digits are kn
   read.forEach((digits, i) => digits.forEach((d, k) => right += d === truth[i][k] ? 1 : 0));
   assert.ok(right >= 0.95 * 400, `${right} of 400 digits read right`);
   model.dispose();
+});
+
+Deno.test({
+  name: "the shipped SumNet's weights read small digits once rescaled, and say where they are",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { model: shipped } = await loadCheckpoint(SHIPPED);
+    const plain = buildSumNet({ rescale: null });
+    const rescaled = buildSumNet({ rescale: DEFAULT_RESCALE });
+    plain.setWeights(shipped.getWeights());
+    rescaled.setWeights(shipped.getWeights());
+    // The layer writes its rule to the checkpoint and reads it back.
+    const layer = rescaled.getLayer("test_views") as TestViews;
+    assert.deepEqual(new TestViews(layer.getConfig() as TestViewsConfig).rescale, DEFAULT_RESCALE);
+    assert.equal(plain.getLayer("test_views").getConfig().rescale, undefined);
+    assert.throws(() => new TestViews({ rescale: { below: 20, above: 10, to: 15 } }), /rescale/);
+    // 100 composites of MNIST training digits in boxes of 16-19 px (ink about 11-14 px tall).
+    const n = 100;
+    const small = generateComposites(await loadMnist("train"), {
+      count: n,
+      seed: 11,
+      layout: { boxMin: 16, boxMax: 19, inkGapMin: 1, inkGapMax: 16 },
+    });
+    const x = tf.tidy(() => tf.tensor4d(small.images, [n, 40, 168, 1]).div(255)) as tf.Tensor4D;
+    const right = (predicted: ArrayLike<number>) =>
+      Array.from(predicted).filter((p, i) => p === small.labels[i]).length;
+    const before = right(await predictBatch(plain, x, "classification"));
+    const explanations = await explainBatch(rescaled, x);
+    const after = right(explanations.map((e) => e.sum));
+    assert.ok(after >= 95 && after >= before + 5, `${before} -> ${after} of ${n} sums right`);
+    // Each digit read right is placed on its ink in the input image, to within a cell (8 px).
+    let placed = 0, read = 0;
+    explanations.forEach((e, i) => {
+      e.digits.forEach((d, k) => {
+        if (d.digit !== small.digits[i * 4 + k]) return;
+        read += 1;
+        const [left, , rightEdge] = small.ink.subarray((i * 4 + k) * 4, (i * 4 + k + 1) * 4);
+        if (d.centre >= left - 8 && d.centre <= rightEdge + 8) placed += 1;
+      });
+    });
+    assert.ok(read >= 350 && placed >= 0.97 * read, `${placed} of ${read} digits on their ink`);
+    // Composites of the usual size are read exactly as without rescaling.
+    const test = await loadTestLoader(50, { dataDir: DATA_DIR });
+    const [{ x: usual, y }] = [...firstImages(test, 50).batches()];
+    const a = plain.predict(usual) as tf.Tensor;
+    const b = rescaled.predict(usual) as tf.Tensor;
+    assert.deepEqual(await a.data(), await b.data());
+    tf.dispose([x, usual, y, a, b]);
+    [shipped, plain, rescaled].forEach((m) => m.dispose());
+  },
 });
 
 Deno.test("the shipped sums-only SumNet reads digits it never saw a label of", async () => {

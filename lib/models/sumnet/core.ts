@@ -371,21 +371,183 @@ export function inkExtent(x: tf.Tensor4D): InkExtent {
 export function zoomAtInk(x: tf.Tensor4D, zoom: number, ink?: InkExtent): tf.Tensor4D {
   if (!(zoom >= 1)) throw new RangeError(`zoomAtInk: zoom must be at least 1, got ${zoom}`);
   return tf.tidy(() => {
-    const [b, h, w] = x.shape;
-    /** Zoom and centre along one axis of `n` pixels, in `cropAndResize`'s 0..1 coordinates. */
-    const axis = ({ first, last, any }: AxisExtent, n: number) => {
-      const fits = tf.scalar(n - 1).div(last.sub(first).add(2).maximum(1));
-      const scale = tf.where(any, fits.minimum(zoom), tf.onesLike(fits));
-      const centre = tf.where(any, first.add(last).div(2 * (n - 1)), tf.fill([b], 0.5));
-      const half = tf.scalar(0.5).div(scale);
-      return { lo: centre.sub(half), hi: centre.add(half) };
-    };
     const extents = ink ?? inkExtent(x);
-    const rows = axis(extents.rows, h);
-    const cols = axis(extents.cols, w);
-    const boxes = tf.stack([rows.lo, cols.lo, rows.hi, cols.hi], 1) as tf.Tensor2D; // [b, 4]
-    const index = tf.range(0, b, 1, "int32") as tf.Tensor1D;
-    return tf.image.cropAndResize(x, boxes, index, [h, w], "bilinear", 0) as tf.Tensor4D;
+    const [b, h, w] = x.shape;
+    // Each axis as much as `zoom` and its own room allow.
+    const rows = fitZoom(extents.rows, h, tf.fill([b], zoom));
+    const cols = fitZoom(extents.cols, w, tf.fill([b], zoom));
+    return resampleAtInk(x, extents, rows, cols);
+  });
+}
+
+/** The zoom along one axis of `n` pixels: `zoom`, less where the ink would not fit (`[b]`). */
+function fitZoom({ first, last, any }: AxisExtent, n: number, zoom: tf.Tensor1D): tf.Tensor1D {
+  const fits = tf.scalar(n - 1).div(last.sub(first).add(2).maximum(1));
+  return tf.where(any, fits.minimum(zoom), tf.onesLike(fits)) as tf.Tensor1D;
+}
+
+/**
+ * Resamples each image about the centre of its ink, by `rowZoom` and `colZoom` (`[b]`, below 1
+ * shrinks); images without ink keep their place.
+ */
+function resampleAtInk(
+  x: tf.Tensor4D,
+  ink: InkExtent,
+  rowZoom: tf.Tensor1D,
+  colZoom: tf.Tensor1D,
+): tf.Tensor4D {
+  const [b, h, w] = x.shape;
+  /** The crop box along one axis, in `cropAndResize`'s 0..1 coordinates. */
+  const axis = ({ first, last, any }: AxisExtent, n: number, scale: tf.Tensor1D) => {
+    const centre = tf.where(any, first.add(last).div(2 * (n - 1)), tf.fill([b], 0.5));
+    const half = tf.scalar(0.5).div(scale);
+    return { lo: centre.sub(half), hi: centre.add(half) };
+  };
+  const rows = axis(ink.rows, h, rowZoom);
+  const cols = axis(ink.cols, w, colZoom);
+  const boxes = tf.stack([rows.lo, cols.lo, rows.hi, cols.hi], 1) as tf.Tensor2D; // [b, 4]
+  const index = tf.range(0, b, 1, "int32") as tf.Tensor1D;
+  return tf.image.cropAndResize(x, boxes, index, [h, w], "bilinear", 0) as tf.Tensor4D;
+}
+
+/**
+ * When to bring an image's digits to another height at inference ({@linkcode rescaleDigits}):
+ * digits whose estimated height ({@linkcode digitHeights}) is below `below` or above `above` px
+ * are scaled to `to` px.
+ */
+export interface DigitRescale {
+  below: number;
+  above: number;
+  to: number;
+}
+
+/** Pixels at least this fraction of the image's brightest count as ink for {@linkcode digitHeights}. */
+const HEIGHT_INK_FRACTION = 0.4;
+/** Column groups narrower than this (px) are left out of {@linkcode digitHeights} (specks). */
+const HEIGHT_MIN_GROUP_WIDTH = 4;
+/** Most and least {@linkcode rescaleDigits} scales an image. */
+const RESCALE_LIMITS = [0.5, 2] as const;
+
+/**
+ * The height of the digits in each image, estimated without reading them: the ink (pixels at
+ * least 40% of the image's brightest) splits into groups of adjacent columns at empty columns,
+ * and the groups at least 4 px wide give their ink heights: their median, least and most (0 for
+ * an image without ink). Digits that share columns form one group, taller than either where they
+ * stand at different heights, so `least` and `most` say more about whether all digits are small
+ * or large than the median does. Tensor ops only.
+ *
+ * @param x `[b, h, w, 1]` images
+ * @returns `[b]` heights in px
+ */
+export function digitHeights(x: tf.Tensor4D): DigitHeights {
+  return tf.tidy(() => {
+    const [b, h, w] = x.shape;
+    const groups = Math.ceil(w / 2); // at most one group in every other column
+    const brightest = x.max([1, 2, 3], true);
+    const ink = x.greater(brightest.mul(HEIGHT_INK_FRACTION)).logicalAnd(brightest.greater(0))
+      .toFloat().reshape([b, h, w]);
+    const inked = ink.max(1); // [b, w]
+    // Each inked column's first and last inked row (float).
+    const first = ink.mul(tf.range(h, 0, -1).reshape([1, h, 1])).argMax(1).toFloat(); // [b, w]
+    const last = ink.mul(tf.range(1, h + 1).reshape([1, h, 1])).argMax(1).toFloat(); // [b, w]
+    // Group of each column: count of group starts up to it (an inked column after an empty one).
+    const before = tf.concat([tf.zeros([b, 1]), inked.slice([0, 0], [b, w - 1])], 1);
+    const starts = inked.mul(tf.scalar(1).sub(before));
+    const group = tf.where(inked.greater(0), starts.cumsum(1).sub(1), tf.fill([b, w], -1)).toInt();
+    const member = tf.oneHot(group, groups).toFloat(); // [b, w, groups]
+    const width = member.sum(1); // [b, groups]
+    const top = tf.scalar(h).sub(member.mul(tf.scalar(h).sub(first).expandDims(2)).max(1));
+    const bottom = member.mul(last.add(1).expandDims(2)).max(1).sub(1);
+    const valid = width.greaterEqual(HEIGHT_MIN_GROUP_WIDTH);
+    const heights = tf.where(
+      valid,
+      bottom.sub(top).add(1),
+      tf.fill([b, groups], -1),
+    ) as tf.Tensor2D;
+    // Median of the valid heights: they sort first (the others are -1).
+    const sorted = tf.topk(heights, groups).values; // [b, groups], descending
+    const n = valid.toFloat().sum(1); // [b]
+    const pick = (index: tf.Tensor) =>
+      tf.oneHot(index.toInt(), groups).toFloat().mul(sorted).sum(1);
+    const lower = pick(n.sub(1).div(2).floor().maximum(0));
+    const upper = pick(n.div(2).floor().minimum(groups - 1));
+    const any = n.greater(0);
+    const zero = tf.zeros([b]);
+    return {
+      median: tf.where(any, lower.add(upper).div(2), zero) as tf.Tensor1D,
+      least: tf.where(any, pick(n.sub(1).maximum(0)), zero) as tf.Tensor1D,
+      most: tf.where(any, sorted.slice([0, 0], [b, 1]).reshape([b]), zero) as tf.Tensor1D,
+      groups: n as tf.Tensor1D,
+    };
+  });
+}
+
+/** What {@linkcode digitHeights} gives per image: the groups' median, least and most height. */
+export interface DigitHeights {
+  median: tf.Tensor1D;
+  least: tf.Tensor1D;
+  most: tf.Tensor1D;
+  /** How many groups (at least 4 px wide) there are. */
+  groups: tf.Tensor1D;
+}
+
+/**
+ * Groups of ink {@linkcode rescaleDigits} needs before it shrinks an image: with fewer, digits that
+ * share columns at different heights may make every group look tall.
+ */
+const RESCALE_MIN_GROUPS_TO_SHRINK = 3;
+
+/**
+ * How {@linkcode rescaleDigits} scales each image: `rescale.to / median height` where every group
+ * of ink is shorter than `rescale.below`, or there are at least three groups and every one is
+ * taller than `rescale.above` ({@linkcode digitHeights}), within 0.5..2; else 1. (A group can hold
+ * several digits, never less than a whole one, so it overstates heights, never understates them.)
+ *
+ * @param x `[b, h, w, 1]` images
+ * @returns `[b]` scale factors
+ */
+export function rescaleFactors(x: tf.Tensor4D, rescale: DigitRescale): tf.Tensor1D {
+  return tf.tidy(() => {
+    const { median, least, most, groups } = digitHeights(x);
+    const large = least.greater(rescale.above)
+      .logicalAnd(groups.greaterEqual(RESCALE_MIN_GROUPS_TO_SHRINK));
+    const outside = median.greater(0).logicalAnd(most.less(rescale.below).logicalOr(large));
+    const factor = tf.scalar(rescale.to).div(median.maximum(1))
+      .clipByValue(RESCALE_LIMITS[0], RESCALE_LIMITS[1]);
+    return tf.where(outside, factor, tf.onesLike(factor)) as tf.Tensor1D;
+  });
+}
+
+/**
+ * Brings the digits of each image to `rescale.to` px where their estimated height lies outside
+ * `[rescale.below, rescale.above]` ({@linkcode rescaleFactors}): scaled about the centre of the
+ * ink, the same in both directions, and enlarged only as far as the ink fits. Other images are
+ * returned unchanged. Tensor ops only.
+ *
+ * @param x `[b, h, w, 1]` images (background exactly 0)
+ * @param rescale when and to what height
+ * @returns the images, the scale each got (`[b]`; 1 where unchanged) and the column its ink is
+ *   centred on (`[b]`): column `j` of a rescaled image shows column
+ *   `centre + (j - (w - 1) / 2) / scale` of the original
+ */
+export function rescaleDigits(
+  x: tf.Tensor4D,
+  rescale: DigitRescale,
+): { images: tf.Tensor4D; scales: tf.Tensor1D; centres: tf.Tensor1D } {
+  return tf.tidy(() => {
+    const [, h, w] = x.shape;
+    const wanted = rescaleFactors(x, rescale);
+    const ink = inkExtent(x);
+    // One scale for both axes: what `wanted` asks, less where either axis would not fit (but an
+    // image to enlarge is never shrunk).
+    const fitting = fitZoom(ink.rows, h, wanted).minimum(fitZoom(ink.cols, w, wanted));
+    const scale = tf.where(wanted.greater(1), fitting.maximum(1), fitting) as tf.Tensor1D;
+    const same = wanted.equal(1);
+    const scales = tf.where(same, tf.onesLike(scale), scale) as tf.Tensor1D;
+    const moved = resampleAtInk(x, ink, scales, scales);
+    const images = tf.where(same.reshape([-1, 1, 1, 1]), x, moved) as tf.Tensor4D;
+    const centres = ink.cols.first.add(ink.cols.last).div(2) as tf.Tensor1D;
+    return { images, scales, centres };
   });
 }
 
@@ -426,7 +588,21 @@ export interface TestViewsConfig {
   views?: TestView[];
   /** Horizontal-roll-only views (px), as checkpoints before zoomed views wrote them. */
   shifts?: number[];
+  /**
+   * {@linkcode TestViews} only: bring digits of an unusual height to a usual one before the views
+   * are made ({@linkcode rescaleDigits}); none when absent (checkpoints from before it).
+   */
+  rescale?: DigitRescale;
   name?: string;
+}
+
+/** Checks a {@linkcode DigitRescale} read from a config or given by a caller. */
+function checkRescale(rescale: DigitRescale): DigitRescale {
+  const { below, above, to } = rescale ?? {};
+  if (![below, above, to].every((v) => typeof v === "number" && v > 0) || below > above) {
+    throw new RangeError(`TestViews: invalid rescale ${JSON.stringify(rescale)}`);
+  }
+  return { below, above, to };
 }
 
 /** Checks a view list read from a config or given by a caller. */
@@ -452,12 +628,17 @@ abstract class ViewsLayer extends tf.layers.Layer {
     this.views = checkViews(config.views ?? (config.shifts ?? [0]).map((shift) => ({ shift })));
   }
 
-  /** What the layer does at inference with more than one view. */
+  /** What the layer does at inference (unless {@linkcode passesThrough}). */
   protected abstract atInference(x: tf.Tensor): tf.Tensor;
+
+  /** Whether inference, too, passes the input through (one view: the identity). */
+  protected get passesThrough(): boolean {
+    return this.views.length <= 1;
+  }
 
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { training?: boolean }): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    if (kwargs?.training || this.views.length <= 1) return x.clone();
+    if (kwargs?.training || this.passesThrough) return x.clone();
     return tf.tidy(() => this.atInference(x));
   }
 
@@ -479,9 +660,27 @@ abstract class ViewsLayer extends tf.layers.Layer {
 export class TestViews extends ViewsLayer {
   /** Class name for serialisation. */
   static className = "TestViews";
+  /** Digit heights brought to a usual one first, if any ({@linkcode TestViewsConfig.rescale}). */
+  readonly rescale?: DigitRescale;
+
+  constructor(config: TestViewsConfig = {}) {
+    super(config);
+    if (config.rescale !== undefined) this.rescale = checkRescale(config.rescale);
+  }
+
+  protected override get passesThrough(): boolean {
+    return super.passesThrough && this.rescale === undefined;
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    const config = super.getConfig();
+    return this.rescale ? { ...config, rescale: { ...this.rescale } } : config;
+  }
 
   protected atInference(x: tf.Tensor): tf.Tensor {
-    const images = x as tf.Tensor4D;
+    const images = this.rescale
+      ? rescaleDigits(x as tf.Tensor4D, this.rescale).images
+      : x as tf.Tensor4D;
     // The ink's extent once for all zoomed views (the layer's call runs in a tidy).
     const zooms = this.views.some((v) => v.zoom !== undefined && v.zoom !== 1);
     const ink = zooms ? inkExtent(images) : undefined;
@@ -518,9 +717,12 @@ export interface DigitReading {
   digit: number;
   /** Index of the 8 px cell its centre lies in, 0..20. */
   cell: number;
-  /** Centre column of that cell (the digit's centre, to +-4 px). */
+  /**
+   * Centre column of that cell (the digit's centre, to +-4 px), in the input image: where the
+   * model rescaled the image first ({@linkcode rescaleDigits}), mapped back to the input.
+   */
   centre: number;
-  /** Columns `[start, end)` of the cell. */
+  /** Columns `[start, end)` of the cell, in the input image (mapped back likewise). */
   columns: [number, number];
   /** The network's probability that this cell holds this digit. */
   probability: number;
@@ -645,7 +847,11 @@ export async function predictCells(
 }
 
 /** Builds the explanation of one image from its cell probabilities and sum distribution. */
-function explainFrom(cells: Float32Array, sums: Float32Array): Explanation {
+function explainFrom(
+  cells: Float32Array,
+  sums: Float32Array,
+  toInput: (column: number) => number = (j) => j,
+): Explanation {
   let sum = 0;
   for (let s = 1; s < sums.length; s++) if (sums[s] > sums[sum]) sum = s;
   const reading = bestReading(cells, NUM_DIGITS, sum);
@@ -658,8 +864,11 @@ function explainFrom(cells: Float32Array, sums: Float32Array): Explanation {
     digits.push({
       digit: c,
       cell,
-      centre: cell * CELL_WIDTH + CELL_WIDTH / 2,
-      columns: [cell * CELL_WIDTH, (cell + 1) * CELL_WIDTH],
+      centre: Math.round(toInput(cell * CELL_WIDTH + CELL_WIDTH / 2)),
+      columns: [
+        Math.max(0, Math.floor(toInput(cell * CELL_WIDTH))),
+        Math.min(IMAGE_WIDTH, Math.ceil(toInput((cell + 1) * CELL_WIDTH))),
+      ],
       probability: row[c],
       presence: 1 - row[NOTHING],
       runnerUp: { digit: runner === NOTHING ? null : runner, probability: row[runner] },
@@ -682,6 +891,7 @@ export async function explainBatch(
 ): Promise<Explanation[]> {
   const b = x.shape[0];
   const { cells, sums } = await predictCells(model, x);
+  const toInput = await inputColumns(model, x);
   const per = NUM_CELLS * NUM_CELL_CLASSES;
   return Array.from(
     { length: b },
@@ -689,8 +899,27 @@ export async function explainBatch(
       explainFrom(
         cells.slice(i * per, (i + 1) * per),
         sums.slice(i * NUM_SUMS_OUT, (i + 1) * NUM_SUMS_OUT),
+        toInput[i],
       ),
   );
+}
+
+/**
+ * Per image, the column of `x` that column `j` of what the cells read shows: itself, unless the
+ * model's {@linkcode TestViews} rescaled the image ({@linkcode rescaleDigits}).
+ */
+async function inputColumns(
+  model: tf.LayersModel,
+  x: tf.Tensor4D,
+): Promise<((j: number) => number)[]> {
+  const same = (j: number) => j;
+  const layer = model.layers.find((l) => l instanceof TestViews) as TestViews | undefined;
+  if (!layer?.rescale) return Array.from({ length: x.shape[0] }, () => same);
+  const { images, scales, centres } = rescaleDigits(x, layer.rescale);
+  const [s, c] = await Promise.all([scales.data(), centres.data()]);
+  tf.dispose([images, scales, centres]);
+  const middle = (IMAGE_WIDTH - 1) / 2;
+  return Array.from(s, (scale, i) => scale === 1 ? same : (j) => c[i] + (j - middle) / scale);
 }
 
 /**

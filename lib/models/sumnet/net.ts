@@ -22,6 +22,7 @@ import { CELL_WIDTH, NUM_CELL_CLASSES } from "../../data/strips.ts";
 import type { BuildOptions } from "../registry.ts";
 import {
   CELL_LOGITS_LAYER,
+  type DigitRescale,
   MeanOverViews,
   registerLayers,
   SumCombine,
@@ -79,6 +80,20 @@ export const DEFAULT_TEST_VIEWS: readonly Readonly<TestView>[] = Object.freeze([
   { zoom: 1.2 },
 ]);
 
+/**
+ * How a new SumNet rescales images before its views ({@linkcode rescaleDigits} in core.ts): when
+ * every group of ink is shorter than 18 px, or (with at least three groups) every one is taller
+ * than 26 px, the digits are scaled to about 22 px. 18..26 px holds the estimate for every one of
+ * the first 8,000 training composites and every validation composite, so those are read exactly as
+ * without it; 22 px read best of 21-24 px on validation composites shrunk to about 13.5 px and
+ * enlarged to about 27 px (docs/BEYOND.md, "Rescaling unusual digit heights").
+ */
+export const DEFAULT_RESCALE: Readonly<DigitRescale> = Object.freeze({
+  below: 18,
+  above: 26,
+  to: 22,
+});
+
 /** The five horizontal rolls the shipped SumNets of the fourth round and before were built with. */
 export const ROLL_TEST_VIEWS: readonly Readonly<TestView>[] = Object.freeze(
   [0, 2, -2, 4, -4].map((shift) => ({ shift })),
@@ -105,6 +120,8 @@ export function buildSumNet(
     batchNorm?: boolean;
     /** Test-time views (default {@linkcode DEFAULT_TEST_VIEWS}; `[{}]` for none). */
     testViews?: readonly Readonly<TestView>[];
+    /** Rescaling of unusual digit heights at inference (default {@linkcode DEFAULT_RESCALE}; `null` for none). */
+    rescale?: Readonly<DigitRescale> | null;
   } = {},
 ): tf.LayersModel {
   const h = options.inputHeight ?? IMAGE_HEIGHT;
@@ -116,7 +133,13 @@ export function buildSumNet(
   const input = tf.input({ shape: [h, w, 1], name: "image" }); // [b, 40, 168, 1]
   const views = (options.testViews ?? DEFAULT_TEST_VIEWS).map((v) => ({ ...v }));
   // [views * b, 40, 168, 1] at inference, [b, 40, 168, 1] in training
-  let x = new TestViews({ views, name: "test_views" }).apply(input) as tf.SymbolicTensor;
+  const rescale = options.rescale === undefined ? DEFAULT_RESCALE : options.rescale;
+  let x = new TestViews({
+    views,
+    ...(rescale ? { rescale: { ...rescale } } : {}),
+    name: "test_views",
+  })
+    .apply(input) as tf.SymbolicTensor;
   const batchNorm = options.batchNorm ?? DEFAULT_BATCH_NORM;
   const last = widths.stages.length - 1;
   if (widths.spaceToDepth) {
