@@ -82,15 +82,16 @@ export const DEFAULT_TEST_VIEWS: readonly Readonly<TestView>[] = Object.freeze([
 
 /**
  * How a new SumNet rescales images before its views ({@linkcode rescaleDigits} in core.ts): when
- * every group of ink is shorter than 18 px, or (with at least three groups) every one is taller
- * than 26 px, the digits are scaled to about 22 px. 18..26 px holds the estimate for every one of
- * the first 8,000 training composites and every validation composite, so those are read exactly as
- * without it; 22 px read best of 21-24 px on validation composites shrunk to about 13.5 px and
- * enlarged to about 27 px (docs/BEYOND.md, "Rescaling unusual digit heights").
+ * every group of ink is shorter than 19 px, or (with at least three groups) every one is taller
+ * than 23 px, the digits are scaled to about 22 px. 19..23 px is the narrowest band that leaves
+ * the course's composites as they are (1 of the 30,000 training and validation composites is
+ * rescaled, none of the 10,000 test composites); 22 px read best of 21-23 px on validation
+ * composites shrunk to about 13.5 px and enlarged to about 27 px (docs/BEYOND.md, "Rescaling
+ * unusual digit heights").
  */
 export const DEFAULT_RESCALE: Readonly<DigitRescale> = Object.freeze({
-  below: 18,
-  above: 26,
+  below: 19,
+  above: 23,
   to: 22,
 });
 
