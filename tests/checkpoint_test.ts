@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { join } from "node:path";
 import { initBackend } from "../lib/runtime/backend.ts";
-import { loadCheckpoint, recoverCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
+import {
+  checkImageModel,
+  loadCheckpoint,
+  recoverCheckpoint,
+  saveCheckpoint,
+} from "../lib/training/checkpoint.ts";
 import { seedEverything } from "../lib/runtime/seed.ts";
 import { TorchAdam, trainableVariables } from "../lib/training/train.ts";
 import { buildModel } from "../lib/models/mod.ts";
@@ -139,6 +144,36 @@ Deno.test("loadCheckpoint() refuses a topology tfjs would loop on forever or all
       await Deno.writeTextFile(join(ck, "digitsum.json"), text);
       await assert.rejects(loadCheckpoint(ck), pattern);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("checkImageModel() refuses a layer with an empty output before running an image", async () => {
+  // The shipped SumNet with 'valid' instead of 'same' padding in conv3 (a fuzz case): its cell
+  // layer's output is 0 rows tall, and running an image through it traps the wasm backend, whose
+  // heap is unusable afterwards. The shapes give it away first.
+  const shipped = new URL("../trained_models/sumnet", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const file of ["model.json", "weights.bin", "digitsum.json"]) {
+      await Deno.copyFile(join(shipped, file), join(dir, file));
+    }
+    const json = JSON.parse(await Deno.readTextFile(join(dir, "model.json")));
+    const conv3 = json.modelTopology.config.layers.find(
+      (l: { config: { name: string } }) => l.config.name === "conv3",
+    );
+    delete conv3.config.padding;
+    await Deno.writeTextFile(join(dir, "model.json"), JSON.stringify(json));
+    const { model } = await loadCheckpoint(dir);
+    assert.throws(
+      () => checkImageModel(model, dir),
+      /model\.json describes a model whose layer 'cell_features' outputs \[N, 0, 20, 192\]/,
+    );
+    model.dispose(); // the backend is still usable
+    const fine = await loadCheckpoint(shipped);
+    checkImageModel(fine.model, shipped);
+    fine.model.dispose();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

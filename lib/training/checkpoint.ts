@@ -512,9 +512,9 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
 }
 
 /**
- * Check that a loaded model reads the task's images: one float32 input `[N, 40, 168, 1]`, and
- * one black image goes through it (a topology can load and still fail on data, e.g. a reshape
- * to the wrong size).
+ * Check that a loaded model reads the task's images: one float32 input `[N, 40, 168, 1]`, no
+ * layer with an empty output, and one black image goes through it (a topology can load and still
+ * fail on data, e.g. a reshape to the wrong size).
  *
  * @param model A loaded model.
  * @param dir Its checkpoint directory, for the error.
@@ -535,6 +535,22 @@ export function checkImageModel(model: tf.LayersModel, dir: string): void {
       `Cannot use checkpoint ${dir}: model.json describes a model that reads ${reads}, ` +
         `expected float32 images [N, ${expected.join(", ")}]`,
     );
+  }
+  // A layer with an empty output would make some backends' kernels read out of bounds (wasm
+  // traps, and its heap is unusable afterwards): refuse it from the shapes, before any data.
+  for (const layer of model.layers) {
+    const shapes =
+      (Array.isArray(layer.outputShape[0]) ? layer.outputShape : [layer.outputShape]) as (
+        number | null
+      )[][];
+    const empty = shapes.find((s) => s.some((d) => d !== null && d <= 0));
+    if (empty) {
+      throw new Error(
+        `Cannot use checkpoint ${dir}: model.json describes a model whose layer '${layer.name}' ` +
+          `outputs [${empty.map((d) => d ?? "N").join(", ")}] for ${IMAGE_HEIGHT} x ` +
+          `${IMAGE_WIDTH} images`,
+      );
+    }
   }
   try {
     tf.tidy(() => {
