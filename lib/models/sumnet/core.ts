@@ -412,8 +412,8 @@ function resampleAtInk(
 
 /**
  * When to bring an image's digits to another height at inference ({@linkcode rescaleDigits}):
- * digits whose estimated height ({@linkcode digitHeights}) is below `below` or above `above` px
- * are scaled to `to` px.
+ * where every group of ink is shorter than `below` px, or (at least three groups) every one is
+ * taller than `above` px ({@linkcode rescaleFactors}), the digits are scaled to about `to` px.
  */
 export interface DigitRescale {
   below: number;
@@ -518,11 +518,42 @@ export function rescaleFactors(x: tf.Tensor4D, rescale: DigitRescale): tf.Tensor
   });
 }
 
+/** Where and how much {@linkcode rescaleDigits} scales each image (`[b]` each). */
+interface RescaleGeometry {
+  /** The scale of each image, 1 where it is left as it is. */
+  scales: tf.Tensor1D;
+  /** Whether it is left as it is. */
+  same: tf.Tensor1D;
+  /** The column its ink is centred on. */
+  centres: tf.Tensor1D;
+  ink: InkExtent;
+}
+
 /**
- * Brings the digits of each image to `rescale.to` px where their estimated height lies outside
- * `[rescale.below, rescale.above]` ({@linkcode rescaleFactors}): scaled about the centre of the
- * ink, the same in both directions, and enlarged only as far as the ink fits. Other images are
- * returned unchanged. Tensor ops only.
+ * {@linkcode rescaleDigits}' scales without the resampling: what {@linkcode rescaleFactors}
+ * asks, one scale for both axes, less where either axis would not fit (but an image to enlarge
+ * is never shrunk). Call inside a tidy.
+ */
+function rescaleGeometry(x: tf.Tensor4D, rescale: DigitRescale): RescaleGeometry {
+  const [, h, w] = x.shape;
+  const wanted = rescaleFactors(x, rescale);
+  const ink = inkExtent(x);
+  const fitting = fitZoom(ink.rows, h, wanted).minimum(fitZoom(ink.cols, w, wanted));
+  const scale = tf.where(wanted.greater(1), fitting.maximum(1), fitting);
+  const same = wanted.equal(1) as tf.Tensor1D;
+  return {
+    scales: tf.where(same, tf.onesLike(scale), scale) as tf.Tensor1D,
+    same,
+    centres: ink.cols.first.add(ink.cols.last).div(2) as tf.Tensor1D,
+    ink,
+  };
+}
+
+/**
+ * Brings the digits of each image to about `rescale.to` px where {@linkcode rescaleFactors} says
+ * they are unusually small or large: scaled about the centre of the ink, the same in both
+ * directions, and enlarged only as far as the ink fits. Other images are returned unchanged.
+ * Tensor ops only.
  *
  * @param x `[b, h, w, 1]` images (background exactly 0)
  * @param rescale when and to what height
@@ -535,18 +566,9 @@ export function rescaleDigits(
   rescale: DigitRescale,
 ): { images: tf.Tensor4D; scales: tf.Tensor1D; centres: tf.Tensor1D } {
   return tf.tidy(() => {
-    const [, h, w] = x.shape;
-    const wanted = rescaleFactors(x, rescale);
-    const ink = inkExtent(x);
-    // One scale for both axes: what `wanted` asks, less where either axis would not fit (but an
-    // image to enlarge is never shrunk).
-    const fitting = fitZoom(ink.rows, h, wanted).minimum(fitZoom(ink.cols, w, wanted));
-    const scale = tf.where(wanted.greater(1), fitting.maximum(1), fitting) as tf.Tensor1D;
-    const same = wanted.equal(1);
-    const scales = tf.where(same, tf.onesLike(scale), scale) as tf.Tensor1D;
+    const { scales, same, centres, ink } = rescaleGeometry(x, rescale);
     const moved = resampleAtInk(x, ink, scales, scales);
     const images = tf.where(same.reshape([-1, 1, 1, 1]), x, moved) as tf.Tensor4D;
-    const centres = ink.cols.first.add(ink.cols.last).div(2) as tf.Tensor1D;
     return { images, scales, centres };
   });
 }
@@ -915,9 +937,14 @@ async function inputColumns(
   const same = (j: number) => j;
   const layer = model.layers.find((l) => l instanceof TestViews) as TestViews | undefined;
   if (!layer?.rescale) return Array.from({ length: x.shape[0] }, () => same);
-  const { images, scales, centres } = rescaleDigits(x, layer.rescale);
+  // The model's own scales, without resampling the images again.
+  const rescale = layer.rescale;
+  const [scales, centres] = tf.tidy(() => {
+    const geometry = rescaleGeometry(x, rescale);
+    return [geometry.scales, geometry.centres];
+  });
   const [s, c] = await Promise.all([scales.data(), centres.data()]);
-  tf.dispose([images, scales, centres]);
+  tf.dispose([scales, centres]);
   const middle = (IMAGE_WIDTH - 1) / 2;
   return Array.from(s, (scale, i) => scale === 1 ? same : (j) => c[i] + (j - middle) / scale);
 }
