@@ -1,11 +1,13 @@
 /**
- * `deno run -A tools/set_test_views.ts <checkpoint> [--views default|rolls] [--rescale default|none] [--dry-run]`
+ * `deno run -A tools/set_test_views.ts <checkpoint> [--views default|rolls] [--rescale default|none]
+ *   [--clean default|none] [--dry-run]`
  *
  * Gives a trained SumNet checkpoint other test-time views without touching its weights: the model
  * is built again with {@linkcode DEFAULT_TEST_VIEWS} (nine views) or {@linkcode ROLL_TEST_VIEWS}
  * (the five horizontal rolls of the fourth round and before), and with
- * {@linkcode DEFAULT_RESCALE} (unusual digit heights rescaled first) or without it, the weights
- * are copied over, the
+ * {@linkcode DEFAULT_RESCALE} (unusual digit heights rescaled first) or without it, and with
+ * {@linkcode DEFAULT_CLEANING} (noisy images cleaned first) or without it, the weights are copied
+ * over, the
  * validation, training (first 6,016) and held-out test splits are scored again the way
  * `deno task train` scores them, and the checkpoint is written back atomically with those scores
  * in `digitsum.json` (`accuracy`) and the scores it had before in `accuracyBefore`. The views
@@ -20,6 +22,7 @@ import { runMain } from "../lib/cli/args.ts";
 import { registerCustomLayers } from "../lib/models/mod.ts";
 import {
   buildSumNet,
+  DEFAULT_CLEANING,
   DEFAULT_RESCALE,
   DEFAULT_TEST_VIEWS,
   ROLL_TEST_VIEWS,
@@ -29,7 +32,7 @@ import { loadCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
 import { type RunConfig, scoreSplits } from "../lib/training/experiment.ts";
 
 const USAGE = "Usage: deno run -A tools/set_test_views.ts <checkpoint> [--views default|rolls] " +
-  "[--rescale default|none] [--dry-run]";
+  "[--rescale default|none] [--clean default|none] [--dry-run]";
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -37,6 +40,7 @@ async function main(): Promise<void> {
     options: {
       views: { type: "string", default: "default" },
       rescale: { type: "string", default: "default" },
+      clean: { type: "string", default: "default" },
       "dry-run": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -52,6 +56,10 @@ async function main(): Promise<void> {
   if (rescale === undefined) {
     throw new Error(`--rescale: expected default or none, got '${values.rescale}'`);
   }
+  const clean = { default: DEFAULT_CLEANING, none: null }[values.clean!];
+  if (clean === undefined) {
+    throw new Error(`--clean: expected default or none, got '${values.clean}'`);
+  }
   const backend = await initBackend();
   registerCustomLayers();
   const { model: trained, meta } = await loadCheckpoint(dir);
@@ -61,12 +69,12 @@ async function main(): Promise<void> {
     );
   }
   if (!meta.config) throw new Error(`Cannot score ${dir}: its digitsum.json records no run config`);
-  const model = buildSumNet({ testViews: views, rescale });
+  const model = buildSumNet({ testViews: views, rescale, clean });
   model.setWeights(trained.getWeights());
   console.log(
     `${dir}: ${views.length} test-time views ${JSON.stringify(views)}, rescale ${
       JSON.stringify(rescale)
-    }`,
+    }, clean ${JSON.stringify(clean)}`,
   );
   // The splits scored exactly as `deno task train` scores them at the end of its run.
   const accuracy = await scoreSplits(model, meta.config as RunConfig);

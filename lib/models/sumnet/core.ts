@@ -574,6 +574,71 @@ export function rescaleDigits(
 }
 
 /**
+ * When and how {@linkcode cleanNoise} cleans an image at inference. The course's composites are
+ * black (exactly 0) wherever there is no ink; noise on every pixel leaves about half the background
+ * above 0, which hides the empty columns and rows the views roll at and buries the digits' edges.
+ */
+export interface NoiseCleaning {
+  /** An image is noisy when fewer than this fraction of its dark pixels are exactly 0 (0..1). */
+  emptyBelow: number;
+  /** Ink is where the image smoothed by a 3 x 3 binomial filter reaches this (0..1). */
+  inkAbove: number;
+  /** Subtracted from the ink and its neighbours kept, the rest stretched back to 0..1. */
+  floor: number;
+}
+
+/** Pixels below this (0..1) are dark for {@linkcode noisyImages}: background or the ink's edges. */
+const NOISE_DARK_BELOW = 0.5;
+
+/**
+ * Which images {@linkcode cleanNoise} counts as noisy: fewer than `emptyBelow` of their dark pixels
+ * (below half the full brightness) are exactly 0. Counting dark pixels only, not all, keeps large
+ * or thick digits, which cover more of the image, from looking noisy. Tensor ops only.
+ *
+ * @param x `[b, h, w, 1]` images in 0..1
+ * @param emptyBelow fraction of the dark pixels (0..1)
+ * @returns `[b]` booleans
+ */
+export function noisyImages(x: tf.Tensor4D, emptyBelow: number): tf.Tensor1D {
+  return tf.tidy(() => {
+    const dark = x.less(NOISE_DARK_BELOW).toFloat().sum([1, 2, 3]);
+    const empty = x.lessEqual(0).toFloat().sum([1, 2, 3]);
+    return empty.less(dark.mul(emptyBelow)) as tf.Tensor1D;
+  });
+}
+
+/**
+ * Cleans the images {@linkcode noisyImages} flags: the ink is found where the image smoothed by a
+ * 3 x 3 binomial filter reaches `inkAbove` (smoothing averages the noise away, not the strokes),
+ * widened by a pixel so the strokes' soft edges stay; everything else becomes 0, and the kept
+ * pixels lose `floor` and are stretched back to 0..1. Other images are returned bit for bit.
+ * Tensor ops only.
+ *
+ * @param x `[b, h, w, 1]` images in 0..1
+ * @param cleaning when and how
+ * @returns the images and which were cleaned (`[b]` booleans)
+ */
+export function cleanNoise(
+  x: tf.Tensor4D,
+  cleaning: NoiseCleaning,
+): { images: tf.Tensor4D; cleaned: tf.Tensor1D } {
+  return tf.tidy(() => {
+    const cleaned = noisyImages(x, cleaning.emptyBelow);
+    const binomial = [1, 2, 1].flatMap((a) => [1, 2, 1].map((b) => a * b / 16));
+    const smooth = tf.conv2d(x, tf.tensor4d(binomial, [3, 3, 1, 1]), 1, "same"); // [b, h, w, 1]
+    const ink = tf.maxPool(
+      smooth.greaterEqual(cleaning.inkAbove).toFloat() as tf.Tensor4D,
+      3,
+      1,
+      "same",
+    );
+    const kept = x.mul(ink).sub(cleaning.floor).relu().div(1 - cleaning.floor);
+    const images = tf.where(cleaned.reshape([-1, 1, 1, 1]), kept, x) as tf.Tensor4D;
+    return { images, cleaned };
+  });
+}
+
+/**
  * One test-time view of an image: zoomed by `zoom` about its ink ({@linkcode zoomAtInk}), then
  * rolled `rise` px down ({@linkcode rollAtEmptyRow}) and `shift` px right
  * ({@linkcode rollAtEmptyColumn}). Every part defaults to none.
@@ -615,6 +680,11 @@ export interface TestViewsConfig {
    * are made ({@linkcode rescaleDigits}); none when absent (checkpoints from before it).
    */
   rescale?: DigitRescale;
+  /**
+   * {@linkcode TestViews} only: clean noisy images first ({@linkcode cleanNoise}), before any
+   * rescaling; none when absent (checkpoints from before it).
+   */
+  clean?: NoiseCleaning;
   name?: string;
 }
 
@@ -625,6 +695,16 @@ function checkRescale(rescale: DigitRescale): DigitRescale {
     throw new RangeError(`TestViews: invalid rescale ${JSON.stringify(rescale)}`);
   }
   return { below, above, to };
+}
+
+/** Checks a {@linkcode NoiseCleaning} read from a config or given by a caller. */
+function checkCleaning(clean: NoiseCleaning): NoiseCleaning {
+  const { emptyBelow, inkAbove, floor } = clean ?? {};
+  const unit = (v: unknown) => typeof v === "number" && v >= 0 && v < 1;
+  if (![emptyBelow, inkAbove, floor].every(unit)) {
+    throw new RangeError(`TestViews: invalid clean ${JSON.stringify(clean)}`);
+  }
+  return { emptyBelow, inkAbove, floor };
 }
 
 /** Checks a view list read from a config or given by a caller. */
@@ -684,25 +764,31 @@ export class TestViews extends ViewsLayer {
   static className = "TestViews";
   /** Digit heights brought to a usual one first, if any ({@linkcode TestViewsConfig.rescale}). */
   readonly rescale?: DigitRescale;
+  /** Noisy images cleaned first, if at all ({@linkcode TestViewsConfig.clean}). */
+  readonly clean?: NoiseCleaning;
 
   constructor(config: TestViewsConfig = {}) {
     super(config);
     if (config.rescale !== undefined) this.rescale = checkRescale(config.rescale);
+    if (config.clean !== undefined) this.clean = checkCleaning(config.clean);
   }
 
   protected override get passesThrough(): boolean {
-    return super.passesThrough && this.rescale === undefined;
+    return super.passesThrough && this.rescale === undefined && this.clean === undefined;
   }
 
   override getConfig(): tf.serialization.ConfigDict {
     const config = super.getConfig();
-    return this.rescale ? { ...config, rescale: { ...this.rescale } } : config;
+    return {
+      ...config,
+      ...(this.rescale ? { rescale: { ...this.rescale } } : {}),
+      ...(this.clean ? { clean: { ...this.clean } } : {}),
+    };
   }
 
   protected atInference(x: tf.Tensor): tf.Tensor {
-    const images = this.rescale
-      ? rescaleDigits(x as tf.Tensor4D, this.rescale).images
-      : x as tf.Tensor4D;
+    const input = this.clean ? cleanNoise(x as tf.Tensor4D, this.clean).images : x as tf.Tensor4D;
+    const images = this.rescale ? rescaleDigits(input, this.rescale).images : input;
     // The ink's extent once for all zoomed views (the layer's call runs in a tidy).
     const zooms = this.views.some((v) => v.zoom !== undefined && v.zoom !== 1);
     const ink = zooms ? inkExtent(images) : undefined;
@@ -938,9 +1024,10 @@ async function inputColumns(
   const layer = model.layers.find((l) => l instanceof TestViews) as TestViews | undefined;
   if (!layer?.rescale) return Array.from({ length: x.shape[0] }, () => same);
   // The model's own scales, without resampling the images again.
-  const rescale = layer.rescale;
+  const { rescale, clean } = layer;
   const [scales, centres] = tf.tidy(() => {
-    const geometry = rescaleGeometry(x, rescale);
+    // The model rescales what it cleaned (cleaning moves no column).
+    const geometry = rescaleGeometry(clean ? cleanNoise(x, clean).images : x, rescale);
     return [geometry.scales, geometry.centres];
   });
   const [s, c] = await Promise.all([scales.data(), centres.data()]);

@@ -24,6 +24,7 @@ import {
   CELL_LOGITS_LAYER,
   type DigitRescale,
   MeanOverViews,
+  type NoiseCleaning,
   registerLayers,
   SumCombine,
   type TestView,
@@ -95,6 +96,20 @@ export const DEFAULT_RESCALE: Readonly<DigitRescale> = Object.freeze({
   to: 22,
 });
 
+/**
+ * How a new SumNet cleans noisy images before anything else ({@linkcode cleanNoise} in core.ts): an
+ * image is noisy where fewer than 65% of its dark pixels (below half the full brightness) are
+ * exactly 0: 90-98% in the course's composites, 46-51% with Gaussian noise of sigma 16-48 gray
+ * levels. Its ink is where the 3 x 3 smoothed image reaches 0.3, widened by a pixel; the rest
+ * becomes 0 and the ink loses 0.1. Chosen on validation composites with noise of sigma 16, 32 and
+ * 48 added (docs/BEYOND.md, "Cleaning noisy images").
+ */
+export const DEFAULT_CLEANING: Readonly<NoiseCleaning> = Object.freeze({
+  emptyBelow: 0.65,
+  inkAbove: 0.3,
+  floor: 0.1,
+});
+
 /** The five horizontal rolls the shipped SumNets of the fourth round and before were built with. */
 export const ROLL_TEST_VIEWS: readonly Readonly<TestView>[] = Object.freeze(
   [0, 2, -2, 4, -4].map((shift) => ({ shift })),
@@ -123,6 +138,8 @@ export function buildSumNet(
     testViews?: readonly Readonly<TestView>[];
     /** Rescaling of unusual digit heights at inference (default {@linkcode DEFAULT_RESCALE}; `null` for none). */
     rescale?: Readonly<DigitRescale> | null;
+    /** Cleaning of noisy images at inference (default {@linkcode DEFAULT_CLEANING}; `null` for none). */
+    clean?: Readonly<NoiseCleaning> | null;
   } = {},
 ): tf.LayersModel {
   const h = options.inputHeight ?? IMAGE_HEIGHT;
@@ -135,9 +152,11 @@ export function buildSumNet(
   const views = (options.testViews ?? DEFAULT_TEST_VIEWS).map((v) => ({ ...v }));
   // [views * b, 40, 168, 1] at inference, [b, 40, 168, 1] in training
   const rescale = options.rescale === undefined ? DEFAULT_RESCALE : options.rescale;
+  const clean = options.clean === undefined ? DEFAULT_CLEANING : options.clean;
   let x = new TestViews({
     views,
     ...(rescale ? { rescale: { ...rescale } } : {}),
+    ...(clean ? { clean: { ...clean } } : {}),
     name: "test_views",
   })
     .apply(input) as tf.SymbolicTensor;
