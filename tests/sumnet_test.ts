@@ -21,7 +21,9 @@ import {
   buildSumNet,
   cellLoss,
   cellModel,
+  cleanNoise,
   combineCellProbabilities,
+  DEFAULT_CLEANING,
   DEFAULT_RESCALE,
   digitHeights,
   explainBatch,
@@ -29,6 +31,7 @@ import {
   logSumDistribution,
   makeView,
   MeanOverViews,
+  noisyImages,
   rescaleDigits,
   rescaleFactors,
   rollAndRestyle,
@@ -45,6 +48,7 @@ import { evaluateAccuracy, predictBatch } from "../lib/training/train.ts";
 import { runExperiment, studyConfig } from "../lib/training/experiment.ts";
 import { firstImages } from "../lib/data/batch.ts";
 import { buildModel, modelInfo } from "../lib/models/mod.ts";
+import { applyEffects, type ConditionEffects } from "../lib/data/effects.ts";
 
 await initBackend("wasm", { quiet: true });
 
@@ -406,6 +410,80 @@ Deno.test("rescaleDigits() brings unusual digits to the usual height and leaves 
     assert.ok(Math.abs(back - [0, 30, 10][n]) <= 1.5, `image ${n}: column ${first} -> ${back}`);
   }
   tf.dispose([x, images, scales, centres, same, cols]);
+});
+
+/** `n` composites of MNIST test digits (seed 5) as drawn, and with `effects` applied, in 0..1. */
+async function drawnWith(
+  n: number,
+  effects: ConditionEffects,
+): Promise<[tf.Tensor4D, tf.Tensor4D]> {
+  const { images } = generateComposites(await loadMnist("test"), { count: n, seed: 5 });
+  const changed = images.slice();
+  applyEffects(changed, effects, 9);
+  return [images, changed].map((a) => tf.tidy(() => tf.tensor4d(a, [n, 40, 168, 1]).div(255))) as [
+    tf.Tensor4D,
+    tf.Tensor4D,
+  ];
+}
+
+Deno.test("noisyImages() flags noise on every pixel, not blurred, thick, faint or large ink", async () => {
+  const cases: [ConditionEffects, number][] = [
+    [{ noiseSigma: 8 }, 20],
+    [{ noiseSigma: 32 }, 20],
+    [{ noiseSigma: 64 }, 20],
+    [{}, 0],
+    [{ blurSigma: 1.5 }, 0],
+    [{ stroke: 2 }, 0],
+    [{ contrast: 0.4 }, 0],
+  ];
+  for (const [effects, flagged] of cases) {
+    const [clean, x] = await drawnWith(20, effects);
+    const noisy = noisyImages(x, DEFAULT_CLEANING.emptyBelow);
+    assert.equal((await noisy.sum().data())[0], flagged, JSON.stringify(effects));
+    tf.dispose([clean, x, noisy]);
+  }
+  // Digits twice as large (thick, bright and covering much of the image) are not noise either.
+  const large = blockImages([[[10, 0, 36, 40], [50, 0, 36, 40], [90, 0, 36, 40], [
+    130,
+    0,
+    36,
+    40,
+  ]]]);
+  assert.equal((await noisyImages(large, DEFAULT_CLEANING.emptyBelow).data())[0], 0);
+  large.dispose();
+});
+
+Deno.test("cleanNoise() clears the background of noisy images, keeps the ink, leaves the rest", async () => {
+  const [clean, noisy] = await drawnWith(20, { noiseSigma: 32 });
+  const both = tf.concat([clean, noisy]) as tf.Tensor4D;
+  const { images, cleaned } = cleanNoise(both, DEFAULT_CLEANING);
+  assert.deepEqual([...await cleaned.data()], [...Array(20).fill(0), ...Array(20).fill(1)]);
+  // The clean images come back bit for bit.
+  const first = images.slice([0], [20]);
+  assert.deepEqual(await first.data(), await clean.data());
+  const out = images.slice([20], [20]);
+  // Background at least 2 px from any ink: noise there is gone (about half of it was above 0).
+  const far = tf.tidy(() =>
+    tf.maxPool(clean.greater(0).toFloat() as tf.Tensor4D, 5, 1, "same").equal(0)
+  );
+  const share = async (t: tf.Tensor, where: tf.Tensor) =>
+    (await t.toFloat().mul(where.toFloat()).sum().data())[0] /
+    (await where.toFloat().sum().data())[0];
+  const noisyBackground = await share(noisy.greater(0), far);
+  const cleanedBackground = await share(out.greater(0), far);
+  assert.ok(
+    noisyBackground > 0.4 && cleanedBackground < 0.01,
+    `${noisyBackground} -> ${cleanedBackground}`,
+  );
+  // The strokes stay: pixels that are ink in the clean image are still inked.
+  const ink = clean.greaterEqual(0.5);
+  const kept = await share(out.greaterEqual(0.25), ink);
+  assert.ok(kept > 0.97, `${kept} of the ink kept`);
+  // Closer to the clean images than the noisy ones were, by far.
+  const error = async (a: tf.Tensor) => (await a.sub(clean).abs().mean().data())[0];
+  const [before, after] = [await error(noisy), await error(out)];
+  assert.ok(after < before / 4, `mean error ${before} -> ${after}`);
+  tf.dispose([clean, noisy, both, images, cleaned, first, out, far, ink]);
 });
 
 /** Natural log as a layer (test helper). */
@@ -891,6 +969,45 @@ Deno.test({
     assert.deepEqual(await a.data(), await b.data());
     tf.dispose([x, usual, y, a, b]);
     [shipped, plain, rescaled].forEach((m) => m.dispose());
+  },
+});
+
+Deno.test({
+  name: "the shipped SumNet's weights read noisy composites once cleaned",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { model: shipped } = await loadCheckpoint(SHIPPED);
+    const plain = buildSumNet({ clean: null });
+    const cleaning = buildSumNet({ clean: DEFAULT_CLEANING });
+    plain.setWeights(shipped.getWeights());
+    cleaning.setWeights(shipped.getWeights());
+    // The layer writes its rule to the checkpoint and reads it back.
+    const layer = cleaning.getLayer("test_views") as TestViews;
+    assert.deepEqual(new TestViews(layer.getConfig() as TestViewsConfig).clean, DEFAULT_CLEANING);
+    assert.equal(plain.getLayer("test_views").getConfig().clean, undefined);
+    assert.throws(
+      () => new TestViews({ clean: { emptyBelow: 2, inkAbove: 0.3, floor: 0 } }),
+      /clean/,
+    );
+    // 100 composites of MNIST test digits with Gaussian noise of sigma 40 gray levels.
+    const n = 100;
+    const { images, labels } = generateComposites(await loadMnist("test"), { count: n, seed: 12 });
+    applyEffects(images, { noiseSigma: 40 }, 3);
+    const x = tf.tidy(() => tf.tensor4d(images, [n, 40, 168, 1]).div(255)) as tf.Tensor4D;
+    const right = (predicted: ArrayLike<number>) =>
+      Array.from(predicted).filter((p, i) => p === labels[i]).length;
+    const before = right(await predictBatch(plain, x, "classification"));
+    const after = right((await explainBatch(cleaning, x)).map((e) => e.sum));
+    assert.ok(after >= 93 && after >= before + 10, `${before} -> ${after} of ${n} sums right`);
+    // Composites without noise are read exactly as without cleaning.
+    const test = await loadTestLoader(50, { dataDir: DATA_DIR });
+    const [{ x: usual, y }] = [...firstImages(test, 50).batches()];
+    const a = plain.predict(usual) as tf.Tensor;
+    const b = cleaning.predict(usual) as tf.Tensor;
+    assert.deepEqual(await a.data(), await b.data());
+    tf.dispose([x, usual, y, a, b]);
+    [shipped, plain, cleaning].forEach((m) => m.dispose());
   },
 });
 
