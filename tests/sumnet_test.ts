@@ -921,20 +921,47 @@ Deno.test("the shipped SumNet reads the digits of composites whose digits are kn
   model.dispose();
 });
 
+/**
+ * The shipped weights in a SumNet built without (`plain`) and with (`changed`) one inference step
+ * (`rescale` or `clean`), after checking that the step's rule goes to the checkpoint and back.
+ */
+async function shippedWithStep<K extends "rescale" | "clean">(
+  key: K,
+  rule: NonNullable<TestViewsConfig[K]>,
+): Promise<{ plain: tf.LayersModel; changed: tf.LayersModel }> {
+  const { model: shipped } = await loadCheckpoint(SHIPPED);
+  const plain = buildSumNet({ [key]: null });
+  const changed = buildSumNet({ [key]: rule });
+  plain.setWeights(shipped.getWeights());
+  changed.setWeights(shipped.getWeights());
+  shipped.dispose();
+  const layer = changed.getLayer("test_views") as TestViews;
+  assert.deepEqual(new TestViews(layer.getConfig() as TestViewsConfig)[key], rule);
+  assert.equal(plain.getLayer("test_views").getConfig()[key], undefined);
+  return { plain, changed };
+}
+
+/** Asserts that the first 50 test composites are read the same by both models, to the bit. */
+async function assertUsualReadAlike(plain: tf.LayersModel, changed: tf.LayersModel) {
+  const test = await loadTestLoader(50, { dataDir: DATA_DIR });
+  const [{ x: usual, y }] = [...firstImages(test, 50).batches()];
+  const a = plain.predict(usual) as tf.Tensor;
+  const b = changed.predict(usual) as tf.Tensor;
+  assert.deepEqual(await a.data(), await b.data());
+  tf.dispose([usual, y, a, b]);
+}
+
+/** How many of `predicted` equal `labels`. */
+function countRight(predicted: ArrayLike<number>, labels: ArrayLike<number>): number {
+  return Array.from(predicted).filter((p, i) => p === labels[i]).length;
+}
+
 Deno.test({
   name: "the shipped SumNet's weights read small digits once rescaled, and say where they are",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const { model: shipped } = await loadCheckpoint(SHIPPED);
-    const plain = buildSumNet({ rescale: null });
-    const rescaled = buildSumNet({ rescale: DEFAULT_RESCALE });
-    plain.setWeights(shipped.getWeights());
-    rescaled.setWeights(shipped.getWeights());
-    // The layer writes its rule to the checkpoint and reads it back.
-    const layer = rescaled.getLayer("test_views") as TestViews;
-    assert.deepEqual(new TestViews(layer.getConfig() as TestViewsConfig).rescale, DEFAULT_RESCALE);
-    assert.equal(plain.getLayer("test_views").getConfig().rescale, undefined);
+    const { plain, changed: rescaled } = await shippedWithStep("rescale", DEFAULT_RESCALE);
     assert.throws(() => new TestViews({ rescale: { below: 20, above: 10, to: 15 } }), /rescale/);
     // 100 composites of MNIST training digits in boxes of 16-19 px (ink about 11-14 px tall).
     const n = 100;
@@ -944,11 +971,9 @@ Deno.test({
       layout: { boxMin: 16, boxMax: 19, inkGapMin: 1, inkGapMax: 16 },
     });
     const x = tf.tidy(() => tf.tensor4d(small.images, [n, 40, 168, 1]).div(255)) as tf.Tensor4D;
-    const right = (predicted: ArrayLike<number>) =>
-      Array.from(predicted).filter((p, i) => p === small.labels[i]).length;
-    const before = right(await predictBatch(plain, x, "classification"));
+    const before = countRight(await predictBatch(plain, x, "classification"), small.labels);
     const explanations = await explainBatch(rescaled, x);
-    const after = right(explanations.map((e) => e.sum));
+    const after = countRight(explanations.map((e) => e.sum), small.labels);
     assert.ok(after >= 95 && after >= before + 5, `${before} -> ${after} of ${n} sums right`);
     // Each digit read right is placed on its ink in the input image, to within a cell (8 px).
     let placed = 0, read = 0;
@@ -962,13 +987,9 @@ Deno.test({
     });
     assert.ok(read >= 350 && placed >= 0.97 * read, `${placed} of ${read} digits on their ink`);
     // Composites of the usual size are read exactly as without rescaling.
-    const test = await loadTestLoader(50, { dataDir: DATA_DIR });
-    const [{ x: usual, y }] = [...firstImages(test, 50).batches()];
-    const a = plain.predict(usual) as tf.Tensor;
-    const b = rescaled.predict(usual) as tf.Tensor;
-    assert.deepEqual(await a.data(), await b.data());
-    tf.dispose([x, usual, y, a, b]);
-    [shipped, plain, rescaled].forEach((m) => m.dispose());
+    await assertUsualReadAlike(plain, rescaled);
+    x.dispose();
+    [plain, rescaled].forEach((m) => m.dispose());
   },
 });
 
@@ -977,15 +998,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const { model: shipped } = await loadCheckpoint(SHIPPED);
-    const plain = buildSumNet({ clean: null });
-    const cleaning = buildSumNet({ clean: DEFAULT_CLEANING });
-    plain.setWeights(shipped.getWeights());
-    cleaning.setWeights(shipped.getWeights());
-    // The layer writes its rule to the checkpoint and reads it back.
-    const layer = cleaning.getLayer("test_views") as TestViews;
-    assert.deepEqual(new TestViews(layer.getConfig() as TestViewsConfig).clean, DEFAULT_CLEANING);
-    assert.equal(plain.getLayer("test_views").getConfig().clean, undefined);
+    const { plain, changed: cleaning } = await shippedWithStep("clean", DEFAULT_CLEANING);
     assert.throws(
       () => new TestViews({ clean: { emptyBelow: 2, inkAbove: 0.3, floor: 0 } }),
       /clean/,
@@ -995,19 +1008,13 @@ Deno.test({
     const { images, labels } = generateComposites(await loadMnist("test"), { count: n, seed: 12 });
     applyEffects(images, { noiseSigma: 40 }, 3);
     const x = tf.tidy(() => tf.tensor4d(images, [n, 40, 168, 1]).div(255)) as tf.Tensor4D;
-    const right = (predicted: ArrayLike<number>) =>
-      Array.from(predicted).filter((p, i) => p === labels[i]).length;
-    const before = right(await predictBatch(plain, x, "classification"));
-    const after = right((await explainBatch(cleaning, x)).map((e) => e.sum));
+    const before = countRight(await predictBatch(plain, x, "classification"), labels);
+    const after = countRight((await explainBatch(cleaning, x)).map((e) => e.sum), labels);
     assert.ok(after >= 93 && after >= before + 10, `${before} -> ${after} of ${n} sums right`);
     // Composites without noise are read exactly as without cleaning.
-    const test = await loadTestLoader(50, { dataDir: DATA_DIR });
-    const [{ x: usual, y }] = [...firstImages(test, 50).batches()];
-    const a = plain.predict(usual) as tf.Tensor;
-    const b = cleaning.predict(usual) as tf.Tensor;
-    assert.deepEqual(await a.data(), await b.data());
-    tf.dispose([x, usual, y, a, b]);
-    [shipped, plain, cleaning].forEach((m) => m.dispose());
+    await assertUsualReadAlike(plain, cleaning);
+    x.dispose();
+    [plain, cleaning].forEach((m) => m.dispose());
   },
 });
 
