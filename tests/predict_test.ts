@@ -274,4 +274,13 @@ Deno.test("formatExplanation() notes when SumNet sees another number of digits t
     "  digits:  = 12",
     "  note: SumNet sees about 5 digits (4.75); the sum assumes four",
   ]);
+  // What the model did to the image before reading it, when it did anything.
+  const plain = { ...reading(0.25), prepared: { cleaned: false, scale: 1 } };
+  assert.deepEqual(formatExplanation(plain), ["  digits:  = 12"]);
+  assert.deepEqual(formatExplanation({ ...plain, prepared: { cleaned: true, scale: 1.5 } }), [
+    "  digits:  = 12",
+    "  note: a noisy image; SumNet kept only its ink before reading it",
+    "  note: digits of an unusual height; SumNet scaled the image 1.50x before reading it " +
+    "(columns above are the image's own)",
+  ]);
 });

@@ -975,6 +975,10 @@ Deno.test({
     const explanations = await explainBatch(rescaled, x);
     const after = countRight(explanations.map((e) => e.sum), small.labels);
     assert.ok(after >= 95 && after >= before + 5, `${before} -> ${after} of ${n} sums right`);
+    // The read-out says so: every image enlarged (as far as its ink fits), none cleaned.
+    for (const { prepared } of explanations) {
+      assert.ok(prepared && !prepared.cleaned && prepared.scale > 1, JSON.stringify(prepared));
+    }
     // Each digit read right is placed on its ink in the input image, to within a cell (8 px).
     let placed = 0, read = 0;
     explanations.forEach((e, i) => {
@@ -1009,8 +1013,16 @@ Deno.test({
     applyEffects(images, { noiseSigma: 40 }, 3);
     const x = tf.tidy(() => tf.tensor4d(images, [n, 40, 168, 1]).div(255)) as tf.Tensor4D;
     const before = countRight(await predictBatch(plain, x, "classification"), labels);
-    const after = countRight((await explainBatch(cleaning, x)).map((e) => e.sum), labels);
+    const explanations = await explainBatch(cleaning, x);
+    const after = countRight(explanations.map((e) => e.sum), labels);
     assert.ok(after >= 93 && after >= before + 10, `${before} -> ${after} of ${n} sums right`);
+    // The read-out says so: every image cleaned; a clean one is not.
+    assert.ok(explanations.every((e) => e.prepared?.cleaned), "every noisy image cleaned");
+    const test = await loadTestLoader(1, { dataDir: DATA_DIR });
+    assert.deepEqual((await explainImage(cleaning, test.imageAt(0))).prepared, {
+      cleaned: false,
+      scale: 1,
+    });
     // Composites without noise are read exactly as without cleaning.
     await assertUsualReadAlike(plain, cleaning);
     x.dispose();

@@ -279,6 +279,16 @@ function showReading(
       row.append(label, bar, value);
       el.chart.append(row);
     });
+    // What the model did to the image before reading it (never to a drawing made here).
+    if (explanation.prepared?.cleaned) {
+      notes.unshift("The image looks noisy, so SumNet kept only its ink before reading it.");
+    }
+    if (explanation.prepared && explanation.prepared.scale !== 1) {
+      notes.unshift(
+        `The digits are unusually ${explanation.prepared.scale > 1 ? "small" : "large"}, ` +
+          `so SumNet scaled the image ${explanation.prepared.scale.toFixed(2)}x before reading it.`,
+      );
+    }
     // A drawing's digits are its stroke groups (exact unless digits touch); an image's are
     // what SumNet sees centred in its cells.
     const drawn = context.groups.length;

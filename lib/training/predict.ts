@@ -12,8 +12,9 @@ import { digitsSeen } from "../models/sumnet/seen.ts";
 import { predictBatch } from "./train.ts";
 
 /**
- * One explanation as printed lines (after the sum line). When SumNet sees about another number of
- * digits than four ({@linkcode digitsSeen}, rounded), a last line says so, as the browser page does.
+ * One explanation as printed lines (after the sum line). Notes say when the model cleaned a noisy
+ * image or rescaled its digits before reading, and when SumNet sees about another number of digits
+ * than four ({@linkcode digitsSeen}, rounded), as the browser page does.
  */
 export function formatExplanation(explanation: Explanation): string[] {
   const lines = [
@@ -24,6 +25,17 @@ export function formatExplanation(explanation: Explanation): string[] {
     lines.push(
       `  ${d.digit} at columns ${d.columns[0]}-${d.columns[1] - 1} (centre ${d.centre}): ` +
         `p ${d.probability.toFixed(3)}, next ${other} ${d.runnerUp.probability.toFixed(3)}`,
+    );
+  }
+  const prepared = explanation.prepared;
+  if (prepared?.cleaned) {
+    lines.push("  note: a noisy image; SumNet kept only its ink before reading it");
+  }
+  if (prepared && prepared.scale !== 1) {
+    lines.push(
+      `  note: digits of an unusual height; SumNet scaled the image ${
+        prepared.scale.toFixed(2)
+      }x before reading it (columns above are the image's own)`,
     );
   }
   const seen = digitsSeen(explanation);

@@ -855,6 +855,16 @@ export interface Explanation {
   digits: DigitReading[];
   /** `[21, 11]` per-cell probabilities (digits 0..9, then nothing), row-major. */
   cells: Float32Array;
+  /** What the model's {@linkcode TestViews} did to the image before its views (absent: nothing). */
+  prepared?: Preparation;
+}
+
+/** What {@linkcode TestViews} did to one image before its views. */
+export interface Preparation {
+  /** Whether it was cleaned as noisy ({@linkcode cleanNoise}). */
+  cleaned: boolean;
+  /** The scale its digits were brought to a usual height by ({@linkcode rescaleDigits}; 1: none). */
+  scale: number;
 }
 
 /**
@@ -958,6 +968,7 @@ export async function predictCells(
 function explainFrom(
   cells: Float32Array,
   sums: Float32Array,
+  prepared: Preparation = { cleaned: false, scale: 1 },
   toInput: (column: number) => number = (j) => j,
 ): Explanation {
   let sum = 0;
@@ -982,7 +993,7 @@ function explainFrom(
       runnerUp: { digit: runner === NOTHING ? null : runner, probability: row[runner] },
     });
   });
-  return { sum, sumProbability: sums[sum], sumDistribution: sums, digits, cells };
+  return { sum, sumProbability: sums[sum], sumDistribution: sums, digits, cells, prepared };
 }
 
 /**
@@ -999,7 +1010,7 @@ export async function explainBatch(
 ): Promise<Explanation[]> {
   const b = x.shape[0];
   const { cells, sums } = await predictCells(model, x);
-  const toInput = await inputColumns(model, x);
+  const prepared = await preparations(model, x);
   const per = NUM_CELLS * NUM_CELL_CLASSES;
   return Array.from(
     { length: b },
@@ -1007,33 +1018,38 @@ export async function explainBatch(
       explainFrom(
         cells.slice(i * per, (i + 1) * per),
         sums.slice(i * NUM_SUMS_OUT, (i + 1) * NUM_SUMS_OUT),
-        toInput[i],
+        prepared[i].preparation,
+        prepared[i].toInput,
       ),
   );
 }
 
 /**
- * Per image, the column of `x` that column `j` of what the cells read shows: itself, unless the
- * model's {@linkcode TestViews} rescaled the image ({@linkcode rescaleDigits}).
+ * Per image, what the model's {@linkcode TestViews} did to it before its views, and the column of
+ * `x` that column `j` of what the cells read shows: itself, unless the image was rescaled
+ * ({@linkcode rescaleDigits}). The model's own steps, without resampling the images again.
  */
-async function inputColumns(
+async function preparations(
   model: tf.LayersModel,
   x: tf.Tensor4D,
-): Promise<((j: number) => number)[]> {
+): Promise<{ preparation: Preparation; toInput: (j: number) => number }[]> {
+  const b = x.shape[0];
   const same = (j: number) => j;
   const layer = model.layers.find((l) => l instanceof TestViews) as TestViews | undefined;
-  if (!layer?.rescale) return Array.from({ length: x.shape[0] }, () => same);
-  // The model's own scales, without resampling the images again.
-  const { rescale, clean } = layer;
-  const [scales, centres] = tf.tidy(() => {
+  const { rescale, clean } = layer ?? {};
+  const [flags, scales, centres] = tf.tidy(() => {
+    const cleaned = clean ? cleanNoise(x, clean) : { images: x, cleaned: tf.zeros([b]) };
     // The model rescales what it cleaned (cleaning moves no column).
-    const geometry = rescaleGeometry(clean ? cleanNoise(x, clean).images : x, rescale);
-    return [geometry.scales, geometry.centres];
+    const geometry = rescale ? rescaleGeometry(cleaned.images, rescale) : undefined;
+    return [cleaned.cleaned, geometry?.scales ?? tf.ones([b]), geometry?.centres ?? tf.zeros([b])];
   });
-  const [s, c] = await Promise.all([scales.data(), centres.data()]);
-  tf.dispose([scales, centres]);
+  const [f, s, c] = await Promise.all([flags.data(), scales.data(), centres.data()]);
+  tf.dispose([flags, scales, centres]);
   const middle = (IMAGE_WIDTH - 1) / 2;
-  return Array.from(s, (scale, i) => scale === 1 ? same : (j) => c[i] + (j - middle) / scale);
+  return Array.from(s, (scale, i) => ({
+    preparation: { cleaned: f[i] !== 0, scale },
+    toInput: scale === 1 ? same : (j: number) => c[i] + (j - middle) / scale,
+  }));
 }
 
 /**
