@@ -23,8 +23,11 @@ const USAGE = `Usage: deno task train --model <kind> [options]
   --model KIND        one of: ${modelKinds().join(", ")}
   --seed N            random seed (default 42)
   --hold-out-val-digits
-                      SumNet kinds: keep the MNIST digits of the validation composites out of
-                      stage 1 (data written by digitsum's generator only; docs/BEYOND.md)
+                      SumNet kinds: require that stage 1 never sees the MNIST digits of the
+                      validation composites (an error unless digitsum's generator wrote the data;
+                      by default they are kept out whenever its MANIFEST.json says which they are)
+  --keep-val-digits   SumNet kinds: let stage 1 paste them too (the recipe before December;
+                      docs/BEYOND.md)
 ${
   trainingFlagsHelp({
     epochs: "15; a model's own recipe may differ, e.g. sumnet",
@@ -43,6 +46,7 @@ async function main(): Promise<void> {
       model: { type: "string" },
       seed: { type: "string" },
       "hold-out-val-digits": { type: "boolean" },
+      "keep-val-digits": { type: "boolean" },
       ...TRAINING_FLAGS,
       help: { type: "boolean", short: "h" },
     },
@@ -64,18 +68,24 @@ async function main(): Promise<void> {
     ...(flags.backend ? { backend: flags.backend } : {}),
     ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
   });
-  const holdOut = values["hold-out-val-digits"] === true;
-  if (holdOut && !info.recipe?.prepare) {
-    throw new Error(
-      `--hold-out-val-digits: ${info.kind} has no pretraining stage to keep them from`,
-    );
+  const holdOut = values["hold-out-val-digits"] === true
+    ? true
+    : values["keep-val-digits"] === true
+    ? false
+    : undefined;
+  if (values["hold-out-val-digits"] && values["keep-val-digits"]) {
+    throw new Error("--hold-out-val-digits and --keep-val-digits contradict each other");
+  }
+  if (holdOut !== undefined && !info.recipe?.prepare) {
+    const flag = holdOut ? "--hold-out-val-digits" : "--keep-val-digits";
+    throw new Error(`${flag}: ${info.kind} has no pretraining stage to keep them from`);
   }
   const checkpointDir = join(flags.out ?? DEFAULT_MODELS_DIR, `${info.prefix}_${config.seed}`);
   console.log(`Config: ${JSON.stringify(config)}`);
   const result = await runExperiment(config, {
     checkpointDir,
     testLimit: flags.testLimit ?? undefined,
-    ...(holdOut ? { prepareOptions: { holdOutValidationDigits: true } } : {}),
+    ...(holdOut !== undefined ? { prepareOptions: { holdOutValidationDigits: holdOut } } : {}),
   });
   const rate = result.history.length ? meanRate(result.history) : 0;
   console.log(

@@ -111,40 +111,138 @@ Deno.test("withoutDigits() drops exactly the given digits and keeps the rest in 
   assert.throws(() => withoutDigits(source, [5]), /index 5 is outside five \(5 digits\)/);
 });
 
+/** A one-epoch SumNet run on `dir` (seed 3, 64 images); its log lines and checkpoint metadata. */
+async function sumnetRun(
+  dir: string,
+  prepareOptions: Record<string, unknown>,
+): Promise<{ log: string; meta: Record<string, unknown> }> {
+  const lines: string[] = [];
+  const config = studyConfig("sumnet", {
+    seed: 3,
+    limit: 64,
+    epochs: 1,
+    batchSize: 32,
+    dataDir: dir,
+  });
+  const checkpointDir = join(dir, "sumnet_3");
+  const result = await runExperiment(config, {
+    checkpointDir,
+    progress: false,
+    test: false,
+    log: (line) => lines.push(line),
+    prepareOptions: { epochs: 1, validationImages: 32, ...prepareOptions },
+  });
+  result.model.dispose();
+  const meta = JSON.parse(await Deno.readTextFile(join(checkpointDir, "digitsum.json")));
+  // The run's result (and so a sweep's run record) says the same as its checkpoint.
+  assert.deepEqual(result.prepared, meta.prepared);
+  await Deno.remove(checkpointDir, { recursive: true });
+  return { log: lines.join("\n"), meta };
+}
+
 Deno.test({
-  name: "pretrainSumNet() with holdOutValidationDigits pastes MNIST less the validation digits",
+  name: "pretrainSumNet() keeps the validation digits out of the strips by default, and says so",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
     const dir = await smallData();
     try {
-      const lines: string[] = [];
+      const { log, meta } = await sumnetRun(dir, {});
+      assert.match(log, /leaves out the 240 MNIST digits of seed 3's validation composites/);
+      assert.match(log, /strips of 59760 chosen MNIST training digits \(mnist-train without 240\)/);
+      // The checkpoint records what stage 1 pasted, beside the options it was given.
+      assert.deepEqual(meta.prepared, {
+        stripDigits: "mnist-train without 240",
+        stripDigitCount: 59760,
+        heldOutValidationDigits: 240,
+      });
+      assert.deepEqual(meta.prepareOptions, { epochs: 1, validationImages: 32 });
+      // Asked for explicitly, the same; turned off, every digit.
+      const required = await sumnetRun(dir, { holdOutValidationDigits: true });
+      assert.deepEqual(required.meta.prepared, meta.prepared);
+      const kept = await sumnetRun(dir, { holdOutValidationDigits: false });
+      assert.deepEqual(kept.meta.prepared, {
+        stripDigits: "mnist-train",
+        stripDigitCount: 60000,
+        heldOutValidationDigits: 0,
+      });
+      assert.doesNotMatch(kept.log, /leaves out/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "pretrainSumNet() pastes every digit of a folder without a manifest, unless told to hold out",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await smallData();
+    try {
+      await Deno.remove(join(dir, MANIFEST_FILE));
+      const { log, meta } = await sumnetRun(dir, {});
+      assert.match(
+        log,
+        new RegExp(`pastes all MNIST training digits: ${join(dir, MANIFEST_FILE)} is missing`),
+      );
+      assert.equal((meta.prepared as Record<string, unknown>).heldOutValidationDigits, 0);
+      assert.equal((meta.prepared as Record<string, unknown>).stripDigitCount, 60000);
+      await assert.rejects(
+        sumnetRun(dir, { holdOutValidationDigits: true }),
+        new RegExp(`Cannot tell which digits make up .*: no ${join(dir, MANIFEST_FILE)}`),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "runExperiment() keeps the prepare stage's record across a stop and a resume from its state",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await smallData();
+    try {
       const config = studyConfig("sumnet", {
         seed: 3,
         limit: 64,
-        epochs: 1,
+        epochs: 2,
         batchSize: 32,
         dataDir: dir,
       });
+      const stateDir = join(dir, "state");
       const checkpointDir = join(dir, "sumnet_3");
-      const result = await runExperiment(config, {
+      const common = {
         checkpointDir,
+        stateDir,
         progress: false,
         test: false,
-        log: (line) => lines.push(line),
-        prepareOptions: { epochs: 1, validationImages: 32, holdOutValidationDigits: true },
-      });
+        log: () => {},
+        prepareOptions: { epochs: 1, validationImages: 32 },
+      };
+      let epochs = 0;
+      await assert.rejects(
+        runExperiment(config, {
+          ...common,
+          onEpochEnd: () => void epochs++,
+          shouldStop: () => epochs >= 1,
+        }),
+        /stopped after epoch 1\/2/,
+      );
+      const saved = JSON.parse(await Deno.readTextFile(join(stateDir, "digitsum.json")));
+      assert.equal(saved.prepared.heldOutValidationDigits, 240);
+      // The second process skips stage 1 (the state has it) and still records what it pasted.
+      const lines: string[] = [];
+      const result = await runExperiment(config, { ...common, log: (line) => lines.push(line) });
       result.model.dispose();
-      // The checkpoint says what its stage 1 left out.
+      assert.match(lines.join("\n"), /Resuming SumNet/);
+      assert.doesNotMatch(lines.join("\n"), /Stage 1/);
       const meta = JSON.parse(await Deno.readTextFile(join(checkpointDir, "digitsum.json")));
-      assert.deepEqual(meta.prepareOptions, {
-        epochs: 1,
-        validationImages: 32,
-        holdOutValidationDigits: true,
-      });
-      const log = lines.join("\n");
-      assert.match(log, /leaves out the 240 MNIST digits of seed 3's validation composites/);
-      assert.match(log, /strips of 59760 chosen MNIST training digits \(mnist-train without 240\)/);
+      assert.deepEqual(meta.prepared, saved.prepared);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

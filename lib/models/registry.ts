@@ -56,8 +56,14 @@ export interface TrainingRecipe {
   }) => number;
   /** Applied to the images of every training batch (not validation): data augmentation. */
   augment?: (x: tf.Tensor4D) => tf.Tensor4D | Promise<tf.Tensor4D>;
-  /** A stage run once on the freshly built model before training (e.g. pretraining). */
-  prepare?: (model: tf.LayersModel, context: PrepareContext) => Promise<void>;
+  /**
+   * A stage run once on the freshly built model before training (e.g. pretraining). What it
+   * returns says what it did; checkpoints record it as `prepared`.
+   */
+  prepare?: (
+    model: tf.LayersModel,
+    context: PrepareContext,
+  ) => Promise<Readonly<Record<string, unknown>> | void>;
   /**
    * Validate after each epoch on the first this many validation images only (whole batches);
    * the final validation figure still covers the whole split. Saves time when inference is dear.

@@ -68,6 +68,8 @@ export interface RunRecord {
   backend?: { name: string; [key: string]: unknown };
   /** Runtime and library versions. */
   versions?: Record<string, string>;
+  /** What the recipe's prepare stage did (e.g. SumNet's stage 1: which digits it pasted). */
+  prepared?: Readonly<Record<string, unknown>>;
   /** The data it was trained and tested on; records of different data are never mixed. */
   data: DataFingerprint;
   /** ISO time the record was written. */
@@ -284,6 +286,7 @@ export function doneRecord(result: RunResult, data: DataFingerprint): RunRecord 
     seconds: result.seconds,
     backend: JSON.parse(JSON.stringify(result.backend)),
     versions: result.versions,
+    ...(result.prepared ? { prepared: result.prepared } : {}),
     data,
     finishedAt: new Date().toISOString(),
   };

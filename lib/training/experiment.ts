@@ -42,7 +42,7 @@ import {
 } from "./train.ts";
 import { firstImages } from "../data/batch.ts";
 import { buildModel, modelInfo } from "../models/mod.ts";
-import { describeValue, sameJson } from "../io/json.ts";
+import { describeValue, isObject, sameJson } from "../io/json.ts";
 /** Everything that defines a run; two runs with equal configs give equal results. */
 export interface RunConfig {
   /** Model kind (`cnn-regressor`, `cnn-classifier`, `vgg-regressor`, ...). */
@@ -112,6 +112,8 @@ export interface RunResult {
   model: tf.LayersModel;
   /** Predictions on the validation split (for confusion plots and error analysis). */
   valPredictions: AccuracyResult;
+  /** What the recipe's prepare stage did (its record; also in the checkpoint as `prepared`). */
+  prepared?: Readonly<Record<string, unknown>>;
 }
 
 /** Options of {@link runExperiment}. */
@@ -165,6 +167,8 @@ export interface HeldRun {
   rng?: RngState;
   /** Wall seconds so far. */
   seconds: number;
+  /** What the recipe's prepare stage did, when it has one. */
+  prepared?: Readonly<Record<string, unknown>>;
 }
 
 /** Thrown when `shouldStop` or `stopAfterBatch` ended a run before its last epoch. */
@@ -218,6 +222,8 @@ interface RunStart {
   unfinished?: UnfinishedEpoch;
   /** Wall seconds of the epochs before a resume. */
   previousSeconds: number;
+  /** What the recipe's prepare stage did (its record), once it ran or from the saved state. */
+  prepared?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -271,6 +277,7 @@ async function resumeOrStart(
     history,
     optimizer,
     previousSeconds: (saved.meta.seconds as number) ?? 0,
+    ...(isObject(saved.meta.prepared) ? { prepared: saved.meta.prepared } : {}),
   };
 }
 
@@ -293,6 +300,7 @@ function continueHeld(model: tf.LayersModel, held: HeldRun, setup: RunSetup): Ru
     optimizer: held.optimizer,
     unfinished: held.unfinished,
     previousSeconds: held.seconds,
+    ...(held.prepared ? { prepared: held.prepared } : {}),
   };
 }
 
@@ -355,7 +363,7 @@ async function prepareStage(
 ): Promise<void> {
   const prepare = setup.info.recipe?.prepare;
   if (start.history.length > 0 || !prepare) return;
-  await prepare(start.model, {
+  const prepared = await prepare(start.model, {
     seed: config.seed,
     limit: config.limit,
     dataDir: config.dataDir,
@@ -365,6 +373,7 @@ async function prepareStage(
     stopAfterBatch: options.stopAfterBatch,
     options: options.prepareOptions,
   });
+  if (prepared) start.prepared = prepared;
   if (await options.stopAfterBatch?.()) {
     const where = "in its recipe's prepare stage, before epoch 1";
     throw new RunStoppedError(`${setup.info.title} seed ${config.seed} stopped ${where}`, {
@@ -427,6 +436,7 @@ async function trainStage(
           rng: rngState(),
           seconds: start.previousSeconds + (performance.now() - setup.started) / 1000,
           backend: backend.name,
+          ...(start.prepared ? { prepared: start.prepared } : {}),
         }, { optimizer });
       }
       await options.onEpochEnd?.(record);
@@ -446,6 +456,7 @@ async function trainStage(
       unfinished: result.unfinished,
       rng: rngState(),
       seconds: start.previousSeconds + (performance.now() - setup.started) / 1000,
+      ...(start.prepared ? { prepared: start.prepared } : {}),
     };
     throw new RunStoppedError(
       `${info.title} seed ${config.seed} stopped ${where}` +
@@ -561,6 +572,7 @@ export async function runExperiment(
       ...(options.prepareOptions
         ? { prepareOptions: recordedPrepareOptions(options.prepareOptions) }
         : {}),
+      ...(start.prepared ? { prepared: start.prepared } : {}),
     });
   }
   return {
@@ -574,5 +586,6 @@ export async function runExperiment(
     seconds,
     model,
     valPredictions: valResult,
+    ...(start.prepared ? { prepared: start.prepared } : {}),
   };
 }

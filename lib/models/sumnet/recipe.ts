@@ -16,8 +16,10 @@ import {
   StripLoader,
 } from "../../data/strips.ts";
 import { applyEffects } from "../../data/effects.ts";
-import type { DigitSource } from "../../data/generate.ts";
+import { type DigitSource, MANIFEST_FILE } from "../../data/generate.ts";
 import { validationDigits, withoutDigits } from "../../data/provenance.ts";
+import { exists } from "../../io/fsutil.ts";
+import { join } from "node:path";
 import { firstImages } from "../../data/batch.ts";
 import type { PrepareContext, TrainingRecipe } from "../registry.ts";
 import { type EpochRecord, evaluateAccuracy, trainModel } from "../../training/train.ts";
@@ -95,12 +97,25 @@ export interface PretrainOptions {
    */
   digits?: DigitSource;
   /**
-   * Keep the MNIST digits of the run's validation composites out of the strips (default false).
-   * The course composites are made of MNIST's training digits, so otherwise stage 1 has seen
-   * about 78% of the validation digits and validation overstates how well new handwriting is
-   * read. Needs the run's `dataDir` written by digitsum's generator (`lib/data/provenance.ts`).
+   * Keep the MNIST digits of the run's validation composites out of the strips. The course
+   * composites are made of MNIST's training digits, so otherwise stage 1 has seen about 78% of the
+   * validation digits and validation overstates how well new handwriting is read. Which digits
+   * those are is known only for a `dataDir` written by digitsum's generator (its `MANIFEST.json`;
+   * `lib/data/provenance.ts`). `"when-known"` (the default) keeps them out when the folder has a
+   * manifest and pastes all of MNIST's training digits otherwise (the course's own files), saying
+   * so; `true` requires it (an error without a manifest); `false` pastes them all.
    */
-  holdOutValidationDigits?: boolean;
+  holdOutValidationDigits: boolean | "when-known";
+}
+
+/** What stage 1 pasted, as the checkpoint records it (`digitsum.json`'s `prepared`). */
+export interface PretrainRecord {
+  /** The digits the strips were pasted from, e.g. `mnist-train without 20918`. */
+  stripDigits: string;
+  /** How many digits that is. */
+  stripDigitCount: number;
+  /** MNIST digits of the validation composites left out (0 when none were). */
+  heldOutValidationDigits: number;
 }
 
 /**
@@ -144,6 +159,7 @@ export const PRETRAIN_DEFAULTS: Readonly<PretrainOptions> = Object.freeze({
   validationImages: 512,
   layout: {},
   effects: {},
+  holdOutValidationDigits: "when-known",
 });
 
 /**
@@ -157,25 +173,44 @@ export const ROBUST_PRETRAIN: Readonly<Partial<PretrainOptions>> = Object.freeze
   effects: ROBUST_EFFECTS,
 });
 
-/** The digits stage 1 pastes: `options.digits` or MNIST's training digits, less held-out ones. */
+/**
+ * The digits stage 1 pastes: `options.digits` or MNIST's training digits, less the validation
+ * composites' digits where `holdOutValidationDigits` asks for it and they are known.
+ */
 async function stripDigits(
   context: PrepareContext,
   options: PretrainOptions,
-): Promise<DigitSource> {
-  const digits = options.digits ?? await loadMnistTrainDigits();
-  if (!options.holdOutValidationDigits) return digits;
+): Promise<{ digits: DigitSource; heldOut: number }> {
+  const hold = options.holdOutValidationDigits;
   if (options.digits) {
-    throw new Error("pretrainSumNet: give either digits or holdOutValidationDigits, not both");
+    if (hold === true) {
+      throw new Error("pretrainSumNet: give either digits or holdOutValidationDigits, not both");
+    }
+    return { digits: options.digits, heldOut: 0 };
   }
+  const digits = await loadMnistTrainDigits();
+  if (hold === false) return { digits, heldOut: 0 };
   if (context.dataDir === undefined) {
-    throw new Error("pretrainSumNet: holdOutValidationDigits needs the run's dataDir");
+    if (hold === true) {
+      throw new Error("pretrainSumNet: holdOutValidationDigits needs the run's dataDir");
+    }
+    context.log("Stage 1 pastes all MNIST training digits (the run names no data folder)");
+    return { digits, heldOut: 0 };
+  }
+  const manifest = join(context.dataDir, MANIFEST_FILE);
+  if (hold === "when-known" && !await exists(manifest)) {
+    context.log(
+      `Stage 1 pastes all MNIST training digits: ${manifest} is missing, so which of them make up ` +
+        "the validation composites is unknown (validation overstates new handwriting a little)",
+    );
+    return { digits, heldOut: 0 };
   }
   const held = await validationDigits(context.dataDir, digits, { seed: context.seed });
   context.log(
     `Stage 1 leaves out the ${held.length} MNIST digits of seed ${context.seed}'s validation ` +
       `composites (${context.dataDir})`,
   );
-  return withoutDigits(digits, held);
+  return { digits: withoutDigits(digits, held), heldOut: held.length };
 }
 
 /**
@@ -187,16 +222,21 @@ async function stripDigits(
  * @param model a SumNet (its weights are trained in place)
  * @param context seed, optional image cap (`limit` shrinks the stage for quick runs), validation
  *   loader and log
- * @returns the stage's epoch records
+ * @returns the stage's epoch records and what it pasted
  */
 export async function pretrainSumNet(
   model: tf.LayersModel,
   context: PrepareContext & { options?: Partial<PretrainOptions> },
-): Promise<EpochRecord[]> {
+): Promise<{ history: EpochRecord[]; record: PretrainRecord }> {
   const options = { ...PRETRAIN_DEFAULTS, ...context.options };
   const strips = context.limit ? Math.min(options.strips, context.limit) : options.strips;
   const log = context.log;
-  const digits = await stripDigits(context, options);
+  const { digits, heldOut } = await stripDigits(context, options);
+  const record: PretrainRecord = {
+    stripDigits: digits.name ?? "digits",
+    stripDigitCount: digits.count,
+    heldOutValidationDigits: heldOut,
+  };
   const loader = new StripLoader(digits, {
     size: strips,
     batchSize: options.batchSize,
@@ -208,7 +248,7 @@ export async function pretrainSumNet(
   const started = performance.now();
   log(
     `Stage 1: pretraining the cell classifier on ${options.epochs} x ${strips} strips of ` +
-      (options.digits || options.holdOutValidationDigits
+      (options.digits || heldOut > 0
         ? `${digits.count} chosen MNIST training digits (${digits.name})`
         : "MNIST training digits"),
   );
@@ -229,10 +269,10 @@ export async function pretrainSumNet(
     onBatchEnd: context.onBatchEnd,
     stopAfterBatch: context.stopAfterBatch,
   });
-  if (result.stopped) return result.history;
+  if (result.stopped) return { history: result.history, record };
   log(`Stage 1 took ${formatDuration((performance.now() - started) / 1000)}`);
   log("Stage 2: training the whole model on the composites' sums");
-  return result.history;
+  return { history: result.history, record };
 }
 
 /**
@@ -322,9 +362,7 @@ export const SUMNET_RECIPE: TrainingRecipe = {
   trainAccuracyImages: 6000,
   schedule: ({ epoch, batch, numBatches, epochs, learningRate }) =>
     cosineSchedule(learningRate, (epoch - 1) * numBatches + batch, epochs * numBatches),
-  prepare: async (model, context) => {
-    await pretrainSumNet(model, context);
-  },
+  prepare: async (model, context) => ({ ...(await pretrainSumNet(model, context)).record }),
 };
 
 /**
@@ -338,7 +376,8 @@ export const SUMNET_ROBUST_RECIPE: TrainingRecipe = {
   augment: rollAndRestyle,
   prepare: async (model, context) => {
     const overrides = context.options as Partial<PretrainOptions> | undefined;
-    await pretrainSumNet(model, { ...context, options: { ...ROBUST_PRETRAIN, ...overrides } });
+    const options = { ...ROBUST_PRETRAIN, ...overrides };
+    return { ...(await pretrainSumNet(model, { ...context, options })).record };
   },
 };
 
