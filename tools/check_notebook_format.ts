@@ -39,7 +39,9 @@ for (const file of files) {
   const { same, error } = await formatted(file);
   if (!same) {
     bad += 1;
-    console.error(`${file}: ${error ?? "not formatted (run: deno fmt " + file + ")"}`);
+    // deno.json keeps notebooks/ out of `deno fmt`, so the fix goes through stdin as well.
+    const fix = `deno fmt --ext ipynb - < ${file} > ${file}.tmp && mv ${file}.tmp ${file}`;
+    console.error(`${file}: ${error ?? `not formatted (run: ${fix})`}`);
   }
 }
 console.log(`Checked ${files.length} notebook(s): ${bad} not formatted`);
