@@ -875,7 +875,7 @@ Deno.test("cellLoss() falls when SumNet's cells train on MNIST strips", async ()
   model.dispose();
 });
 
-/** What the shipped checkpoint must score on the first 1000 test images (it scores 97.23% on all
+/** What the shipped checkpoint must score on the first 1000 test images (it scores 97.70% on all
  * 10,000, see docs/BEYOND.md); a floor that catches a broken model or loader, not a benchmark. */
 const SHIPPED_MIN_ACCURACY = 95;
 
