@@ -68,14 +68,15 @@ async function main(): Promise<void> {
     ...(flags.backend ? { backend: flags.backend } : {}),
     ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
   });
-  const holdOut = values["hold-out-val-digits"] === true
-    ? true
-    : values["keep-val-digits"] === true
-    ? false
-    : undefined;
   if (values["hold-out-val-digits"] && values["keep-val-digits"]) {
     throw new Error("--hold-out-val-digits and --keep-val-digits contradict each other");
   }
+  // Neither flag: the recipe's default (kept out when the data folder's manifest says which).
+  const holdOut = values["hold-out-val-digits"]
+    ? true
+    : values["keep-val-digits"]
+    ? false
+    : undefined;
   if (holdOut !== undefined && !info.recipe?.prepare) {
     const flag = holdOut ? "--hold-out-val-digits" : "--keep-val-digits";
     throw new Error(`${flag}: ${info.kind} has no pretraining stage to keep them from`);
