@@ -875,6 +875,40 @@ Deno.test("cellLoss() falls when SumNet's cells train on MNIST strips", async ()
   model.dispose();
 });
 
+Deno.test("cellLoss() weights digit cells and smooths labels as asked", () => {
+  // Two cells: one holds digit 3, the other nothing (class 10).
+  const logits = [
+    [0.5, -1, 2, 1.5, 0, 0.3, -0.2, 0.1, 0.9, -0.4, 0.7],
+    [-0.3, 0.2, 0.1, -1.2, 0.4, 0, 0.6, -0.5, 0.2, 0.3, 2.1],
+  ];
+  const classes = [3, NOTHING];
+  const logSoftmax = (row: number[]) => {
+    const max = Math.max(...row);
+    const norm = Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0)) + max;
+    return row.map((v) => v - norm);
+  };
+  const expected = (weight: number, smoothing: number) => {
+    const perCell = logits.map((row, i) => {
+      const logP = logSoftmax(row);
+      const target = row.map((_, k) => (k === classes[i] ? 1 - smoothing : 0) + smoothing / 11);
+      return -target.reduce((s, t, k) => s + t * logP[k], 0);
+    });
+    return (weight * perCell[0] + perCell[1]) / (weight + 1);
+  };
+  const output = tf.tensor4d(logits.flat(), [1, 1, 2, 11]);
+  const labels = tf.tensor1d(classes);
+  for (const [weight, smoothing] of [[1, 0], [12, 0], [12, 0.1]]) {
+    const loss = cellLoss(output, labels, { digitWeight: weight, labelSmoothing: smoothing });
+    const got = loss.dataSync()[0];
+    loss.dispose();
+    assert.ok(
+      Math.abs(got - expected(weight, smoothing)) < 1e-5,
+      `weight ${weight}, smoothing ${smoothing}: ${got} against ${expected(weight, smoothing)}`,
+    );
+  }
+  tf.dispose([output, labels]);
+});
+
 /** What the shipped checkpoint must score on the first 1000 test images (it scores 97.70% on all
  * 10,000, see docs/BEYOND.md); a floor that catches a broken model or loader, not a benchmark. */
 const SHIPPED_MIN_ACCURACY = 95;
