@@ -4,7 +4,7 @@ import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/runtime/backend.ts";
 import { loadCheckpoint, saveCheckpoint } from "../lib/training/checkpoint.ts";
 import { IMAGE_SIZE } from "../lib/constants.ts";
-import { loadTestLoader } from "../lib/data/loader.ts";
+import { getLoaders, loadTestLoader } from "../lib/data/loader.ts";
 import { exists } from "../lib/io/fsutil.ts";
 import { generateComposites, loadMnist } from "../lib/data/generate.ts";
 import {
@@ -32,6 +32,7 @@ import {
   makeView,
   MeanOverViews,
   noisyImages,
+  pretrainSumNet,
   rescaleDigits,
   rescaleFactors,
   rollAndRestyle,
@@ -1111,5 +1112,38 @@ Deno.test({
       }),
       /broken-digits must hold count x 28 x 28 bytes/,
     );
+  },
+});
+
+Deno.test({
+  name: "pretrainSumNet() passes labelSmoothing to the per-cell loss",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { val } = await getLoaders(0.8, 32, { seed: 3, limit: 64, dataDir: DATA_DIR });
+    const stage1Loss = async (labelSmoothing: number) => {
+      seedEverything(3);
+      const model = buildSumNet({ testViews: [{}] });
+      const { history } = await pretrainSumNet(model, {
+        seed: 3,
+        limit: 64,
+        val,
+        log: () => {},
+        // A small rate: the losses compare the smoothed and plain targets on nearly the same weights.
+        options: {
+          epochs: 1,
+          batchSize: 32,
+          validationImages: 32,
+          learningRate: 1e-4,
+          labelSmoothing,
+        },
+      });
+      model.dispose();
+      return history[0].trainLoss;
+    };
+    const plain = await stage1Loss(0);
+    assert.equal(await stage1Loss(0), plain, "the same seed gives the same stage-1 loss");
+    const smoothed = await stage1Loss(0.3);
+    assert.ok(Math.abs(smoothed - plain) > 1e-3, `smoothed ${smoothed}, plain ${plain}`);
   },
 });
