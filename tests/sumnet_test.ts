@@ -1120,7 +1120,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const { val } = await getLoaders(0.8, 32, { seed: 3, limit: 64, dataDir: DATA_DIR });
+    const { val } = await getLoaders(undefined, 32, { seed: 3, limit: 64, dataDir: DATA_DIR });
     const stage1Loss = async (labelSmoothing: number) => {
       seedEverything(3);
       const model = buildSumNet({ testViews: [{}] });

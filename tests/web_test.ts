@@ -463,9 +463,8 @@ Deno.test({
       );
       await t.step("drawing four known test digits by mouse shows their sum", async () => {
         const result = await drawStrokes(page, known.strokes);
-        const truth = knownTruth;
         assert.equal(result.sum, String(composites.labels[known.index]), JSON.stringify(result));
-        assert.deepEqual(result.digits.map((d) => Number(d.digit)), truth);
+        assert.deepEqual(result.digits.map((d) => Number(d.digit)), knownTruth);
         assert.deepEqual(result.notes, []);
         // Each digit is shown under where it was drawn, left to right.
         const lefts = result.digits.map((d) => d.left);
